@@ -1,0 +1,85 @@
+"""The `vision` command.
+
+Thin glue only: each package contributes its own sub-commands through the
+``vision.commands`` entry-point group (``training``, ``inference``, ``review``), so `vision`
+never imports them and imports keep pointing one way.
+
+Exit codes: 0 success, 1 finished with some items failed (reported), 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib.metadata import entry_points
+
+import typer
+from rich.console import Console
+
+from vision.errors import ConfigError, VisionError
+
+app = typer.Typer(
+    name="vision",
+    help="Classify satellite and aerial imagery: train models, batch-classify archives, "
+    "review results.\n\nStart with `vision demo`, then `vision COMMAND --help`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def _register_data() -> None:
+    from vision.data.commands import data_app
+
+    app.add_typer(data_app, name="data", help="Check and fetch labelled datasets.")
+
+
+def _register_plugins() -> None:
+    for ep in sorted(entry_points(group="vision.commands"), key=lambda e: e.name):
+        ep.load()(app)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected errors into messages and exit codes."""
+    _register_data()
+    _register_plugins()
+    try:
+        rv = app(standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(EXIT_USAGE)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(EXIT_USAGE)
+    except VisionError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(EXIT_PARTIAL)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Experiment recipes: strict, typed, loaded with ``yaml.safe_load`` and never executed.
+
+A recipe declares data, model, augmentations and schedule. Unknown keys are errors, so a
+typo is caught before hours of training. ``--set key=value`` overrides use dotted paths
+(``--set model.weights=none``), parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vision.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class AugmentationConfig(_Strict):
+    """One albumentations transform: its class name and keyword arguments."""
+
+    name: str = Field(description="albumentations class, e.g. HorizontalFlip, RandomRotate90")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+
+
+class DataConfig(_Strict):
+    """Where the labelled chips are and how to read them."""
+
+    source: Literal["eurosat-rgb", "eurosat-ms", "folder", "manifest", "synthetic"] = Field(
+        description="reader: WebDataset shards, EuroSAT MS GeoTIFFs, class folders, a manifest"
+        " (CSV/Parquet path,label[,group]) or the generated demo set"
+    )
+    root: str | None = Field(
+        default=None,
+        description="dataset folder; default VISION_DATA_DIR/<source> for EuroSAT, "
+        "and the demo output folder for synthetic",
+    )
+    train: str = Field(default="train", description="split name, sub-folder or manifest path")
+    val: str = Field(default="val", description="split used for model selection and calibration")
+    test: str | None = Field(
+        default="test", description="held-out split, reported but never used for selection"
+    )
+    bands: list[str | int] | None = Field(
+        default=None, description="band names or 0-based indices to use; default all"
+    )
+    classes: list[str] | None = Field(
+        default=None, description="class names in label order; default from the dataset"
+    )
+    limit_per_split: int | None = Field(
+        default=None, ge=1, description="use at most this many samples per split (smoke runs)"
+    )
+    num_workers: int = Field(default=1, ge=0, description="data loader worker processes")
+
+
+class ModelConfig(_Strict):
+    """Which network and which starting weights."""
+
+    architecture: str = Field(description="a name from `vision.models.list_models()`")
+    weights: str = Field(
+        default="imagenet", description="imagenet | none | path to a state_dict or checkpoint"
+    )
+    name: str = Field(description="registered model name in MLflow")
+    input_size: tuple[int, int] = Field(default=(64, 64), description="H, W the model takes")
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    """Optimisation schedule."""
+
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_epochs: float = Field(default=0.5, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    imbalance: Literal["none", "class_weights", "balanced_sampler"] = Field(
+        default="none", description="how to counter class imbalance"
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="epochs without improvement before stopping"
+    )
+    monitor: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_accuracy"
+    amp: bool = Field(default=True, description="mixed precision on CUDA (ignored on CPU)")
+    channels_last: bool = Field(default=True, description="channels_last memory on CUDA")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_steps_per_epoch: int | None = Field(
+        default=None, ge=1, description="cap steps per epoch (smoke runs and tests)"
+    )
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+
+
+class CalibrationConfig(_Strict):
+    """Post-hoc calibration and per-class operating points."""
+
+    temperature_scaling: bool = True
+    ece_max: float | None = Field(default=None, gt=0, le=1, description="promotion bound on ECE")
+    targets: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per class: {precision: 0.9} or {recall: 0.95}; sets vision.thresholds",
+    )
+
+
+class PromotionConfig(_Strict):
+    """Minimums a version must meet before it may become `champion`."""
+
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_group_accuracy: float | None = Field(default=None, ge=0, le=1)
+    group_by: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    """A whole training recipe."""
+
+    seed: int = 42
+    data: DataConfig
+    model: ModelConfig
+    augmentations: list[AugmentationConfig] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    experiment: str | None = Field(default=None, description="MLflow experiment name")
+
+    @field_validator("augmentations")
+    @classmethod
+    def _known_transforms(cls, v: list[AugmentationConfig]) -> list[AugmentationConfig]:
+        import albumentations as A
+
+        for aug in v:
+            if not isinstance(getattr(A, aug.name, None), type):
+                raise ValueError(f"unknown albumentations transform {aug.name!r}")
+        return v
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of a raw recipe dict with dotted ``key=value`` overrides applied."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {k!r} is not a section")
+        node[path[-1]] = value
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load and validate a recipe.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or does not match the schema.
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"recipe not found: {p}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a recipe is a YAML mapping")
+    raw = apply_overrides(raw, overrides or [])
+    return validate_experiment(raw, source=str(p))
+
+
+def validate_experiment(raw: dict[str, Any], source: str = "<recipe>") -> ExperimentConfig:
+    """Validate a raw dict as an `ExperimentConfig`, with a readable error."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid recipe"]
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc
+
+
+def dump_experiment(cfg: ExperimentConfig) -> str:
+    """The resolved recipe as YAML (saved beside every output)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,44 @@
+"""Typed errors shared by every part of the pipeline.
+
+Each error says what went wrong and, where possible, what to do about it. Errors that
+concern one input (a corrupt file, a wrong band count) are `InputError`s: batch jobs turn
+them into a row with ``status == "error"`` instead of stopping.
+"""
+
+from __future__ import annotations
+
+
+class VisionError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(VisionError, ValueError):
+    """A recipe, option or setting is invalid (exit code 2 at the CLI)."""
+
+
+class InputError(VisionError):
+    """One input cannot be used; the rest of a batch goes on."""
+
+
+class UnreadableInputError(InputError, OSError):
+    """A file is missing, empty, truncated, corrupt or of a driver that is not allowed."""
+
+
+class BandMismatchError(InputError, ValueError):
+    """An input's band count or dtype does not fit what the model or dataset expects."""
+
+
+class NoDataError(InputError):
+    """An input holds no valid pixels (all nodata or NaN)."""
+
+
+class WeightsNotAvailableError(VisionError, FileNotFoundError):
+    """Pretrained weights were asked for but are not on this machine (nothing is downloaded)."""
+
+
+class ModelFormatError(VisionError, ValueError):
+    """A model file is not what this project exports (missing metadata, bad external data)."""
+
+
+class ParityError(VisionError, AssertionError):
+    """The exported ONNX model disagrees with the PyTorch model beyond tolerance."""

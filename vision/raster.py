@@ -1,0 +1,148 @@
+"""Raster I/O in one place: GDAL settings, the driver allow-list, and safe chip reads.
+
+Every raster this project opens goes through `open_raster`, so a VRT (which can point at
+arbitrary files) or any other driver disguised as ``.tif`` is refused before GDAL follows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+
+from vision.errors import BandMismatchError, UnreadableInputError
+
+#: Drivers we read. Anything else (VRT, HDF, netCDF, ...) is refused.
+ALLOWED_DRIVERS: tuple[str, ...] = ("GTiff", "COG", "PNG", "JPEG")
+
+#: GDAL options: no network, no sibling-file scans, bounded cache.
+GDAL_ENV: dict[str, Any] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_TIMEOUT": 1,
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".none",
+    "GDAL_CACHEMAX": 256,
+    "GDAL_NUM_THREADS": 1,
+}
+
+#: Largest raster we agree to open, in pixels per band (a header may lie about its size).
+MAX_PIXELS = 2**34
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", *RASTER_SUFFIXES)
+
+
+@contextlib.contextmanager
+def gdal_env() -> Iterator[None]:
+    """Apply this project's GDAL settings for the duration of a block."""
+    with rasterio.Env(**GDAL_ENV):
+        yield
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster for reading, refusing disallowed drivers and absurd sizes.
+
+    Raises:
+        UnreadableInputError: the file is missing, empty, not a raster, of a refused driver,
+            or claims an implausible size.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UnreadableInputError(f"{p}: file not found")
+    if p.stat().st_size == 0:
+        raise UnreadableInputError(f"{p}: file is empty (0 bytes)")
+    with gdal_env():
+        try:
+            # A list of drivers limits which ones GDAL may try (COG is a write-only driver).
+            ds = rasterio.open(p, driver=[d for d in ALLOWED_DRIVERS if d != "COG"])
+        except RasterioError as exc:
+            raise UnreadableInputError(f"{p}: not a readable raster ({exc})") from exc
+        try:
+            if ds.driver not in ALLOWED_DRIVERS:
+                raise UnreadableInputError(
+                    f"{p}: driver {ds.driver!r} is not allowed (allowed: {', '.join(ALLOWED_DRIVERS)})"
+                )
+            if ds.width * ds.height > MAX_PIXELS or ds.count > 1024:
+                raise UnreadableInputError(
+                    f"{p}: header claims {ds.width}x{ds.height}x{ds.count}, larger than allowed"
+                )
+            yield ds
+        finally:
+            ds.close()
+
+
+def select_bands(
+    available: Sequence[str | None], wanted: Sequence[str | int] | None
+) -> list[int]:
+    """Resolve band names or 0-based indices to 0-based band indices.
+
+    Args:
+        available: band names (descriptions) of the raster, ``None`` where unnamed.
+        wanted: names (e.g. ``"B04"``) or 0-based indices; ``None`` means all bands.
+
+    Raises:
+        BandMismatchError: a name is unknown or an index is out of range.
+    """
+    n = len(available)
+    if wanted is None:
+        return list(range(n))
+    out: list[int] = []
+    for w in wanted:
+        if isinstance(w, int):
+            if not 0 <= w < n:
+                raise BandMismatchError(f"band index {w} out of range for {n} bands")
+            out.append(w)
+        else:
+            if w not in available:
+                raise BandMismatchError(
+                    f"band {w!r} not found; the raster's bands are {list(available)}"
+                )
+            out.append(list(available).index(w))
+    return out
+
+
+def read_chip(
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    band_names: Sequence[str] | None = None,
+    expected_bands: int | None = None,
+) -> np.ndarray:
+    """Read a whole small raster (a chip) as an ``H x W x C`` array in its own dtype.
+
+    Args:
+        path: GeoTIFF (or PNG/JPEG) file.
+        bands: 0-based band indices to keep, in order; ``None`` for all.
+        band_names: names to select by (matched against the raster's band descriptions,
+            falling back to the EuroSAT Sentinel-2 band order for 13-band files).
+        expected_bands: when given, the number of bands the caller needs after selection.
+    """
+    with open_raster(path) as ds:
+        if band_names is not None:
+            names = list(ds.descriptions)
+            if all(d is None for d in names) and ds.count == len(EUROSAT_MS_BANDS):
+                names = list(EUROSAT_MS_BANDS)
+            bands = select_bands(names, list(band_names))
+        idx = [b + 1 for b in bands] if bands is not None else None
+        try:
+            arr = ds.read(idx)
+        except RasterioError as exc:
+            raise UnreadableInputError(f"{path}: read failed ({exc})") from exc
+    chip = np.moveaxis(arr, 0, -1)
+    if expected_bands is not None and chip.shape[-1] != expected_bands:
+        raise BandMismatchError(
+            f"{path}: has {chip.shape[-1]} bands after selection, expected {expected_bands}"
+        )
+    return chip
+
+
+#: Band order of the EuroSAT MS release (B8A last).
+EUROSAT_MS_BANDS: tuple[str, ...] = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
+)
+#: Band names of EuroSAT RGB chips (JPEG R, G, B = Sentinel-2 B04, B03, B02).
+EUROSAT_RGB_BANDS: tuple[str, ...] = ("B04", "B03", "B02")
