@@ -1,0 +1,1 @@
+"""Fine-tuning loop, MLflow tracking and registry, evaluation, calibration, ONNX export."""
