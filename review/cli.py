@@ -1,9 +1,277 @@
-"""`vision` sub-commands contributed by the review package."""
+"""`vision review ...` and `vision users ...`: the review service from the command line.
+
+Examples::
+
+    export VISION_REVIEW_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')
+    vision users add ada --role admin
+    vision review import runs/2024-06-scenes --interest AnnualCrop
+    vision review serve --port 8000
+    vision review export 1 --format dataset --out reviewed/2024-06
+    vision review audit verify
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from review.db.engine import Database
+    from review.settings import ReviewSettings
+
+DB_OPTION = typer.Option(
+    None, "--db", help="database URL (default: VISION_REVIEW_DB, else SQLite in VISION_REVIEW_DATA)"
+)
+
+review_app = typer.Typer(
+    no_args_is_help=True,
+    help="The review service: serve the web app, import jobs, export results, verify the audit log.",
+)
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+users_app = typer.Typer(no_args_is_help=True, help="People who sign in to the review service.")
+review_app.add_typer(audit_app, name="audit")
+
+
+class Role(StrEnum):
+    """Roles, for option parsing."""
+
+    analyst = "analyst"
+    reviewer = "reviewer"
+    admin = "admin"
+
+
+class ExportFormat(StrEnum):
+    """Export formats, for option parsing."""
+
+    geojson = "geojson"
+    parquet = "parquet"
+    dataset = "dataset"
+
+
+def _open(db_url: str | None, require_secret: bool = False) -> tuple[ReviewSettings, Database]:
+    from review.service import open_database
+    from review.settings import ReviewSettings
+
+    settings = ReviewSettings.from_env(db_url, require_secret=require_secret)
+    return settings, open_database(settings.db_url)
+
+
+@review_app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    db: str | None = DB_OPTION,
+    worker: bool = typer.Option(True, help="also start a worker process that runs submitted jobs"),
+) -> None:
+    """Serve the review web app (needs VISION_REVIEW_SECRET).
+
+    Example: vision review serve --port 8000 --db postgresql://review@localhost/review
+    """
+    import uvicorn
+
+    from review.service import preflight
+    from review.web.app import create_app
+
+    settings, database = _open(db, require_secret=True)
+    preflight(settings, database)
+    proc = None
+    if worker:
+        env = dict(os.environ, VISION_REVIEW_DB=settings.db_url)
+        proc = subprocess.Popen([sys.executable, "-m", "vision.cli", "review", "worker"], env=env)
+    try:
+        uvicorn.run(
+            create_app(settings, database),
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@review_app.command("worker")
+def worker_cmd(db: str | None = DB_OPTION) -> None:
+    """Run submitted jobs through `vision infer` (started by `serve`; run more for more throughput).
+
+    Example: vision review worker --db postgresql://review@localhost/review
+    """
+    from review.jobs.worker import Worker
+
+    settings, database = _open(db)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        Worker(database, engine=settings.infer_engine).run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@review_app.command("import")
+def import_cmd(
+    job_dir: Path = typer.Argument(..., help="a finished `vision infer` output folder"),
+    db: str | None = DB_OPTION,
+    name: str | None = typer.Option(None, help="job name (default: the folder name)"),
+    interest: list[str] = typer.Option([], "--interest", help="class of interest (repeatable)"),
+    four_eyes: bool = typer.Option(False, help="second review for positives of those classes"),
+) -> None:
+    """Import a finished job folder; its rows enter the review queue.
+
+    Example: vision review import runs/2024-06 --interest AnnualCrop --four-eyes
+    """
+    from review.jobs.importer import import_job
+    from review.service import cli_actor
+
+    _, database = _open(db)
+    with database.write() as s:
+        job = import_job(s, job_dir, cli_actor(), name=name, classes_of_interest=interest, four_eyes=four_eyes)
+        typer.echo(
+            f"job {job.id}: {job.progress_total - job.rows_skipped} items queued for review, "
+            f"{job.rows_skipped} rows not assessed"
+        )
+
+
+@review_app.command("export")
+def export_cmd(
+    job_id: int = typer.Argument(..., help="job number (see the jobs page)"),
+    out: Path = typer.Option(..., "--out", help="output file, or folder for --format dataset"),
+    fmt: ExportFormat = typer.Option(ExportFormat.geojson, "--format", help="what to write"),
+    overwrite: bool = typer.Option(False, help="replace an existing output"),
+    db: str | None = DB_OPTION,
+) -> None:
+    """Export human-decided results, or the labelled dataset for `vision train`.
+
+    Example: vision review export 3 --format dataset --out reviewed/job3
+    """
+    from review import audit
+    from review.export import export_dataset, export_geojson, export_parquet
+    from review.service import cli_actor
+    from vision.errors import ConfigError
+
+    _, database = _open(db)
+    if fmt is not ExportFormat.dataset and out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    with database.write() as s:
+        if fmt is ExportFormat.geojson:
+            n = export_geojson(s, job_id, out)
+        elif fmt is ExportFormat.parquet:
+            n = export_parquet(s, job_id, out)
+        else:
+            n = export_dataset(s, job_id, out, overwrite=overwrite)
+        audit.append(
+            s, cli_actor(), "export", f"job:{job_id}", None, {"format": fmt.value, "items": n, "out": str(out)}, "cli"
+        )
+    typer.echo(f"{n} items written to {out}")
+
+
+@audit_app.command("verify")
+def audit_verify(db: str | None = DB_OPTION) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first bad row.
+
+    Example: vision review audit verify --db sqlite:///review-data/review.db
+    """
+    from review.audit import verify
+
+    _, database = _open(db)
+    with database.read() as s:
+        result = verify(s)
+    if result.ok:
+        typer.echo(f"audit log intact: {result.rows} rows")
+        return
+    typer.echo(f"audit log BROKEN at row {result.bad_seq}: {result.reason}", err=True)
+    raise typer.Exit(1)
+
+
+def _password(prompt: bool, stdin: bool) -> str:
+    if stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="user name"),
+    role: Role = typer.Option(..., "--role", help="analyst, reviewer or admin"),
+    password_stdin: bool = typer.Option(False, help="read the password from stdin (scripts)"),
+    db: str | None = DB_OPTION,
+) -> None:
+    """Add a person; the password is prompted for and stored as an argon2 hash.
+
+    Example: vision users add ada --role reviewer
+    """
+    from review.auth.users import add_user
+    from review.service import cli_actor
+
+    _, database = _open(db)
+    password = _password(True, password_stdin)
+    with database.write() as s:
+        add_user(s, name, role.value, password, cli_actor())
+    typer.echo(f"added {name} ({role.value})")
+
+
+@users_app.command("list")
+def users_list(db: str | None = DB_OPTION) -> None:
+    """List people, roles and lock state.
+
+    Example: vision users list
+    """
+    from sqlalchemy import select
+
+    from review.db.models import User
+
+    _, database = _open(db)
+    with database.read() as s:
+        for u in s.execute(select(User).order_by(User.name)).scalars():
+            state = "active" if u.active else "disabled"
+            locked = f", locked until {u.locked_until:%Y-%m-%d %H:%M} UTC" if u.locked_until else ""
+            typer.echo(f"{u.name}\t{u.role}\t{state}{locked}")
+
+
+@users_app.command("set")
+def users_set(
+    name: str = typer.Argument(..., help="user name"),
+    role: Role | None = typer.Option(None, "--role", help="new role"),
+    active: bool | None = typer.Option(None, "--enable/--disable", help="allow or stop sign-in"),
+    unlock: bool = typer.Option(False, help="lift a lockout after failed logins"),
+    password: bool = typer.Option(False, "--password", help="set a new password (prompted)"),
+    password_stdin: bool = typer.Option(False, help="read the new password from stdin"),
+    db: str | None = DB_OPTION,
+) -> None:
+    """Change a person's role, password, lock or active state (audited).
+
+    Example: vision users set ada --role admin --unlock
+    """
+    from review.auth.users import get_user, update_user
+    from review.service import cli_actor
+
+    _, database = _open(db)
+    new_password = _password(True, password_stdin) if (password or password_stdin) else None
+    with database.write() as s:
+        user = get_user(s, name)
+        update_user(
+            s,
+            user,
+            cli_actor(),
+            role=role.value if role else None,
+            active=active,
+            unlock=unlock,
+            password=new_password,
+        )
+    typer.echo(f"updated {name}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `vision` CLI."""
+    app.add_typer(review_app, name="review")
+    app.add_typer(users_app, name="users")

@@ -33,6 +33,8 @@ GDAL_ENV: dict[str, Any] = {
 MAX_PIXELS = 2**34
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+#: Leading bytes of TIFF (classic and BigTIFF, both byte orders), PNG and JPEG files.
+_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"\x89PNG", b"\xff\xd8\xff")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", *RASTER_SUFFIXES)
 
 
@@ -56,10 +58,15 @@ def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
         raise UnreadableInputError(f"{p}: file not found")
     if p.stat().st_size == 0:
         raise UnreadableInputError(f"{p}: file is empty (0 bytes)")
+    with p.open("rb") as f:
+        head = f.read(8)
+    # Sniff the magic bytes before GDAL sees the file: a VRT (XML that can point anywhere)
+    # or another format renamed to .tif never reaches a driver.
+    if not head.startswith(_MAGIC):
+        raise UnreadableInputError(f"{p}: not a GeoTIFF, PNG or JPEG file (unrecognised header)")
     with gdal_env():
         try:
-            # A list of drivers limits which ones GDAL may try (COG is a write-only driver).
-            ds = rasterio.open(p, driver=[d for d in ALLOWED_DRIVERS if d != "COG"])
+            ds = rasterio.open(p)
         except RasterioError as exc:
             raise UnreadableInputError(f"{p}: not a readable raster ({exc})") from exc
         try:

@@ -23,10 +23,7 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if im.mode in ("L", "I;16", "I"):
-                arr = np.asarray(im)[..., None]
-            else:
-                arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(im)[..., None] if im.mode in ("L", "I;16", "I") else np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UnreadableInputError(f"{name}: cannot decode image ({exc})") from exc
     return arr

@@ -20,7 +20,7 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 BN_EPS = 1e-3
-BN_MOMENTUM = 0.01
+BN_MOMENTUM = 0.1  # PyTorch default: running stats adapt quickly to new bands when fine-tuning
 
 
 class MBConvBlock(nn.Module):

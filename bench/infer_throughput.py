@@ -1,0 +1,268 @@
+"""Throughput and memory of `vision infer`, in one run, on the shared data.
+
+Prints:
+  1. end-to-end chips/s of `vision infer` on a folder of real EuroSAT JPEG chips, and on a real
+     scene, divided by the chips/s of a bare ONNX Runtime session on preloaded tensors (same
+     model, same batch size, same threads)                              goal >= 0.90;
+  2. the same chips/s divided by a plain PyTorch loop a user would write (torchvision
+     `ImageFolder` + `DataLoader` + `model.eval()`, same weights)       goal >= 3;
+  3. peak RSS of `vision infer` on a scene and on the scene mosaicked to 4x the pixels, each
+     in its own process                                                 goal < 1.2x growth.
+
+`vision infer` is timed twice: by the job itself (manifest ``throughput.elapsed_s``: planning,
+hashing, reading, classifying, writing, without the interpreter's start and imports) and by
+the wall clock of the whole command.
+
+Usage:
+    python bench/infer_throughput.py [--model runs/rgb/model.onnx]
+        [--checkpoint runs/rgb/checkpoints/best.pt] [--chips 3000] [--batch-size 64]
+
+Without the model, a stand-in efficientnet_lite0 with random weights is built and exported
+the same way (raw pixels in, normalisation inside), and serves both sides of the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vision import settings  # noqa: E402
+
+SCENE = "rasterio_cogeo.tif"  # 3-band uint8, 1024 x 1024, tiled 512, JPEG-compressed
+
+
+def _data_dir() -> Path:
+    d = settings.data_dir()
+    return d if d.is_dir() else REPO.parent / "shared" / "data"
+
+
+def extract_chips(n: int, dest: Path) -> list[tuple[Path, int]]:
+    """The first ``n`` chips of the EuroSAT RGB test shard, as ``dest/<class>/<key>.jpg``."""
+    shard = _data_dir() / "eurosat-rgb" / "eurosat-rgb-test-000000.tar.gz"
+    classes = (_data_dir() / "eurosat-rgb" / "classes.txt").read_text().split()
+    out: list[tuple[Path, int]] = []
+    with tarfile.open(shard, "r:gz") as tar:
+        for m in tar:
+            if not m.name.endswith(".jpg"):
+                continue
+            key = Path(m.name).stem
+            cls = key.rsplit("_", 1)[0]
+            f = tar.extractfile(m)
+            assert f is not None
+            p = dest / cls / f"{key}.jpg"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(f.read())
+            out.append((p, classes.index(cls)))
+            if len(out) >= n:
+                break
+    return out
+
+
+def standin_model(dest: Path) -> tuple[Path, Any]:
+    """Export a random-weight efficientnet_lite0 (EuroSAT RGB contract); return it and the
+    PyTorch module."""
+    import onnx
+    import torch
+
+    from vision.models import registry
+
+    classes = (_data_dir() / "eurosat-rgb" / "classes.txt").read_text().split()
+    mean, std = [87.0, 97.0, 104.0], [51.0, 35.0, 29.0]
+    torch.manual_seed(0)
+    net = registry.NormalizedClassifier(
+        registry.get_model("efficientnet_lite0", len(classes), 3, weights="none"), mean, std
+    ).eval()
+    path = dest / "model.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 3, 64, 64),), str(path), dynamo=False,
+                      input_names=["pixels"], output_names=["logits"],
+                      dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}}, external_data=False)
+    proto = onnx.load(str(path))
+    meta = {"schema_version": "1", "classes": json.dumps(classes),
+            "bands": json.dumps(["B04", "B03", "B02"]), "input_size": "[64, 64]",
+            "mean": json.dumps(mean), "std": json.dumps(std), "temperature": "1.0",
+            "architecture": "efficientnet_lite0", "model_name": "bench-standin",
+            "model_version": "0"}
+    for k, v in meta.items():
+        p = proto.metadata_props.add()
+        p.key, p.value = f"vision.{k}", v
+    onnx.save(proto, str(path))
+    return path, net
+
+
+def torch_model(model_path: Path, checkpoint: Path) -> Any:
+    """The PyTorch classifier of the lead's training run, from its checkpoint."""
+    from inference.model import load_model_info
+    from vision.models import registry
+
+    info = load_model_info(model_path)
+    mean = info.mean or [0.0] * info.num_bands
+    std = info.metadata.get("std") or [1.0] * info.num_bands
+    arch = str(info.metadata.get("architecture", "efficientnet_lite0"))
+    backbone = registry.get_model(arch, len(info.classes), info.num_bands, weights=str(checkpoint))
+    return registry.NormalizedClassifier(backbone, mean, std).eval()
+
+
+def bare_ort(model: Path, chips: list[tuple[Path, int]], batch: int) -> float:
+    """chips/s of a bare session on preloaded tensors (tuned like `vision infer`'s)."""
+    from PIL import Image
+
+    from inference.session import Classifier, SessionOptions
+
+    x = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+                  for p, _ in chips])
+    clf = Classifier(model, SessionOptions(device="cpu", batch_size=batch), (3, 64, 64))
+    clf(x[:batch])  # warm-up
+    t = time.perf_counter()
+    for s in range(0, len(x), batch):
+        clf(x[s: s + batch])
+    return len(x) / (time.perf_counter() - t)
+
+
+def pytorch_loop(net: Any, root: Path, batch: int) -> tuple[float, float]:
+    """chips/s and accuracy of the loop a user would write."""
+    import torch
+    from torchvision import datasets, transforms
+
+    ds = datasets.ImageFolder(str(root), transform=transforms.Compose(
+        [transforms.PILToTensor(), transforms.ConvertImageDtype(torch.float32)]))
+    # ConvertImageDtype scales to [0, 1]; the model takes raw values, as exported.
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=2)
+    correct = n = 0
+    t = time.perf_counter()
+    with torch.no_grad():
+        for xb, yb in loader:
+            logits = net(xb * 255.0)
+            correct += int((logits.argmax(1) == yb).sum())
+            n += len(yb)
+    return n / (time.perf_counter() - t), correct / max(n, 1)
+
+
+def run_infer(inputs: list[Path], model: Path, out: Path, batch: int) -> dict[str, Any]:
+    """Run `vision infer` in a subprocess; return wall time, peak RSS and its manifest."""
+    cmd = [sys.executable, "-c", "from vision.cli import main; main()", "infer",
+           *map(str, inputs), "--model", str(model), "--out", str(out), "--no-progress",
+           "--batch-size", str(batch), "--overwrite"]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"vision infer failed ({proc.returncode}):\n{err.decode()[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "manifest": manifest}
+
+
+def mosaic(src: Path, dest: Path, k: int = 2) -> Path:
+    """The scene tiled ``k x k`` times (``k**2`` x the pixels), same CRS and origin."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        arr = ds.read()
+        profile = ds.profile.copy()
+    profile.update(width=arr.shape[2] * k, height=arr.shape[1] * k, tiled=True,
+                   blockxsize=512, blockysize=512, compress="deflate")
+    profile.pop("photometric", None)
+    with rasterio.open(dest, "w", **profile) as out:
+        for i in range(k):
+            for j in range(k):
+                out.write(arr, window=rasterio.windows.Window(
+                    j * arr.shape[2], i * arr.shape[1], arr.shape[2], arr.shape[1]))
+    return dest
+
+
+def accuracy(manifest_dir: Path, chips: list[tuple[Path, int]], classes: list[str]) -> float:
+    import pyarrow.parquet as pq
+
+    rows = {r["path"]: r for r in pq.read_table(manifest_dir / "predictions.parquet").to_pylist()}
+    ok = sum(rows[str(p)]["label"] == y for p, y in chips if str(p) in rows)
+    return ok / len(chips)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO / "runs" / "rgb" / "model.onnx")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="PyTorch checkpoint of --model [default: <model dir>/checkpoints/best.pt]")
+    ap.add_argument("--chips", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="vision-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        chips = extract_chips(args.chips, tmp / "chips")
+        net = None
+        model = args.model
+        if model.exists():
+            ckpt = args.checkpoint or model.parent / "checkpoints" / "best.pt"
+            net = torch_model(model, ckpt) if ckpt.exists() else None
+            note = f"model {model}" + ("" if net is not None else f" (no checkpoint at {ckpt}: "
+                                       "PyTorch ratio skipped)")
+        else:
+            model, net = standin_model(tmp)
+            note = f"{args.model} not found: stand-in efficientnet_lite0 with random weights"
+        print(f"# {note}; {len(chips)} EuroSAT RGB test chips; batch {args.batch_size}; "
+              f"{os.cpu_count()} CPUs", flush=True)
+        ort_cps = bare_ort(model, chips, args.batch_size)
+        print(f"bare onnxruntime on preloaded tensors: {ort_cps:,.0f} chips/s", flush=True)
+
+        res = run_infer([tmp / "chips"], model, tmp / "job-chips", args.batch_size)
+        th = res["manifest"]["throughput"]
+        job_cps = len(chips) / th["elapsed_s"]
+        wall_cps = len(chips) / res["wall_s"]
+        classes = res["manifest"]["model"]["classes"]
+        acc = accuracy(tmp / "job-chips", chips, classes)
+        print(f"vision infer, chips folder: {job_cps:,.0f} chips/s end to end in the job "
+              f"({th['elapsed_s']:.2f} s; classify loop {th['items_per_s']:,.0f}/s), "
+              f"{wall_cps:,.0f} chips/s wall incl. interpreter start ({res['wall_s']:.1f} s); "
+              f"accuracy {acc:.4f}", flush=True)
+
+        scene = _data_dir() / "scenes" / SCENE
+        big = mosaic(scene, tmp / "mosaic4x.tif")
+        r1 = run_infer([scene], model, tmp / "job-scene", args.batch_size)
+        r4 = run_infer([big], model, tmp / "job-scene4", args.batch_size)
+        sc = {}
+        for name, r in (("scene", r1), ("scene 4x", r4)):
+            n = sum(r["manifest"]["counts"].values())
+            sc[name] = n / r["manifest"]["throughput"]["elapsed_s"]
+            print(f"vision infer, {name}: {n} windows, {sc[name]:,.0f} windows/s in the job, "
+                  f"{n / r['wall_s']:,.0f}/s wall; peak RSS {r['rss_mb']:.0f} MiB", flush=True)
+
+        torch_cps = None
+        if net is not None:
+            import torch
+
+            torch_cps, torch_acc = pytorch_loop(net, tmp / "chips", args.batch_size)
+            print(f"PyTorch ImageFolder + DataLoader loop: {torch_cps:,.0f} chips/s "
+                  f"(torch threads {torch.get_num_threads()}), accuracy {torch_acc:.4f}")
+
+        print("\n== ratios ==")
+        print(f"vision infer chips / bare ORT        : {job_cps / ort_cps:.2f} "
+              f"(wall: {wall_cps / ort_cps:.2f})   goal >= 0.90")
+        print(f"vision infer scene / bare ORT        : {sc['scene'] / ort_cps:.2f}; "
+              f"4x scene: {sc['scene 4x'] / ort_cps:.2f}   goal >= 0.90")
+        if torch_cps:
+            print(f"vision infer chips / PyTorch loop    : {job_cps / torch_cps:.2f} "
+                  f"(wall: {wall_cps / torch_cps:.2f})   goal >= 3")
+        print(f"peak RSS 4x scene / scene            : {r4['rss_mb'] / r1['rss_mb']:.2f} "
+              f"({r1['rss_mb']:.0f} -> {r4['rss_mb']:.0f} MiB)   goal < 1.2")
+
+
+if __name__ == "__main__":
+    main()

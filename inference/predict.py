@@ -1,0 +1,193 @@
+"""From a work unit to prediction rows: read (`prepare`), then fill in the model's answer
+(`complete`). Shared by the local and the Ray engine, so both produce the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inference.model import ModelInfo, file_sha256
+from inference.plan import Plan, Unit
+from inference.readers import WindowError, error_reason, read_chip, read_chunk, window_bounds
+from vision.errors import InputError, NoDataError
+from vision.metrics import softmax
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What reading needs to know besides the unit."""
+
+    bands: tuple[str, ...]
+    input_size: tuple[int, int]
+    fill: tuple[float, ...] | None
+    max_nodata: float
+
+    @classmethod
+    def for_model(cls, model: ModelInfo, max_nodata: float) -> ReadOptions:
+        return cls(tuple(model.bands), model.input_size,
+                   tuple(model.mean) if model.mean else None, max_nodata)
+
+
+@dataclass
+class Pending:
+    """A unit read and waiting for the model.
+
+    Attributes:
+        rows: one per item, in the unit's order; items to classify have ``status = ok``
+            and no label yet.
+        todo: indices of ``rows`` that need the model, in the order of ``pixels``.
+        pixels: ``len(todo) x C x H x W`` float32, or ``None`` when nothing needs the model.
+        logits: filled as batches come back.
+    """
+
+    unit: Unit
+    rows: list[Row]
+    todo: list[int]
+    pixels: np.ndarray | None
+    logits: np.ndarray | None = None
+    filled: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.filled >= len(self.todo)
+
+
+def _row(path: str, status: str, sha: str | None, **kw: Any) -> Row:
+    row: Row = {"path": path, "row_off": None, "col_off": None, "height": None, "width": None,
+                "crs": None, "minx": None, "miny": None, "maxx": None, "maxy": None,
+                "status": status, "label": None, "class_name": None, "confidence": None,
+                "probs": None, "flagged": None, "error": None, "input_sha256": sha}
+    row.update(kw)
+    return row
+
+
+def _safe_sha(path: str) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+def _bounds(b: tuple[float, float, float, float] | None) -> dict[str, float | None]:
+    if b is None:
+        return {"minx": None, "miny": None, "maxx": None, "maxy": None}
+    return {"minx": b[0], "miny": b[1], "maxx": b[2], "maxy": b[3]}
+
+
+def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
+    rows: list[Row] = []
+    todo: list[int] = []
+    arrays: list[np.ndarray] = []
+    for entry in unit.chips:
+        if entry.error is not None:
+            rows.append(_row(entry.path, "error", _safe_sha(entry.path), error=entry.error))
+            continue
+        try:
+            chip = read_chip(entry.path, opts.bands, opts.input_size, opts.fill)
+        except NoDataError as exc:
+            rows.append(_row(entry.path, "nodata", getattr(exc, "sha256", None),
+                             crs=getattr(exc, "crs", None), **_bounds(getattr(exc, "bounds", None))))
+            continue
+        except InputError as exc:
+            rows.append(_row(entry.path, "error", _safe_sha(entry.path),
+                             error=error_reason(exc, entry.path)))
+            continue
+        except Exception as exc:  # a bug or an exotic failure must not stop the batch
+            log.debug("unexpected failure on %s", entry.path, exc_info=True)
+            rows.append(_row(entry.path, "error", _safe_sha(entry.path),
+                             error=f"unexpected {type(exc).__name__}: {exc}"))
+            continue
+        todo.append(len(rows))
+        rows.append(_row(entry.path, "ok", chip.sha256, crs=chip.crs, **_bounds(chip.bounds)))
+        assert chip.pixels is not None
+        arrays.append(chip.pixels)
+    return Pending(unit, rows, todo, np.stack(arrays) if arrays else None)
+
+
+def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:
+    assert unit.scene is not None and unit.chunk is not None
+    scene = plan.scenes[unit.scene]
+    chunk = scene.chunks[unit.chunk]
+    affine = scene.info.affine
+
+    def base(status: str, win: tuple[int, int, int, int], **kw: Any) -> Row:
+        return _row(scene.path, status, scene.sha256, row_off=win[0], col_off=win[1],
+                    height=win[2], width=win[3], crs=scene.info.crs,
+                    **_bounds(window_bounds(affine, win)), **kw)
+
+    try:
+        windows = read_chunk(scene.info, scene.grid, chunk, opts.max_nodata, opts.fill)
+    except Exception as exc:  # the whole chunk failed to read: its windows are errors
+        if not isinstance(exc, InputError):
+            log.debug("unexpected failure on %s", scene.path, exc_info=True)
+        reason = error_reason(exc, scene.path)
+        rows = [base("error", scene.grid.window(i, j), error=reason) for i, j in chunk.windows()]
+        return Pending(unit, rows, [], None)
+    rows, todo, arrays = [], [], []
+    for w in windows:
+        if isinstance(w, WindowError):
+            rows.append(base("error", w.window, error=error_reason(w.error, scene.path)))
+        elif w.pixels is None:
+            rows.append(base("nodata", w.window))
+        else:
+            todo.append(len(rows))
+            rows.append(base("ok", w.window))
+            arrays.append(w.pixels)
+    return Pending(unit, rows, todo, np.stack(arrays) if arrays else None)
+
+
+def prepare(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:
+    """Read a unit's inputs; bad items become ``error``/``nodata`` rows, never exceptions."""
+    if unit.kind == "chips":
+        return _prepare_chips(unit, opts)
+    return _prepare_scene(unit, plan, opts)
+
+
+class RowCompleter:
+    """Turns logits into calibrated probabilities and fills the prediction columns."""
+
+    def __init__(self, model: ModelInfo):
+        self.classes = model.classes
+        self.temperature = model.temperature
+        self.identity = {"model_name": model.model_name, "model_version": model.model_version,
+                         "model_sha256": model.sha256}
+        self.thresholds = None
+        if model.thresholds is not None:
+            thr = np.full(len(model.classes), np.inf, dtype=np.float32)
+            for k, t in model.thresholds.items():
+                thr[k] = t
+            self.thresholds = thr
+
+    def add_logits(self, pending: Pending, start: int, logits: np.ndarray) -> None:
+        """Store ``logits`` for ``pending.todo[start: start + len(logits)]``."""
+        if pending.logits is None:
+            pending.logits = np.empty((len(pending.todo), logits.shape[1]), dtype=np.float32)
+        pending.logits[start: start + len(logits)] = logits
+        pending.filled += len(logits)
+
+    def complete(self, pending: Pending) -> list[Row]:
+        """The unit's rows with labels, probabilities and model identity filled in."""
+        if pending.todo:
+            assert pending.logits is not None
+            probs = softmax(pending.logits, self.temperature)
+            labels = probs.argmax(axis=1)
+            conf = probs[np.arange(len(labels)), labels]
+            flagged = conf >= self.thresholds[labels] if self.thresholds is not None else None
+            for k, idx in enumerate(pending.todo):
+                row = pending.rows[idx]
+                lab = int(labels[k])
+                row.update(label=lab, class_name=self.classes[lab], confidence=float(conf[k]),
+                           probs=probs[k].tolist(),
+                           flagged=bool(flagged[k]) if flagged is not None else None)
+        for row in pending.rows:
+            row.update(self.identity)
+        return pending.rows

@@ -1,0 +1,417 @@
+"""Reading what a job classifies: finding input files, telling chips from scenes, reading
+a chip, and reading the windows of a scene chunk.
+
+Every raster is opened with `vision.raster.open_raster` (driver allow-list, size guard,
+GDAL settings); JPEG and PNG chips are decoded with `vision.data.decode` exactly as training
+decodes them, so predictions match `vision evaluate`.
+
+A raster no larger than the model's input is a *chip* (one row); a larger one is a *scene*,
+tiled into windows. A scene needs a CRS and a geotransform. Bands are selected by name when
+the raster's band descriptions hold all the model's band names (13-band EuroSAT MS chips
+without descriptions are named in the EuroSAT order); otherwise the band count must equal
+the model's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from inference.tiling import Chunk, TileGrid
+from vision.data.decode import decode_image_bytes
+from vision.errors import BandMismatchError, ConfigError, NoDataError, UnreadableInputError
+from vision.raster import EUROSAT_MS_BANDS, IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
+
+#: Suffixes decoded with PIL (as in training) rather than GDAL.
+PIL_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def discover(inputs: Sequence[str], exclude: Path | None = None) -> list[str]:
+    """Expand the command line's inputs into files, in a stable order.
+
+    Files are kept as given; folders are walked recursively (sorted, hidden entries skipped),
+    and every file in them is an input, so a stray non-image file is reported, not ignored.
+    Duplicates are dropped. ``exclude`` (the job folder) is never walked.
+
+    Raises:
+        ConfigError: an input does not exist.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    ex = exclude.resolve() if exclude is not None else None
+
+    def add(p: str) -> None:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for given in inputs:
+        p = Path(given)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                rp = Path(root)
+                dirs[:] = sorted(
+                    d for d in dirs
+                    if not d.startswith(".") and (ex is None or (rp / d).resolve() != ex)
+                )
+                for f in sorted(files):
+                    if not f.startswith("."):
+                        add(str(rp / f))
+        elif p.exists():
+            add(given)
+        else:
+            raise ConfigError(f"input not found: {given}")
+    return out
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_bands(descriptions: Sequence[str | None], model_bands: Sequence[str]) -> list[int]:
+    """0-based indices of the model's bands in a raster.
+
+    Raises:
+        BandMismatchError: neither the names nor the count fit.
+    """
+    names = list(descriptions)
+    if all(d is None for d in names) and len(names) == len(EUROSAT_MS_BANDS):
+        names = list(EUROSAT_MS_BANDS)
+    if all(b in names for b in model_bands):
+        return [names.index(b) for b in model_bands]
+    if len(names) == len(model_bands):
+        return list(range(len(names)))
+    named = [n for n in names if n]
+    raise BandMismatchError(
+        f"has {len(names)} bands{f' {named}' if named else ''}, the model takes "
+        f"{len(model_bands)} {list(model_bands)}; give imagery with those bands (or band "
+        "descriptions naming them), or use a model trained on these bands"
+    )
+
+
+def crs_string(crs: object) -> str | None:
+    """``EPSG:xxxx`` where the CRS has an EPSG code, else its WKT."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()  # type: ignore[attr-defined]
+    return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What the planner learns from a scene's header.
+
+    Attributes:
+        bands: 0-based indices of the model's bands in the file.
+        nodata: per selected band, the nodata value or ``None``.
+        dataset_mask: the file has an internal mask or alpha band (read it for validity).
+        transform: the geotransform as a 6-tuple (``Affine`` is rebuilt from it).
+    """
+
+    path: str
+    width: int
+    height: int
+    dtype: str
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    bands: tuple[int, ...]
+    nodata: tuple[float | None, ...]
+    dataset_mask: bool
+    block_shape: tuple[int, int]
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A file's kind: ``chip``, ``scene`` (with its `SceneInfo`), or ``error`` (with a reason)."""
+
+    path: str
+    kind: str
+    scene: SceneInfo | None = None
+    error: str | None = None
+
+
+def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) -> Probe:
+    """Decide chip or scene from the file's suffix and header; never raises for a bad file."""
+    suffix = Path(path).suffix.lower()
+    if suffix in PIL_SUFFIXES:
+        return Probe(path, "chip")  # decoded (and checked) with the chip
+    if suffix not in RASTER_SUFFIXES:
+        return Probe(path, "error", error=(
+            f"UnsupportedFile: not an image file (suffix {suffix or 'none'!r}; expected one of "
+            f"{', '.join(IMAGE_SUFFIXES)})"))
+    try:
+        with open_raster(path) as ds:
+            if ds.height <= input_size[0] and ds.width <= input_size[1]:
+                return Probe(path, "chip")
+            if ds.crs is None or ds.transform == Affine.identity():
+                return Probe(path, "error", error=(
+                    f"NotGeoreferenced: {ds.width}x{ds.height} raster larger than the model input "
+                    f"{input_size[1]}x{input_size[0]} but not georeferenced (no CRS or "
+                    "geotransform): cannot place its windows"))
+            bands = resolve_bands(ds.descriptions, model_bands)
+            flags = [ds.mask_flag_enums[b] for b in bands]
+            info = SceneInfo(
+                path=path,
+                width=ds.width,
+                height=ds.height,
+                dtype=ds.dtypes[bands[0]],
+                crs=str(crs_string(ds.crs)),
+                transform=tuple(ds.transform)[:6],
+                bands=tuple(bands),
+                nodata=tuple(ds.nodatavals[b] for b in bands),
+                dataset_mask=any(
+                    MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags),
+                block_shape=tuple(ds.block_shapes[bands[0]]),
+            )
+            return Probe(path, "scene", scene=info)
+    except (UnreadableInputError, BandMismatchError) as exc:
+        return Probe(path, "error", error=error_reason(exc, path))
+    except (RasterioError, ValueError, OSError) as exc:
+        return Probe(path, "error", error=f"UnreadableInputError: cannot read header ({exc})")
+
+
+def _reason(exc: Exception, path: str) -> str:
+    """The error message without a leading ``path: `` (the row already names the file)."""
+    msg = str(exc)
+    return msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg
+
+
+def error_reason(exc: Exception, path: str) -> str:
+    """A one-line reason for a failed input, for the ``error`` column."""
+    kind = type(exc).__name__
+    return f"{kind}: {_reason(exc, path)}".replace("\n", " ")
+
+
+@dataclass
+class ChipPixels:
+    """A decoded chip: ``C x H x W`` float32 raw values (or ``None`` when nodata).
+
+    ``crs``/``bounds`` are set for georeferenced GeoTIFF chips.
+    """
+
+    pixels: np.ndarray | None
+    sha256: str
+    crs: str | None = None
+    bounds: tuple[float, float, float, float] | None = None
+
+
+def _valid_mask(data: np.ndarray, nodata: Sequence[float | None],
+                mask: np.ndarray | None) -> np.ndarray:
+    """Pixels that hold data: not NaN/inf in any band, not nodata in every band, not masked.
+
+    As GDAL does for a dataset mask, a pixel is nodata only where *all* bands equal their
+    nodata value (a legitimate 0 in one band of a valid pixel is kept).
+    """
+    valid = np.ones(data.shape[1:], dtype=bool)
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    if all(nd is not None for nd in nodata) and nodata:
+        is_nd = np.ones(data.shape[1:], dtype=bool)
+        for b, nd in enumerate(nodata):
+            assert nd is not None
+            is_nd &= np.isnan(data[b]) if np.isnan(nd) else data[b] == nd
+        valid &= ~is_nd
+    if mask is not None:
+        valid &= mask > 0
+    return valid
+
+
+def _fill(data: np.ndarray, valid: np.ndarray, fill: Sequence[float] | None) -> np.ndarray:
+    """``data`` as float32 with invalid pixels set to ``fill`` (per band; 0 without it)."""
+    out = data.astype(np.float32, copy=True)
+    if not valid.all():
+        inv = ~valid
+        for b in range(out.shape[0]):
+            out[b][inv] = fill[b] if fill is not None else 0.0
+    return out
+
+
+def _fit_size(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A chip smaller than the model input is resized (bilinear, per band) to the input size."""
+    if pixels.shape[1:] == size:
+        return pixels
+    from PIL import Image
+
+    bands = [
+        np.asarray(Image.fromarray(b, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        for b in pixels.astype(np.float32)
+    ]
+    return np.stack(bands).astype(np.float32)
+
+
+def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
+              fill: Sequence[float] | None = None) -> ChipPixels:
+    """Read one chip file as the model's input.
+
+    Raises:
+        UnreadableInputError, BandMismatchError: the chip cannot be used (becomes an error row).
+        NoDataError: the chip holds no valid pixel (becomes a nodata row); ``sha256`` is
+            attached as ``exc.sha256``.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UnreadableInputError(f"{path}: {exc.strerror or exc}") from exc
+    sha = sha256_bytes(data)
+    suffix = Path(path).suffix.lower()
+    crs: str | None = None
+    bounds: tuple[float, float, float, float] | None = None
+    if suffix in PIL_SUFFIXES:
+        hwc = decode_image_bytes(data, path)
+        if hwc.shape[0] > input_size[0] or hwc.shape[1] > input_size[1]:
+            raise BandMismatchError(
+                f"{path}: {hwc.shape[1]}x{hwc.shape[0]} image is larger than the model input "
+                f"{input_size[1]}x{input_size[0]}; only georeferenced GeoTIFF scenes are tiled")
+        if hwc.shape[2] != len(model_bands):
+            raise BandMismatchError(
+                f"{path}: has {hwc.shape[2]} bands, the model takes {len(model_bands)} "
+                f"{list(model_bands)}")
+        pixels = np.ascontiguousarray(hwc.transpose(2, 0, 1), dtype=np.float32)
+    else:
+        with open_raster(path) as ds:
+            if ds.height > input_size[0] or ds.width > input_size[1]:
+                raise UnreadableInputError(f"{path}: changed while the job ran (now larger)")
+            bands = resolve_bands(ds.descriptions, model_bands)
+            try:
+                arr = ds.read([b + 1 for b in bands])
+                mask = ds.dataset_mask() if any(
+                    MaskFlags.per_dataset in ds.mask_flag_enums[b] for b in bands) else None
+            except RasterioError as exc:
+                raise UnreadableInputError(f"{path}: read failed ({exc})") from exc
+            if ds.crs is not None and ds.transform != Affine.identity():
+                crs = crs_string(ds.crs)
+                b = ds.bounds
+                bounds = (b.left, b.bottom, b.right, b.top)
+            nodata = [ds.nodatavals[b] for b in bands]
+        valid = _valid_mask(arr, nodata, mask)
+        if not valid.any():
+            err = NoDataError(f"{path}: no valid pixel (all nodata or NaN)")
+            err.sha256 = sha  # type: ignore[attr-defined]
+            err.crs, err.bounds = crs, bounds  # type: ignore[attr-defined]
+            raise err
+        pixels = _fill(arr, valid, fill)
+    return ChipPixels(_fit_size(pixels, input_size), sha, crs, bounds)
+
+
+@dataclass
+class WindowPixels:
+    """One window of a chunk: grid position, pixel window, and pixels (``None`` if nodata)."""
+
+    i: int
+    j: int
+    window: tuple[int, int, int, int]
+    pixels: np.ndarray | None
+
+
+def read_chunk(scene: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float,
+               fill: Sequence[float] | None = None) -> list[WindowPixels | WindowError]:
+    """Read a chunk's windows with one block-aligned windowed read.
+
+    Windows whose nodata fraction (pixels outside the scene count as nodata) exceeds
+    ``max_nodata`` come back with ``pixels = None``; others have their few nodata pixels
+    filled with ``fill`` (the model's per-band mean).
+
+    When the chunk's read fails (a damaged block), each window is read on its own and
+    those that still fail come back as `WindowError`s.
+
+    Raises:
+        UnreadableInputError: the file cannot be opened any more.
+    """
+    r0, c0, rh, rw = chunk.read
+    with open_raster(scene.path) as ds:
+        try:
+            data, mask = _read(ds, scene, r0, c0, rh, rw)
+        except UnreadableInputError:
+            # A damaged block (truncated or corrupt file) spoils one read: salvage the
+            # windows that can still be read, one by one.
+            return [_read_window(ds, scene, grid, i, j, max_nodata, fill)
+                    for i, j in chunk.windows()]
+    return list(_windows(data, mask, scene, grid, chunk.windows(), (r0, c0, rh, rw),
+                         max_nodata, fill))
+
+
+def _read(ds: object, scene: SceneInfo, r0: int, c0: int, rh: int, rw: int
+          ) -> tuple[np.ndarray, np.ndarray | None]:
+    win = Window(c0, r0, rw, rh)
+    try:
+        data = ds.read([b + 1 for b in scene.bands], window=win)  # type: ignore[attr-defined]
+        mask = ds.dataset_mask(window=win) if scene.dataset_mask else None  # type: ignore[attr-defined]
+    except RasterioError as exc:
+        raise UnreadableInputError(
+            f"{scene.path}: read of rows {r0}-{r0 + rh}, cols {c0}-{c0 + rw} failed: damaged or truncated data ({exc})"
+        ) from exc
+    return data, mask
+
+
+@dataclass
+class WindowError:
+    """A window that could not be read."""
+
+    i: int
+    j: int
+    window: tuple[int, int, int, int]
+    error: UnreadableInputError
+
+
+def _read_window(ds: object, scene: SceneInfo, grid: TileGrid, i: int, j: int,
+                 max_nodata: float, fill: Sequence[float] | None
+                 ) -> WindowPixels | WindowError:
+    row, col, h, w = grid.window(i, j)
+    rh, rw = min(h, scene.height - row), min(w, scene.width - col)
+    try:
+        data, mask = _read(ds, scene, row, col, rh, rw)
+    except UnreadableInputError as exc:
+        return WindowError(i, j, (row, col, h, w), exc)
+    return _windows(data, mask, scene, grid, [(i, j)], (row, col, rh, rw), max_nodata, fill)[0]
+
+
+def _windows(data: np.ndarray, mask: np.ndarray | None, scene: SceneInfo, grid: TileGrid,
+             windows: Iterable[tuple[int, int]], read: tuple[int, int, int, int],
+             max_nodata: float, fill: Sequence[float] | None) -> list[WindowPixels]:
+    r0, c0, rh, rw = read
+    valid = _valid_mask(data, scene.nodata, mask)
+    h, w = grid.size
+    need = (1.0 - max_nodata) * h * w
+    out: list[WindowPixels] = []
+    for i, j in windows:
+        row, col, _, _ = win = grid.window(i, j)
+        # The part of the window inside the read (= inside the scene).
+        ra, rb = row - r0, min(row + h, r0 + rh) - r0
+        ca, cb = col - c0, min(col + w, c0 + rw) - c0
+        v = valid[ra:rb, ca:cb]
+        n_valid = int(v.sum())
+        if n_valid == 0 or n_valid < need:
+            out.append(WindowPixels(i, j, win, None))
+            continue
+        px = np.empty((data.shape[0], h, w), dtype=np.float32)
+        for b in range(data.shape[0]):
+            px[b] = fill[b] if fill is not None else 0.0
+        px[:, : rb - ra, : cb - ca] = _fill(data[:, ra:rb, ca:cb], v, fill)
+        out.append(WindowPixels(i, j, win, px))
+    return out
+
+
+def window_bounds(transform: Affine, window: tuple[int, int, int, int]
+                  ) -> tuple[float, float, float, float]:
+    """``(minx, miny, maxx, maxy)`` of a pixel window (works for rotated transforms too)."""
+    row, col, h, w = window
+    xs, ys = [], []
+    for r, c in ((row, col), (row, col + w), (row + h, col), (row + h, col + w)):
+        x, y = transform @ (c, r)
+        xs.append(x)
+        ys.append(y)
+    return min(xs), min(ys), max(xs), max(ys)

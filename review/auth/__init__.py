@@ -1,0 +1,1 @@
+"""People, roles, passwords, login sessions and CSRF tokens."""

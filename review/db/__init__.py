@@ -1,0 +1,1 @@
+"""The review service's database: tables, engine and session setup, migrations."""

@@ -1,0 +1,235 @@
+"""Results out: confirmed results (GeoJSON, Parquet) and a labelled dataset for training.
+
+Only items with a finished human review (``status == done``) are exported, each with the
+reviewer, the time, the model version and the input hash. The labelled dataset is what
+`vision.data.sources.ManifestSource` reads: ``manifest.csv`` (``path,label,group``, label =
+class name, paths relative to the manifest) and GeoTIFF chips of raw values, cut from the
+scene window or copied from the chip file. Rejected/unclear items carry no label and are
+left out of the dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import rasterio
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from review.db.models import DONE, Item, Job, User
+from review.render import input_file
+from vision.errors import InputError, VisionError
+from vision.raster import open_raster
+
+
+@dataclass(frozen=True)
+class ConfirmedItem:
+    """An item with a finished human review."""
+
+    item: Item
+    reviewer: str
+
+
+def confirmed(db: Session, job_id: int) -> Iterator[ConfirmedItem]:
+    """The job's human-decided items in id order."""
+    reviewer = aliased(User)
+    rows = db.execute(
+        select(Item, reviewer.name)
+        .join(reviewer, reviewer.id == Item.decided_by)
+        .where(Item.job_id == job_id, Item.status == DONE, Item.final_decision.is_not(None))
+        .order_by(Item.id)
+    )
+    for item, name in rows:
+        yield ConfirmedItem(item, str(name))
+
+
+def _record(c: ConfirmedItem) -> dict[str, Any]:
+    it = c.item
+    return {
+        "item_id": it.id,
+        "path": it.path,
+        "row_off": it.row_off,
+        "col_off": it.col_off,
+        "height": it.height,
+        "width": it.width,
+        "crs": it.crs,
+        "minx": it.minx,
+        "miny": it.miny,
+        "maxx": it.maxx,
+        "maxy": it.maxy,
+        "predicted_class": it.class_name,
+        "confidence": it.confidence,
+        "decision": it.final_decision,
+        "reviewed_class": it.final_class,
+        "reviewer": c.reviewer,
+        "reviewed_at": it.decided_at.isoformat() if it.decided_at else None,
+        "model_name": it.model_name,
+        "model_version": it.model_version,
+        "model_sha256": it.model_sha256,
+        "input_sha256": it.input_sha256,
+    }
+
+
+def _atomic_write(out: Path, write: Any) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _geometry(it: Item) -> dict[str, Any] | None:
+    if None in (it.minx, it.miny, it.maxx, it.maxy):
+        return None
+    minx, miny, maxx, maxy = it.minx, it.miny, it.maxx, it.maxy
+    if it.crs:
+        from rasterio.errors import CRSError
+        from rasterio.warp import transform_bounds
+
+        # An unknown CRS text keeps the native bounds (named in the properties).
+        with contextlib.suppress(CRSError, ValueError):
+            minx, miny, maxx, maxy = transform_bounds(it.crs, "EPSG:4326", minx, miny, maxx, maxy)
+    ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def export_geojson(db: Session, job_id: int, out: Path) -> int:
+    """Write confirmed results as a GeoJSON FeatureCollection (WGS 84); returns the count."""
+    features = [
+        {"type": "Feature", "geometry": _geometry(c.item), "properties": _record(c)} for c in confirmed(db, job_id)
+    ]
+    doc = {"type": "FeatureCollection", "features": features}
+    _atomic_write(out, lambda p: p.write_text(json.dumps(doc)))
+    return len(features)
+
+
+EXPORT_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("path", pa.string()),
+        ("row_off", pa.int32()),
+        ("col_off", pa.int32()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("crs", pa.string()),
+        ("minx", pa.float64()),
+        ("miny", pa.float64()),
+        ("maxx", pa.float64()),
+        ("maxy", pa.float64()),
+        ("predicted_class", pa.string()),
+        ("confidence", pa.float32()),
+        ("decision", pa.string()),
+        ("reviewed_class", pa.string()),
+        ("reviewer", pa.string()),
+        ("reviewed_at", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_sha256", pa.string()),
+        ("input_sha256", pa.string()),
+    ]
+)
+
+
+def export_parquet(db: Session, job_id: int, out: Path) -> int:
+    """Write confirmed results as a Parquet table; returns the count."""
+    rows = [_record(c) for c in confirmed(db, job_id)]
+    table = pa.Table.from_pylist(rows, schema=EXPORT_SCHEMA)
+    _atomic_write(out, lambda p: pq.write_table(table, p))
+    return len(rows)
+
+
+class ExportError(VisionError):
+    """The dataset could not be written."""
+
+
+def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = False) -> int:
+    """Write the labelled dataset (manifest + GeoTIFF chips) of a job; returns the count.
+
+    The folder is built beside ``out_dir`` and moved into place at the end.
+
+    Raises:
+        ExportError: ``out_dir`` exists and ``overwrite`` is false.
+    """
+    job = db.get(Job, job_id)
+    if job is None:
+        raise ExportError(f"no job {job_id}")
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"{out_dir} exists; pass --overwrite to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        rows: list[tuple[str, str, str]] = []
+        for c in confirmed(db, job_id):
+            it = c.item
+            if it.final_class is None:
+                continue
+            src = input_file(Path(job.job_dir), it.path)
+            rel = Path("chips") / _safe(it.final_class) / f"{job_id}_{it.id}{_suffix(src, it)}"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _write_chip(src, it, tmp / rel)
+            except InputError as exc:
+                raise ExportError(f"item {it.id}: {exc}") from exc
+            rows.append((rel.as_posix(), it.final_class, Path(it.path).stem))
+        with (tmp / "manifest.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "group"])
+            w.writerows(rows)
+        (tmp / "classes.txt").write_text("\n".join(json.loads(job.classes or "[]")) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return len(rows)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+
+
+def _suffix(src: Path, it: Item) -> str:
+    return ".tif" if it.row_off is not None else src.suffix.lower()
+
+
+def _write_chip(src: Path, it: Item, dst: Path) -> None:
+    if it.row_off is None or it.col_off is None or it.height is None or it.width is None:
+        shutil.copyfile(src, dst)
+        return
+    win = Window(it.col_off, it.row_off, it.width, it.height)
+    with open_raster(src) as ds:
+        data = ds.read(window=win)
+        profile = {
+            "driver": "GTiff",
+            "height": it.height,
+            "width": it.width,
+            "count": ds.count,
+            "dtype": data.dtype.name,
+            "crs": ds.crs,
+            "nodata": ds.nodata,
+            "transform": window_transform(win, ds.transform),
+        }
+        descriptions = ds.descriptions
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        for i, d in enumerate(descriptions, start=1):
+            if d:
+                out.set_band_description(i, d)

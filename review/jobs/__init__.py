@@ -1,0 +1,1 @@
+"""Jobs: safe submission paths, importing finished job folders, and the worker."""

@@ -1,0 +1,285 @@
+"""The review queue: what needs a human first, exclusive claims, and decisions.
+
+Order: items waiting for a second reviewer, then classes of interest, then lowest
+confidence. A reviewer *claims* an item for `ReviewSettings.claim_seconds`; nobody else is
+offered it until the claim expires. Claims are compare-and-set updates (with
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two reviewers never hold the same item.
+
+A decision names the item version it was made on. The update only applies to that version
+and ``decisions(item_id, item_version)`` is unique, so a concurrent decision is refused with
+`DecisionConflictError`, never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from review import audit
+from review.db.models import DECISIONS, DONE, PENDING, SECOND, Decision, Item, Job, User
+from vision.errors import VisionError
+
+
+class ReviewError(VisionError):
+    """A review action cannot be done as asked."""
+
+
+class DecisionConflictError(ReviewError):
+    """The item changed (someone else decided it) since the reviewer loaded it."""
+
+
+class InvalidDecisionError(ReviewError, ValueError):
+    """Unknown decision or class, or a four-eyes rule broken."""
+
+
+def _claimable(user_id: int, now: datetime) -> Any:
+    free = or_(Item.claimed_by.is_(None), Item.claim_expires < now, Item.claimed_by == user_id)
+    needs_look = or_(
+        Item.status == PENDING,
+        and_(Item.status == SECOND, Item.first_reviewer_id != user_id),
+    )
+    return and_(free, needs_look)
+
+
+def _order() -> list[Any]:
+    return [
+        case((Item.status == SECOND, 0), else_=1),
+        case((Item.interest.is_(True), 0), else_=1),
+        Item.confidence.asc(),
+        Item.id.asc(),
+    ]
+
+
+def claim_next(db: Session, job_id: int, user: User, now: datetime, claim_seconds: int) -> Item | None:
+    """Claim the item that most needs a human, or ``None`` when the queue is empty.
+
+    An item this user already holds (e.g. after a page reload) is returned first.
+    """
+    held = db.execute(
+        select(Item)
+        .where(Item.job_id == job_id, Item.claimed_by == user.id, Item.claim_expires >= now)
+        .where(_claimable(user.id, now))
+        .order_by(*_order())
+        .limit(1)
+    ).scalar_one_or_none()
+    if held is not None:
+        return held
+    expires = now + timedelta(seconds=claim_seconds)
+    for _ in range(20):
+        item_id = db.execute(
+            select(Item.id)
+            .where(Item.job_id == job_id, _claimable(user.id, now))
+            .order_by(*_order())
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if item_id is None:
+            return None
+        res = db.execute(
+            update(Item)
+            .where(Item.id == item_id, _claimable(user.id, now))
+            .values(claimed_by=user.id, claim_expires=expires)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            item = db.get(Item, item_id, populate_existing=True)
+            return item
+    return None
+
+
+def release(db: Session, item_id: int, user: User) -> bool:
+    """Give back a claim (the reviewer left or skipped). Returns whether one was held."""
+    res = db.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.claimed_by == user.id)
+        .values(claimed_by=None, claim_expires=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    """What a reviewer sent.
+
+    Attributes:
+        decision: ``accept``, ``correct`` or ``reject`` (reject = wrong and unclear).
+        class_name: the right class, for ``correct``.
+        comment: optional free text.
+        version: the item version the reviewer saw.
+    """
+
+    decision: str
+    class_name: str | None
+    comment: str | None
+    version: int
+
+
+def _state(item: Item) -> dict[str, Any]:
+    return {
+        "status": item.status,
+        "decision": item.final_decision,
+        "class": item.final_class,
+        "version": item.version,
+    }
+
+
+def decide(
+    db: Session,
+    item_id: int,
+    user: User,
+    given: DecisionInput,
+    now: datetime,
+    request_id: str,
+    override: bool = False,
+) -> Decision:
+    """Record a decision (or an admin's override) and update the item, audited.
+
+    Raises:
+        DecisionConflictError: the item moved on since version ``given.version``, or another
+            reviewer holds it.
+        InvalidDecisionError: bad decision/class, or the same person giving both looks.
+    """
+    item = db.execute(select(Item).where(Item.id == item_id).with_for_update()).scalar_one_or_none()
+    if item is None:
+        raise InvalidDecisionError(f"no item {item_id}")
+    job = db.get(Job, item.job_id)
+    assert job is not None
+    if given.decision not in DECISIONS:
+        raise InvalidDecisionError(f"decision must be one of {', '.join(DECISIONS)}")
+    classes = json.loads(job.classes or "[]")
+    final_class: str | None
+    if given.decision == "accept":
+        final_class = item.class_name
+    elif given.decision == "correct":
+        if not given.class_name or given.class_name not in classes:
+            raise InvalidDecisionError(f"choose a class among {classes}")
+        final_class = given.class_name
+    else:
+        final_class = None
+    if item.version != given.version:
+        raise DecisionConflictError(
+            f"item {item_id} changed since you opened it (version {given.version} → "
+            f"{item.version}): someone else decided it; reload to see their decision"
+        )
+    if override:
+        if item.status != DONE:
+            raise InvalidDecisionError("only finished reviews can be overridden")
+        kind, status = "override", DONE
+    else:
+        if item.status == DONE:
+            raise DecisionConflictError(f"item {item_id} is already decided")
+        if item.claimed_by not in (None, user.id) and item.claim_expires and item.claim_expires > now:
+            raise DecisionConflictError(f"item {item_id} is being reviewed by someone else")
+        if item.status == SECOND:
+            if item.first_reviewer_id == user.id:
+                raise InvalidDecisionError("a second review must come from another reviewer")
+            kind, status = "second", DONE
+        else:
+            kind = "first"
+            interest = set(json.loads(job.classes_of_interest or "[]"))
+            positive = final_class is not None and final_class in interest
+            status = SECOND if job.four_eyes and positive else DONE
+    before = _state(item)
+    values: dict[str, Any] = {
+        "status": status,
+        "final_decision": given.decision,
+        "final_class": final_class,
+        "decided_by": user.id,
+        "decided_at": now,
+        "claimed_by": None,
+        "claim_expires": None,
+        "version": Item.version + 1,
+    }
+    if kind == "first":
+        values["first_reviewer_id"] = user.id
+    res = db.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.version == given.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise DecisionConflictError(f"item {item_id} was decided concurrently; reload it")
+    comment = (given.comment or "").strip()[:2000] or None
+    dec = Decision(
+        item_id=item_id,
+        item_version=given.version,
+        reviewer_id=user.id,
+        kind=kind,
+        decision=given.decision,
+        class_name=final_class,
+        comment=comment,
+        decided_at=now,
+        request_id=request_id,
+    )
+    db.add(dec)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise DecisionConflictError(f"item {item_id} was decided concurrently; reload it") from exc
+    db.refresh(item)
+    after = _state(item) | {"predicted": item.class_name, "comment": comment}
+    audit.append(
+        db,
+        user.name,
+        "review.override" if override else f"review.{kind}",
+        f"item:{item_id}",
+        before,
+        after,
+        request_id,
+    )
+    return dec
+
+
+@dataclass(frozen=True)
+class ClassAgreement:
+    """How often reviewers agreed with the model on one predicted class.
+
+    Attributes:
+        class_name: the model's predicted class.
+        reviewed: items with a label from a reviewer (accept or correct).
+        agreed: of those, where the reviewer's class equals the prediction.
+        rejected: items marked reject/unclear (left out of precision).
+    """
+
+    class_name: str
+    reviewed: int
+    agreed: int
+    rejected: int
+
+    @property
+    def precision(self) -> float | None:
+        """Model precision as judged by reviewers (``None`` before any review)."""
+        return self.agreed / self.reviewed if self.reviewed else None
+
+
+def agreement(db: Session, job_id: int) -> list[ClassAgreement]:
+    """Per predicted class, the model's precision as judged by reviewers (finished items)."""
+    labelled = case((Item.final_decision.in_(("accept", "correct")), 1), else_=0)
+    agreed = case(
+        (and_(Item.final_decision.in_(("accept", "correct")), Item.final_class == Item.class_name), 1),
+        else_=0,
+    )
+    rejected = case((Item.final_decision == "reject", 1), else_=0)
+    rows = db.execute(
+        select(Item.class_name, func.sum(labelled), func.sum(agreed), func.sum(rejected))
+        .where(Item.job_id == job_id, Item.status == DONE)
+        .group_by(Item.class_name)
+        .order_by(Item.class_name)
+    ).all()
+    return [ClassAgreement(str(c), int(n or 0), int(a or 0), int(r or 0)) for c, n, a, r in rows]
+
+
+def job_counts(db: Session, job_id: int) -> dict[str, int]:
+    """Items per review state for a job (``pending``, ``second``, ``done``)."""
+    rows = db.execute(select(Item.status, func.count()).where(Item.job_id == job_id).group_by(Item.status)).all()
+    out = {PENDING: 0, SECOND: 0, DONE: 0}
+    out.update({str(s): int(n) for s, n in rows})
+    return out

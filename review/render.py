@@ -1,0 +1,183 @@
+"""Pictures for reviewers: chips as RGB PNGs, scene overviews with the window marked.
+
+Bands are stretched per band between the 2nd and 98th percentile of valid pixels, which
+suits both 8-bit RGB and 12-bit Sentinel-2 reflectances. Multispectral rasters get a
+natural-colour default (B04, B03, B02 when the bands are named, else the first three) and
+any 1-based band triple can be asked for.
+
+Explanations: when ``JOB_DIR/explanations/<row>.png`` exists (``row`` = the item's row in
+``predictions.parquet``), the review page overlays it; nothing here computes one.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from threading import Lock
+
+import numpy as np
+from PIL import Image, ImageDraw
+from rasterio.windows import Window
+
+from vision.errors import BandMismatchError
+from vision.raster import EUROSAT_MS_BANDS, RASTER_SUFFIXES, open_raster
+
+OVERVIEW_SIZE = 256
+CHIP_DISPLAY = 256
+
+
+class _LRU:
+    """A small thread-safe cache of rendered PNGs."""
+
+    def __init__(self, size: int):
+        self.size, self._d, self._lock = size, OrderedDict[tuple[object, ...], bytes](), Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: tuple[object, ...], value: bytes) -> None:
+        with self._lock:
+            self._d[key] = value
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+
+_CACHE = _LRU(1024)
+
+
+def band_names(path: Path) -> list[str]:
+    """Band names of a raster (descriptions, EuroSAT order for unnamed 13-band files)."""
+    with open_raster(path) as ds:
+        names = [d or "" for d in ds.descriptions]
+    if not any(names) and len(names) == len(EUROSAT_MS_BANDS):
+        names = list(EUROSAT_MS_BANDS)
+    return [n or f"band {i + 1}" for i, n in enumerate(names)]
+
+
+def default_bands(names: Sequence[str]) -> list[int]:
+    """1-based bands for a natural-colour view."""
+    if all(b in names for b in ("B04", "B03", "B02")):
+        return [list(names).index(b) + 1 for b in ("B04", "B03", "B02")]
+    if len(names) >= 3:
+        return [1, 2, 3]
+    return [1] * 3
+
+
+def stretch(arr: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """``C x H x W`` values to ``H x W x C`` uint8, 2–98 % per band, nodata black."""
+    out = np.zeros(arr.shape[1:] + (arr.shape[0],), dtype=np.uint8)
+    for i, band in enumerate(arr.astype(np.float64)):
+        valid = np.isfinite(band) if nodata is None else np.isfinite(band) & (band != nodata)
+        if not valid.any():
+            continue
+        lo, hi = np.percentile(band[valid], [2, 98])
+        if hi <= lo:
+            hi = lo + 1.0
+        scaled = np.clip((band - lo) / (hi - lo), 0, 1) * 255
+        out[..., i] = np.where(valid, scaled, 0).astype(np.uint8)
+    return out
+
+
+def _png(rgb: np.ndarray, size: int | None = None) -> bytes:
+    im = Image.fromarray(rgb)
+    if size and max(im.size) < size:
+        scale = size / max(im.size)
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _window(row_off: int | None, col_off: int | None, height: int | None, width: int | None) -> Window | None:
+    if None in (row_off, col_off, height, width):
+        return None
+    return Window(col_off, row_off, width, height)
+
+
+def render_chip(
+    path: Path,
+    window: tuple[int | None, int | None, int | None, int | None],
+    bands: Sequence[int] | None = None,
+) -> bytes:
+    """A PNG of one item: the window of a scene, or a whole chip file.
+
+    Args:
+        path: the raster or image.
+        window: ``(row_off, col_off, height, width)``, all ``None`` for a whole file.
+        bands: three 1-based bands (R, G, B); default natural colour.
+
+    Raises:
+        UnreadableInputError: the file cannot be read.
+        BandMismatchError: a band is out of range.
+    """
+    st = path.stat()
+    key = ("chip", str(path), st.st_mtime_ns, window, tuple(bands or ()))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    with open_raster(path) as ds:
+        names = [d or "" for d in ds.descriptions]
+        if not any(names) and ds.count == len(EUROSAT_MS_BANDS):
+            names = list(EUROSAT_MS_BANDS)
+        chosen = list(bands) if bands else default_bands(names)
+        if len(chosen) != 3 or any(not 1 <= b <= ds.count for b in chosen):
+            raise BandMismatchError(f"bands must be three of 1..{ds.count}, got {chosen}")
+        if ds.count < 3 and not bands:
+            chosen = [1, 1, 1]
+        arr = ds.read(chosen, window=_window(*window))
+        png = _png(stretch(arr, ds.nodata), CHIP_DISPLAY)
+    _CACHE.put(key, png)
+    return png
+
+
+def render_overview(path: Path, window: tuple[int | None, int | None, int | None, int | None]) -> bytes:
+    """A small PNG of the whole scene with the item's window outlined in red."""
+    st = path.stat()
+    key = ("overview", str(path), st.st_mtime_ns)
+    base = _CACHE.get(key)
+    with open_raster(path) as ds:
+        scale = min(1.0, OVERVIEW_SIZE / max(ds.width, ds.height))
+        h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
+        if base is None:
+            names = [d or "" for d in ds.descriptions]
+            chosen = default_bands(names) if ds.count >= 3 else [1, 1, 1]
+            arr = ds.read(chosen, out_shape=(3, h, w))
+            base = _png(stretch(arr, ds.nodata))
+            _CACHE.put(key, base)
+    im = Image.open(io.BytesIO(base)).convert("RGB")
+    win = _window(*window)
+    if win is not None:
+        draw = ImageDraw.Draw(im)
+        x0, y0 = win.col_off * scale, win.row_off * scale
+        x1, y1 = (win.col_off + win.width) * scale, (win.row_off + win.height) * scale
+        draw.rectangle([x0, y0, max(x0 + 2, x1), max(y0 + 2, y1)], outline=(255, 0, 0), width=2)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def heatmap_path(job_dir: Path, row_index: int) -> Path | None:
+    """The explanation heatmap of a row, when the job folder has one."""
+    p = job_dir / "explanations" / f"{row_index}.png"
+    return p if p.is_file() else None
+
+
+def is_scene(path: Path) -> bool:
+    """Whether a path is a GeoTIFF (and so can have an overview)."""
+    return path.suffix.lower() in RASTER_SUFFIXES
+
+
+def input_file(job_dir: Path, path: str) -> Path:
+    """Where an item's input lives: absolute as given, else relative to the job folder
+    (falling back to the working directory, where `vision infer` was run)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    in_job = job_dir / p
+    return in_job if in_job.exists() else p.resolve()

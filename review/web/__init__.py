@@ -1,0 +1,1 @@
+"""The web service: FastAPI app, guarded routes, server-rendered pages."""

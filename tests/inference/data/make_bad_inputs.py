@@ -1,0 +1,135 @@
+"""Write the bad-input corpus in ``bad_inputs/`` (kept in the repository; rerun to refresh).
+
+Each file is broken in one way that a batch job must survive: it becomes a row (or a
+manifest entry) with ``status = error`` or ``nodata`` and a reason, and the rest of the batch
+is classified. Two good files (``good_chip.jpg``, ``good_scene.tif``) are mixed in. All are
+for a 3-band, 64x64 model.
+
+    python tests/inference/data/make_bad_inputs.py
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from PIL import Image
+
+OUT = Path(__file__).parent / "bad_inputs"
+UTM = "EPSG:32631"
+TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+
+#: What each file is, and the row status it must get.
+EXPECTED: dict[str, str] = {
+    "good_chip.jpg": "ok",
+    "good_scene.tif": "ok",
+    "empty.tif": "error",
+    "empty.jpg": "error",
+    "truncated_chip.jpg": "error",
+    "corrupt.jpg": "error",
+    "truncated_scene.tif": "error",
+    "notes.txt": "error",
+    "text_named.tif": "error",
+    "vrt_disguised.tif": "error",
+    "huge_header.tif": "error",
+    "huge_header.png": "error",
+    "no_crs_scene.tif": "error",
+    "all_nodata_scene.tif": "nodata",
+    "nan_float_scene.tif": "nodata",
+    "wrong_bands_scene.tif": "error",
+    "wrong_bands_chip.tif": "error",
+    "grey_chip.png": "error",
+}
+
+
+def _tif(path: Path, arr: np.ndarray, crs: str | None = UTM, nodata: float | None = None,
+         transform: Affine | None = TRANSFORM) -> None:
+    c, h, w = arr.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": c, "dtype": arr.dtype.name,
+               "compress": "deflate", "tiled": True, "blockxsize": 64, "blockysize": 64}
+    if crs:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(arr)
+
+
+def _jpeg_bytes(rng: np.random.Generator) -> bytes:
+    arr = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _huge_tiff() -> bytes:
+    """A little-endian TIFF whose header claims 2^20 x 2^20 pixels (one tiny strip)."""
+    entries = [  # tag, type, count, value
+        (256, 4, 1, 1 << 20), (257, 4, 1, 1 << 20), (258, 3, 1, 8), (259, 3, 1, 1),
+        (262, 3, 1, 1), (273, 4, 1, 8 + 2 + 12 * 10 + 4), (277, 3, 1, 1), (278, 4, 1, 1 << 20),
+        (279, 4, 1, 16), (284, 3, 1, 1),
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        packed = struct.pack("<HHI", tag, typ, count)
+        packed += struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value)
+        ifd += packed
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 16
+
+
+def _huge_png() -> bytes:
+    """A PNG whose IHDR claims 100000 x 100000 pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) \
+        + chunk(b"IEND", b"")
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for p in OUT.iterdir():
+        p.unlink()
+    rng = np.random.default_rng(7)
+    (OUT / "good_chip.jpg").write_bytes(_jpeg_bytes(rng))
+    _tif(OUT / "good_scene.tif", rng.integers(1, 255, (3, 128, 128), dtype=np.uint8), nodata=0)
+    (OUT / "empty.tif").write_bytes(b"")
+    (OUT / "empty.jpg").write_bytes(b"")
+    jpg = _jpeg_bytes(rng)
+    (OUT / "truncated_chip.jpg").write_bytes(jpg[: len(jpg) // 3])
+    (OUT / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + rng.bytes(2000))
+    big = OUT / "truncated_scene.tif"
+    _tif(big, rng.integers(1, 255, (3, 256, 256), dtype=np.uint8))
+    data = big.read_bytes()
+    big.write_bytes(data[: len(data) // 2])
+    (OUT / "notes.txt").write_text("field notes, not an image\n")
+    (OUT / "text_named.tif").write_text("this is text named like a GeoTIFF\n")
+    (OUT / "vrt_disguised.tif").write_text(
+        '<VRTDataset rasterXSize="128" rasterYSize="128">\n'
+        '  <VRTRasterBand dataType="Byte" band="1">\n'
+        '    <SimpleSource><SourceFilename relativeToVRT="0">/etc/passwd</SourceFilename>'
+        "</SimpleSource>\n  </VRTRasterBand>\n</VRTDataset>\n")
+    (OUT / "huge_header.tif").write_bytes(_huge_tiff())
+    (OUT / "huge_header.png").write_bytes(_huge_png())
+    _tif(OUT / "no_crs_scene.tif", rng.integers(1, 255, (3, 128, 128), dtype=np.uint8),
+         crs=None, transform=None)
+    _tif(OUT / "all_nodata_scene.tif", np.zeros((3, 128, 128), np.uint8), nodata=0)
+    _tif(OUT / "nan_float_scene.tif", np.full((3, 128, 128), np.nan, np.float32))
+    _tif(OUT / "wrong_bands_scene.tif", rng.integers(1, 255, (5, 128, 128), dtype=np.uint8))
+    _tif(OUT / "wrong_bands_chip.tif", rng.integers(1, 255, (5, 64, 64), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(OUT / "grey_chip.png")
+    assert sorted(p.name for p in OUT.iterdir()) == sorted(EXPECTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""End-to-end: `run_job` and the `vision infer` command on chips, scenes and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from PIL import Image
+
+from inference.runner import JobOptions, run_job
+from inference.writers import PREDICTION_SCHEMA
+from vision.errors import ConfigError
+from vision.metrics import softmax
+
+from .conftest import BAD_INPUTS, RGB_BANDS, SCENES, random_chips
+from .data.make_bad_inputs import EXPECTED
+
+REPO = Path(__file__).resolve().parents[2]
+VISION = [sys.executable, "-c", "from vision.cli import main; main()"]
+
+
+def _run(inputs: list[Path], model: Path, out: Path, **kw: object) -> object:
+    return run_job(JobOptions(inputs=tuple(str(p) for p in inputs), model=str(model), out=out,
+                              progress=False, threads=1, workers=2, **kw))  # type: ignore[arg-type]
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([*VISION, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+def test_chips_and_scene_rows(rgb_model: Path, tmp_path: Path,
+                              tif_factory: Callable[..., Path]) -> None:
+    chips = random_chips(tmp_path / "chips", 20)
+    rng = np.random.default_rng(1)
+    scene = rng.integers(1, 255, (3, 200, 150), dtype=np.uint8)
+    scene[:, :80, :] = 0  # a nodata band across the top
+    scene_path = tif_factory("scene.tif", scene, nodata=0)
+    out = tmp_path / "job"
+    res = _run([tmp_path / "chips", scene_path], rgb_model, out)
+    assert res.exit_code == 0  # type: ignore[attr-defined]
+    table = pq.read_table(out / "predictions.parquet")
+    assert table.schema.equals(PREDICTION_SCHEMA)
+    rows = table.to_pylist()
+    chip_rows = [r for r in rows if r["row_off"] is None]
+    assert len(chip_rows) == 20 and all(r["status"] == "ok" for r in chip_rows)
+    # Calibrated probabilities: softmax(logits / T) of the bare model on the decoded chip.
+    sess = ort.InferenceSession(str(rgb_model), providers=["CPUExecutionProvider"])
+    x = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+                  for p in chips])
+    probs = softmax(sess.run(None, {"pixels": x})[0], 1.5)
+    by_path = {r["path"]: r for r in chip_rows}
+    for k, p in enumerate(chips):
+        r = by_path[str(p)]
+        np.testing.assert_allclose(r["probs"], probs[k], atol=1e-6)
+        assert r["label"] == int(probs[k].argmax())
+        assert r["confidence"] == pytest.approx(float(probs[k].max()), abs=1e-6)
+        thr = {0: 0.3, 1: 0.5}.get(r["label"])
+        assert r["flagged"] == (thr is not None and r["confidence"] >= thr)
+        assert r["model_name"] == "tiny-3band" and len(r["model_sha256"]) == 64
+        import hashlib
+
+        assert r["input_sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    scene_rows = [r for r in rows if r["path"] == str(scene_path)]
+    assert len(scene_rows) == 4 * 3  # ceil(200/64) x ceil(150/64)
+    st = {(r["row_off"], r["col_off"]): r["status"] for r in scene_rows}
+    assert st[(0, 0)] == "nodata" and st[(128, 0)] == "ok"
+    assert st[(64, 0)] == "ok"  # 48 of 64 rows valid: below the 0.5 nodata threshold
+    assert st[(192, 0)] == "nodata"  # 8 of 64 rows inside the scene
+    assert all(r["crs"] == "EPSG:32631" for r in scene_rows)
+    r = next(r for r in scene_rows if (r["row_off"], r["col_off"]) == (64, 64))
+    assert (r["minx"], r["maxy"]) == (500000 + 640, 5000000 - 640)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["counts"]["error"] == 0
+    assert (out / "_SUCCESS").exists() and not (out / "_parts").exists()
+    assert not [p for p in out.rglob(".*") if p.is_file()]
+    with rasterio.open(out / "scene.classes.tif") as ds:
+        arr = ds.read(1)
+        assert arr.shape == (4, 3) and arr[0, 0] == 255 and arr[2, 0] != 255
+
+
+def test_rerun_is_noop_and_other_options_are_refused(rgb_model: Path, tmp_path: Path,
+                                                     model_factory: Callable[..., Path]) -> None:
+    random_chips(tmp_path / "chips", 3)
+    out = tmp_path / "job"
+    _run([tmp_path / "chips"], rgb_model, out)
+    before = (out / "predictions.parquet").stat().st_mtime_ns
+    res = _run([tmp_path / "chips"], rgb_model, out)
+    assert res.state == "already-finished"  # type: ignore[attr-defined]
+    assert (out / "predictions.parquet").stat().st_mtime_ns == before
+    other = model_factory(RGB_BANDS, seed=3)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        _run([tmp_path / "chips"], other, out)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        _run([tmp_path / "chips"], rgb_model, out, max_nodata=0.1)
+    res = _run([tmp_path / "chips"], other, out, overwrite=True)
+    assert res.state == "finished"  # type: ignore[attr-defined]
+    (tmp_path / "notajob").mkdir()
+    (tmp_path / "notajob" / "precious.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a job folder"):
+        _run([tmp_path / "chips"], rgb_model, tmp_path / "notajob", overwrite=True)
+
+
+def test_bad_input_corpus_via_cli(rgb_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "job"
+    proc = _cli("infer", str(BAD_INPUTS), "--model", str(rgb_model), "--out", str(out),
+                "--no-progress", "--threads", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    table = pq.read_table(out / "predictions.parquet").to_pylist()
+    for name, expected in EXPECTED.items():
+        rows = [r for r in table if Path(r["path"]).name == name]
+        assert rows, f"{name} not reported"
+        statuses = {r["status"] for r in rows}
+        if name == "truncated_scene.tif":  # readable windows are salvaged
+            assert "error" in statuses and "ok" in statuses
+        else:
+            assert statuses == {expected}, (name, statuses, rows[0]["error"])
+        for r in rows:
+            if r["status"] == "error":
+                assert r["error"] and len(r["error"]) > 10
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["exit_code"] == 1
+    assert {Path(e["path"]).name for e in manifest["errors"]} == {
+        n for n, s in EXPECTED.items() if s == "error"} | {"truncated_scene.tif"}
+    assert (out / "_SUCCESS").exists()
+
+
+def test_cli_help_and_usage_errors(rgb_model: Path, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from inference.cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("other")
+    def _other() -> None:  # a second command keeps `infer` a sub-command
+        pass
+
+    res = CliRunner().invoke(app, ["infer", "--help"])
+    assert res.exit_code == 0 and "Example" in res.output and "--engine" in res.output
+    # The real entry point maps a configuration error to exit code 2, with no traceback.
+    proc = _cli("infer", str(BAD_INPUTS), "--model", str(tmp_path / "missing.onnx"),
+                "--out", str(tmp_path / "j"))
+    assert proc.returncode == 2 and "model not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ConfigError, match="CUDAExecutionProvider"):
+            _run([BAD_INPUTS], rgb_model, tmp_path / "j2", device="cuda")
+
+
+#: A fixture model for every real scene: (scene, model band names).
+SCENE_MODELS = {
+    "rasterio_RGB.byte.tif": ["B04", "B03", "B02"],
+    "rasterio_cogeo.tif": ["B04", "B03", "B02"],
+    "LC08_L2SP_001062_20201031_SR_7band.tif": [f"SR_B{k}" for k in range(1, 8)],
+    "terratorch_regression_test_0_input.tif": [f"b{k}" for k in range(1, 11)],
+    # band names in another order than the file: selection by name
+    "S2A_29RKH_20200219_L2A_12band_100m.tif": ["B04", "B03", "B02", "B08", "B01", "B05",
+                                               "B06", "B07", "B8A", "B09", "B11", "B12"],
+}
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not SCENES.is_dir(), reason="shared scenes not available")
+def test_real_scenes(model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    for name, bands in SCENE_MODELS.items():
+        scene = SCENES / name
+        model = model_factory(bands, mean=[1000.0] * len(bands), std=[500.0] * len(bands))
+        out = tmp_path / name
+        res = _run([scene], model, out)
+        assert res.exit_code == 0, name  # type: ignore[attr-defined]
+        rows = pq.read_table(out / "predictions.parquet").to_pylist()
+        stem = Path(name).stem
+        with rasterio.open(scene) as src, rasterio.open(out / f"{stem}.classes.tif") as cls, \
+                rasterio.open(out / f"{stem}.confidence.tif") as conf:
+            assert cls.crs == src.crs and conf.crs == src.crs
+            assert cls.driver == "GTiff" and cls.profile.get("tiled")
+            sb, cb = src.bounds, cls.bounds
+            # The window grid starts at the scene's corner and covers it by < one window.
+            assert (cb.left, cb.top) == pytest.approx((sb.left, sb.top))
+            assert sb.right <= cb.right < sb.right + 64 * src.res[0]
+            assert sb.bottom >= cb.bottom > sb.bottom - 64 * src.res[1]
+            assert cls.nodata == 255
+            classes = cls.read(1)
+        gj = json.loads((out / f"{stem}.geojson").read_text())
+        assert str(src.crs.to_epsg()) in gj["crs"]["properties"]["name"]
+        assert gj["bbox"] == pytest.approx([sb.left, sb.bottom, sb.right, sb.top])
+        assert len(gj["features"]) == len(rows) == classes.size
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert ok, name
+        if name in ("rasterio_RGB.byte.tif", "LC08_L2SP_001062_20201031_SR_7band.tif"):
+            # rotated footprints with a nodata collar: the corners are not classified
+            corner = next(r for r in rows if r["row_off"] == 0 and r["col_off"] == 0)
+            assert corner["status"] == "nodata"
+            assert (classes == 255).sum() == sum(r["status"] != "ok" for r in rows)

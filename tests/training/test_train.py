@@ -1,0 +1,131 @@
+"""End to end on the synthetic set: train, calibrate, export, register, evaluate, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint
+from training.evaluate import evaluate
+from training.export import read_metadata
+from training.trainer import run_training
+from vision.config import load_experiment
+from vision.data import FolderSource
+from vision.errors import ConfigError
+
+CONTRACT_KEYS = {"schema_version", "classes", "bands", "input_size", "mean", "std", "temperature",
+                 "architecture", "model_name", "model_version", "mlflow_run_id",
+                 "train_data_fingerprint", "created_at"}
+
+
+def test_train_exports_registers_and_matches_evaluate(tiny_recipe, mlflow_store, synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    result = run_training(load_experiment(tiny_recipe()), out, recipe="tiny")
+    m = result.metrics
+    for f in ("config.yaml", "metrics.json", "model.onnx", "checkpoints/best.pt", "checkpoints/last.pt",
+              "report/test_confusion_matrix.png", "report/test_per_class.json", "report/test_reliability.png"):
+        assert (out / f).exists(), f
+    assert m["status"] == "complete" and m["onnx_parity_max_abs"] <= 1e-4
+    assert m["test"]["accuracy"] > 0.5  # 4 classes, learnable cues; chance is 0.25
+
+    meta = read_metadata(out / "model.onnx")
+    assert CONTRACT_KEYS <= set(meta)
+    assert meta["classes"] == ["Cropland", "Forest", "Urban", "Water"]
+    assert meta["bands"] == ["B02", "B03", "B04", "B08", "B11", "B12"]
+    assert meta["input_size"] == [32, 32] and meta["model_version"] == "1"
+    assert meta["temperature"] == pytest.approx(m["temperature"]) and set(meta["thresholds"]) == {"Cropland"}
+    assert Path(meta["checkpoint"]).exists()
+
+    # A plain onnxruntime session on raw pixels gives the same top-1 as `vision evaluate`.
+    src = FolderSource(synthetic_root / "test", meta["classes"])
+    x = np.stack([src.read(i).transpose(2, 0, 1).astype(np.float32) for i in range(len(src))])
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].name == "pixels" and sess.get_outputs()[0].name == "logits"
+    top1 = sess.run(["logits"], {"pixels": x})[0].argmax(1)
+    rep, probs, labels = evaluate(str(out / "model.onnx"), str(synthetic_root / "test"))
+    assert np.array_equal(top1, probs.argmax(1))
+    assert rep["accuracy"] == pytest.approx(m["test"]["accuracy"])
+    rep_ck, _, _ = evaluate(str(out), str(synthetic_root / "test"))  # the checkpoint agrees
+    assert rep_ck["accuracy"] == pytest.approx(rep["accuracy"])
+
+    # MLflow: a registered version with alias challenger, artifacts logged.
+    from training import tracking
+
+    c = tracking.client()
+    mv = c.get_model_version_by_alias("tiny_synthetic", "challenger")
+    assert mv.version == "1" and mv.run_id == m["mlflow_run_id"]
+    arts = {a.path for a in c.list_artifacts(mv.run_id, "report")} | {a.path for a in c.list_artifacts(mv.run_id)}
+    assert {"report/test_confusion_matrix.png", "report/test_per_class.json", "config.yaml"} <= arts
+    run = c.get_run(mv.run_id)
+    assert run.data.tags["train_data_fingerprint"] == m["train_data_fingerprint"]
+    assert "val_accuracy" in run.data.metrics and run.data.params["model.architecture"] == "efficientnet_lite0"
+
+    # A rerun of a finished run does nothing and says so.
+    again = run_training(load_experiment(tiny_recipe()), out, recipe="tiny")
+    assert again.skipped
+    with pytest.raises(ConfigError, match="different recipe"):
+        run_training(load_experiment(tiny_recipe(train__epochs=3)), out)
+
+
+def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypatch):
+    """Two epochs in one go == one epoch, interruption, resume for the second (bit for bit)."""
+    cfg = load_experiment(tiny_recipe())
+    full = run_training(cfg, tmp_path / "full")
+    part = tmp_path / "part"
+    from training import trainer
+
+    real_save = trainer.save_checkpoint
+
+    def save_then_interrupt(path, state):
+        real_save(path, state)
+        if path.name == "last.pt" and state["epoch"] == 0:
+            raise KeyboardInterrupt  # as if killed right after epoch 1's checkpoint
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, part)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert (part / "checkpoints" / "last.pt").exists() and not (part / "metrics.json").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(cfg, part)
+    resumed = run_training(cfg, part, resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = {"samples_per_s"}
+    strip = [{k: v for k, v in h.items() if k not in drop} for h in resumed.metrics["history"]]
+    assert strip == [{k: v for k, v in h.items() if k not in drop} for h in full.metrics["history"]]
+
+
+@pytest.mark.slow
+def test_kill_mid_epoch_then_resume_completes(tiny_recipe, mlflow_store, tmp_path):
+    recipe = tiny_recipe(train__epochs=3, train__batch_size=8)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vision.cli", "train", str(recipe), "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (out / "metrics.json").exists()
+    assert not list(out.rglob("*.tmp")), "a kill must not leave temp files that look like checkpoints"
+    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Resuming" in r.stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "complete"
+    r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0 and "already completed" in r2.stderr

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from vision.errors import ConfigError, WeightsNotAvailableError
+from vision.models import ModelSpec, get_model, get_spec, list_models, register_model
+from vision.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+
+
+def test_registry_has_the_required_architectures() -> None:
+    for name in ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny",
+                 "efficientnet_lite0"):
+        assert name in list_models()
+        spec = get_spec(name)
+        assert spec.gradcam_layer and spec.first_conv and spec.classifier
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(get_spec("resnet18"))
+    with pytest.raises(ConfigError, match="unknown architecture"):
+        get_spec("resnet9000")
+    assert isinstance(get_spec("resnet18"), ModelSpec)
+
+
+def test_lite0_pretrained_file_loads_every_key_strictly() -> None:
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    assert len(state) == 296
+    assert sum(v.numel() for v in state.values()) == 4_694_073
+    model = EfficientNetLite0(num_classes=1000)
+    ours = model.state_dict()
+    assert set(ours) == set(state)
+    assert all(ours[k].shape == v.shape for k, v in state.items())
+    model.load_state_dict(state, strict=True)
+
+
+def test_get_model_imagenet_keeps_pretrained_weights_and_adapts_bands() -> None:
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    rgb = get_model("efficientnet_lite0", 10, 3, "imagenet", band_names=["B04", "B03", "B02"])
+    # Every pretrained tensor but the replaced head is in the model unchanged.
+    for k, v in rgb.state_dict().items():
+        if k in state and not k.startswith("_fc"):
+            assert torch.equal(v, state[k]), k
+    assert rgb._fc.out_features == 10
+    bands = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A"]
+    ms = get_model("efficientnet_lite0", 10, 13, "imagenet", band_names=bands)
+    w, w0 = ms._conv_stem.weight, state["_conv_stem.weight"]
+    assert w.shape == (32, 13, 3, 3)
+    scale = 3 / 13
+    assert torch.allclose(w[:, 3], w0[:, 0] * scale)  # B04 <- red filter
+    assert torch.allclose(w[:, 2], w0[:, 1] * scale)  # B03 <- green
+    assert torch.allclose(w[:, 1], w0[:, 2] * scale)  # B02 <- blue
+    assert torch.allclose(w[:, 7], w0.mean(dim=1) * scale)  # B08 (NIR) <- mean of RGB
+    assert torch.equal(ms._blocks[3]._depthwise_conv.weight, state["_blocks.3._depthwise_conv.weight"])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny"])
+def test_torchvision_architectures_any_band_count(name: str) -> None:
+    m = get_model(name, 5, 7, "none").eval()
+    assert m(torch.zeros(2, 7, 64, 64)).shape == (2, 5)
+
+
+def test_torchvision_imagenet_weights_are_never_downloaded(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotAvailableError, match="Nothing is downloaded"):
+        get_model("resnet18", 10, 3, "imagenet")
+    assert not any(tmp_path.rglob("*.pth"))
+
+
+def test_weights_from_a_local_file(tmp_path) -> None:
+    a = get_model("resnet18", 4, 5, "none")
+    path = tmp_path / "w.pt"
+    torch.save(a.state_dict(), path)
+    b = get_model("resnet18", 4, 5, str(path))
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    c = get_model("resnet18", 7, 5, str(path))  # other class count: head re-initialised
+    assert torch.equal(c.conv1.weight, a.conv1.weight) and c.fc.out_features == 7
+    with pytest.raises(WeightsNotAvailableError):
+        get_model("resnet18", 4, 5, str(tmp_path / "missing.pt"))
