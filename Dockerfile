@@ -12,7 +12,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# The project requires Python 3.11 (Ubuntu 22.04 ships it as python3.11).
+# The project requires Python 3.11 (Ubuntu 22.04 ships it as python3.11); the distribution's
+# security updates are wanted, so its packages are not pinned.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
     && rm -rf /var/lib/apt/lists/* \
@@ -27,7 +29,9 @@ COPY review ./review
 
 # `onnxruntime` (a base dependency) and `onnxruntime-gpu` install the same module: the CPU
 # build is removed so that the GPU build from the `gpu` extra is the one imported.
+# Versions come from pyproject.toml (the project's own files), not from this file.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3013
 RUN pip install ".[gpu]" \
     && pip uninstall -y onnxruntime \
     && pip install --force-reinstall --no-deps \
@@ -35,7 +39,7 @@ RUN pip install ".[gpu]" \
     && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()"
 
 RUN useradd --create-home --uid 10001 vision
-USER vision
+USER 10001
 WORKDIR /home/vision
 ENV VISION_TRT_CACHE=/home/vision/.cache/vision/trt
 

@@ -7,6 +7,8 @@ import torch
 
 from vision.metrics import softmax
 
+T_MIN, T_MAX = 0.05, 20.0
+
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
     """The temperature minimising validation NLL (Guo et al. 2017), fitted in log space."""
@@ -25,7 +27,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
 
     opt.step(closure)
     t = float(log_t.detach().exp())
-    return t if np.isfinite(t) and 0.01 < t < 100 else 1.0
+    if not np.isfinite(t):
+        return 1.0
+    # Perfectly separated validation data drive T to 0; keep it in a sane range.
+    return float(np.clip(t, T_MIN, T_MAX))
 
 
 def operating_points(

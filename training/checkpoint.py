@@ -68,7 +68,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """All RNG states as tensors and plain types (``weights_only``-safe)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state(legacy=True)
     py_state = random.getstate()
     return {
         "torch": torch.get_rng_state(),

@@ -41,7 +41,7 @@ def train(
 
 def evaluate(
     model: str = typer.Argument(..., help="model.onnx, checkpoints/best.pt, a run folder or models:/NAME@ALIAS"),
-    data: str = typer.Argument(..., help="eurosat-rgb:test, *.tar.gz shards, a manifest .csv/.parquet or a class folder"),
+    data: str = typer.Argument(..., help="eurosat-rgb:test, *.tar.gz shards, a manifest or a class folder"),
     out: Path | None = typer.Option(None, "--out", help="write metrics.json and plots here"),
     batch_size: int = typer.Option(256, help="batch size"),
 ) -> None:
@@ -108,7 +108,7 @@ def models_list() -> None:
     for col in ("name", "version", "aliases", "run", "created"):
         table.add_column(col)
     for rm in c.search_registered_models():
-        aliases = {}
+        aliases: dict[str, list[str]] = {}
         for a, v in (rm.aliases or {}).items():
             aliases.setdefault(str(v), []).append(a)
         for mv in c.search_model_versions(f"name='{rm.name}'"):

@@ -71,7 +71,7 @@ def train_loader(
         if cfg.train.imbalance == "balanced_sampler":
             labels = source.labels()
             counts = np.bincount(labels, minlength=len(source.classes)).astype(np.float64)
-            weights = torch.tensor(1.0 / counts[labels], dtype=torch.double)
+            weights = (1.0 / counts[labels]).tolist()
             sampler = WeightedRandomSampler(weights, len(labels), replacement=True, generator=g)
         else:
             sampler = RandomSampler(ds, generator=g)

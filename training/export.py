@@ -26,6 +26,10 @@ from vision.metrics import softmax
 
 SCHEMA_VERSION = "1"
 PARITY_TOL = 1e-4
+#: Metadata values that are plain strings (everything else is JSON).
+STRING_KEYS = frozenset(f"vision.{k}" for k in (
+    "schema_version", "architecture", "model_name", "model_version", "mlflow_run_id",
+    "train_data_fingerprint", "created_at", "checkpoint", "precision"))
 PARITY_TOL_FP16 = 1e-2
 
 
@@ -139,7 +143,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     out: dict[str, Any] = {}
     for p in proto.metadata_props:
-        if p.key.startswith("vision."):
+        if p.key in STRING_KEYS:
+            out[p.key[7:]] = p.value
+        elif p.key.startswith("vision."):
             try:
                 out[p.key[7:]] = json.loads(p.value)
             except json.JSONDecodeError:

@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -212,10 +212,10 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     val_loader = eval_loader(splits.val, cfg.train.batch_size * 2)
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
-            sampler = None
+            sampler: torch.utils.data.Sampler[int] | None = None
             if world > 1:
                 sampler = torch.utils.data.distributed.DistributedSampler(
-                    _Indexable(len(splits.train)), num_replicas=world, rank=rank,
+                    cast(Any, _Indexable(len(splits.train))), num_replicas=world, rank=rank,
                     shuffle=True, seed=cfg.seed)
                 sampler.set_epoch(epoch)
             loader = train_loader(cfg, splits.train, epoch, sampler)
@@ -227,11 +227,12 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                 t0 = time.perf_counter()
 
                 def on_step(step: int, loss: float, acc: float, ips: float,
-                            _t: Any = task, _p: Progress = progress, _e: int = epoch) -> None:
+                            _t: Any = task, _p: Progress = progress, _e: int = epoch,
+                            _every: int = every, _t0: float = t0) -> None:
                     _p.update(_t, completed=step, loss=loss, acc=acc, ips=ips)
-                    if not console.is_terminal and is_main and (step % every == 0 or step == steps):
+                    if not console.is_terminal and is_main and (step % _every == 0 or step == steps):
                         # Logs (CI, nohup) get a plain line every 10 % of the epoch.
-                        eta = (time.perf_counter() - t0) / step * (steps - step)
+                        eta = (time.perf_counter() - _t0) / step * (steps - step)
                         console.print(f"epoch {_e + 1} step {step}/{steps} loss {loss:.4f} "
                                       f"acc {acc:.4f} {ips:.0f} img/s ETA {eta:.0f}s")
 

@@ -19,7 +19,7 @@ def tiny_recipe(synthetic_root: Path, tmp_path: Path):
             "model": {"architecture": "efficientnet_lite0", "weights": "imagenet",
                       "name": "tiny_synthetic", "input_size": [32, 32]},
             "augmentations": [{"name": "HorizontalFlip"}, {"name": "RandomRotate90"}],
-            "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.2, "threads": 2},
+            "train": {"epochs": 3, "batch_size": 8, "lr": 2e-3, "warmup_epochs": 0.2, "threads": 2},
             "calibration": {"targets": {"Cropland": {"recall": 0.9}}},
         }
         for key, value in overrides.items():

@@ -6,10 +6,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-import urllib.request
 
 from training.trainer import run_training
 from vision.config import load_experiment

@@ -1,6 +1,7 @@
 """Labelled chip datasets: readers, splits, normalisation statistics, checks and fetching."""
 
-from vision.data.dataset import ChipDataset
+from typing import TYPE_CHECKING, Any
+
 from vision.data.sources import (
     ChipSource,
     FolderSource,
@@ -11,6 +12,19 @@ from vision.data.sources import (
     open_split,
 )
 from vision.data.stats import BandStats, compute_band_stats, dataset_fingerprint
+
+if TYPE_CHECKING:
+    from vision.data.dataset import ChipDataset
+
+
+def __getattr__(name: str) -> Any:
+    # ChipDataset pulls in torch; import it only when asked, so `vision data ...` starts fast.
+    if name == "ChipDataset":
+        from vision.data.dataset import ChipDataset
+
+        return ChipDataset
+    raise AttributeError(name)
+
 
 __all__ = [
     "BandStats",

@@ -269,7 +269,8 @@ def _resolve(spec: str) -> tuple[list[_Split], str]:
             shards = [Path(s) for s in sorted(glob.glob(spec)) if _is_shard(Path(s))]
             if not shards:
                 raise ConfigError(f"no .tar/.tar.gz shards match {spec}")
-            return _splits_of_shards(shards, shards[0].parent.name), shards[0].parent.name
+            splits = _splits_of_shards(shards, shards[0].parent.name)
+            return splits, splits[0].name if len(splits) == 1 else shards[0].parent.name
         name, _, split = spec.partition(":")
         if name in KNOWN_DATASETS:
             base = settings.data_dir() / name
@@ -314,6 +315,9 @@ def _resolve_all(paths: Sequence[str]) -> list[_Split]:
         for s in parts:
             s.name = label if len(parts) == 1 else f"{label}/{s.name}"
         splits.extend(parts)
+    names = [s.name for s in splits]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"the same split is given twice: {', '.join(names)}")
     return splits
 
 

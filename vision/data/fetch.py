@@ -11,9 +11,10 @@ Provenance of the pinned values (no checksum here is computed by us or guessed):
   ``tensorflow_datasets/url_checksums/eurosat.txt`` (for the DFKI URLs). The
   ``EuroSATallBands.zip`` value is also the one TorchGeo (``torchgeo/datasets/eurosat.py``)
   verifies its Hugging Face mirror against.
-- md5 (kept for cross-reference only; a sha256 is what we verify): ``c8fa0143...`` for
-  ``EuroSAT.zip`` (torchvision, ``torchvision/datasets/eurosat.py``, which downloads the
-  TorchGeo mirror), ``5ac12b3b...`` for ``EuroSATallBands.zip`` (TorchGeo before 0.6).
+- md5, for cross-reference only (what we verify is the sha256):
+  ``c8fa014336c82ac7804f0398fcb19387`` for ``EuroSAT.zip`` (torchvision,
+  ``torchvision/datasets/eurosat.py``, which downloads the TorchGeo mirror below) and
+  ``5ac12b3b2557aa56e1826e981e8e200e`` for ``EuroSATallBands.zip`` (TorchGeo before 0.6).
 
 Example:
     >>> fetch_dataset("eurosat-rgb", to="data/downloads", extract=True)  # doctest: +SKIP

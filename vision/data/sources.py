@@ -95,7 +95,7 @@ def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     current: str | None = None
     parts: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with tarfile.open(path, "r|*") as tar:  # a stream: sequential, no seeking
             for member in tar:
                 if not member.isfile():
                     continue
@@ -314,7 +314,7 @@ def open_split(
         base = Path(root) if root else settings.data_dir() / source
         if not base.is_dir():
             raise ConfigError(
-                f"{source} not found at {base}; set VISION_DATA_DIR or run `vision data fetch {source}`"
+                f"{source} not found at {base}; set VISION_DATA_DIR to the folder that holds it"
             )
     else:
         if root is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -158,13 +158,20 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int,
         role = _RGB_ROLE.get(band_names[i]) if band_names is not None else i % 3
         cols.append(w[:, role] if role is not None else w.mean(dim=1))
     new_w = torch.stack(cols, dim=1) * (3.0 / in_channels)
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
-                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+    new = _conv_like(conv, in_channels)
     with torch.no_grad():
         new.weight.copy_(new_w)
         if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias)
     return new
+
+
+def _conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A fresh convolution shaped like ``conv`` but taking ``in_channels`` inputs."""
+    return nn.Conv2d(in_channels, conv.out_channels, kernel_size=cast(Any, conv.kernel_size),
+                     stride=cast(Any, conv.stride), padding=cast(Any, conv.padding),
+                     dilation=cast(Any, conv.dilation), groups=conv.groups,
+                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -214,8 +221,9 @@ def get_model(
         model = spec.build(1000, dropout)
         state = torch.load(spec.imagenet_weights(), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-        _set_submodule(model, spec.first_conv,
-                       adapt_first_conv(model.get_submodule(spec.first_conv), in_channels, band_names))
+        first = model.get_submodule(spec.first_conv)
+        assert isinstance(first, nn.Conv2d)
+        _set_submodule(model, spec.first_conv, adapt_first_conv(first, in_channels, band_names))
         old = model.get_submodule(spec.classifier)
         assert isinstance(old, nn.Linear)
         _set_submodule(model, spec.classifier, nn.Linear(old.in_features, num_classes))
@@ -224,9 +232,7 @@ def get_model(
     conv = model.get_submodule(spec.first_conv)
     assert isinstance(conv, nn.Conv2d)
     if in_channels != 3:
-        _set_submodule(model, spec.first_conv, nn.Conv2d(
-            in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
-            conv.dilation, conv.groups, conv.bias is not None))
+        _set_submodule(model, spec.first_conv, _conv_like(conv, in_channels))
     if weights == "none":
         return model
     state = load_state_dict_file(weights)
@@ -253,6 +259,9 @@ class NormalizedClassifier(nn.Module):
         self.backbone = backbone
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone((x - self.mean) / self.std)
