@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -12,6 +13,7 @@ from training.trainer import run_training
 from vision import settings
 from vision.config import validate_experiment
 from vision.data.synthetic import BANDS, NOTICE, write_synthetic_dataset
+from vision.errors import VisionError
 
 console = Console()
 
@@ -38,6 +40,19 @@ def demo_recipe(data: str, out: Path, epochs: int) -> dict[str, object]:
     }
 
 
+def _classify(inputs: Path, model: Path, job: Path) -> None:
+    """Run the analyst's batch job on the demo chips through the `vision infer` command.
+
+    A subprocess keeps `training` independent of `inference` (imports point one way).
+    """
+    cmd = [sys.executable, "-m", "vision.cli", "infer", str(inputs), "--model", str(model),
+           "--out", str(job), "--no-progress"]
+    console.print(f"[bold]classifying[/bold] {inputs} -> {job}")
+    r = subprocess.run(cmd, text=True)
+    if r.returncode != 0:
+        raise VisionError(f"`{' '.join(cmd)}` failed with exit code {r.returncode}")
+
+
 def run_demo(data: str, out: Path, epochs: int = 6) -> None:
     out = out.resolve()
     if data not in ("synthetic", "eurosat"):
@@ -55,16 +70,20 @@ def run_demo(data: str, out: Path, epochs: int = 6) -> None:
                           recipe="vision demo")
     m = result.metrics
     split = "test" if "test" in m else "val"
-    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri())
+    job = out / "job"
+    if data == "synthetic":
+        _classify(out / "data" / "test", run_dir / "model.onnx", job)
     console.print(Panel(
         f"{split} accuracy: {m[split]['accuracy']:.4f}  macro-F1: {m[split]['macro_f1']:.4f}\n"
         f"run folder:   {run_dir}\n"
         f"ONNX model:   {run_dir / 'model.onnx'}\n"
         f"MLflow:       {settings.tracking_uri()} (model {m['model_name']} v{m['model_version']}, "
-        f"alias challenger)\n\n"
+        f"alias challenger)\n"
+        + (f"classified:   {job / 'predictions.parquet'} (+ manifest.json; a rerun is a no-op)\n\n"
+           if data == "synthetic" else "\n")
+        +
         "Next:\n"
         f"  vision evaluate {run_dir / 'model.onnx'} {out / 'data' / 'test'}\n"
         f"  vision models show {m['model_name']}\n"
-        f"  vision infer {out / 'data' / 'test'} --model {run_dir / 'model.onnx'} --out {out / 'job'}\n"
         "  mlflow ui --backend-store-uri " + settings.tracking_uri(),
         title="demo complete", style="green"))

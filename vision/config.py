@@ -86,7 +86,7 @@ class TrainConfig(_Strict):
     )
     monitor: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_accuracy"
     amp: bool = Field(default=True, description="mixed precision on CUDA (ignored on CPU)")
-    channels_last: bool = Field(default=True, description="channels_last memory on CUDA")
+    channels_last: bool = Field(default=True, description="channels_last memory format (faster on CUDA and CPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_steps_per_epoch: int | None = Field(
         default=None, ge=1, description="cap steps per epoch (smoke runs and tests)"
