@@ -1,5 +1,5 @@
 """`vision` sub-commands contributed by the training package: train, evaluate, export,
-models, demo."""
+explain, audit, models (list, show, card, promote), demo."""
 
 from __future__ import annotations
 
@@ -141,19 +141,152 @@ def models_promote(
     name: str = typer.Argument(..., help="registered model name"),
     version: str = typer.Argument(..., help="version number"),
     alias: str = typer.Option("champion", "--alias", help="alias to move to this version"),
+    force: bool = typer.Option(False, "--force", help="promote although gate checks fail (needs --reason)"),
+    reason: str | None = typer.Option(None, "--reason", help="why; recorded as a tag on the version"),
 ) -> None:
     """Move an alias (normally `champion`) to a version; the only way to set `champion`.
+
+    `champion` is gated: the version needs a model card, and its accuracy, every subgroup's
+    accuracy and its ECE must meet the minimums of the recipe it was trained with
+    (`promotion.min_accuracy`, `promotion.min_group_accuracy` by `promotion.group_by`,
+    `calibration.ece_max`). A refusal names each failing check and exits with code 1.
+    `--force --reason "..."` promotes anyway and records who and why on the version.
 
     Example:
 
         vision models promote eurosat_rgb_lite0 3 --alias champion
-    """
-    from training import tracking
 
-    c = tracking.client()
-    c.get_model_version(name, version)  # raises if absent
-    c.set_registered_model_alias(name, alias, version)
-    console.print(f"{name} v{version} is now {alias!r}")
+        vision models promote eurosat_rgb_lite0 3 --force --reason "hotfix; group Q1 re-labelled"
+    """
+    from training.promotion import promote
+
+    moved, result = promote(name, version, alias, force=force, reason=reason)
+    for c in result.checks:
+        mark = "[green]pass[/green]" if c.passed else "[red]FAIL[/red]"
+        console.print(f"  {mark} {c.name}: {c.detail}", highlight=False)
+    if not moved:
+        names = ", ".join(c.name for c in result.failures)
+        err.print(f"[red]refused[/red]: {name} v{version} cannot become {alias!r}; failing checks: {names}. "
+                  "Fix them, or override with --force --reason \"...\" (recorded on the version).",
+                  highlight=False)
+        raise typer.Exit(1)
+    forced = " [yellow](forced past failing checks; reason recorded)[/yellow]" if result.failures else ""
+    console.print(f"{name} v{version} is now {alias!r}{forced}")
+
+
+@models_app.command("card")
+def models_card(
+    name: str = typer.Argument(..., help="registered model name"),
+    version: str = typer.Argument(..., help="version number"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON card instead of Markdown"),
+    generate: bool = typer.Option(False, "--generate", help="(re)make the card from the run folder "
+                                  "(tag vision.out), log it, then print it; for versions trained before cards"),
+    group_by: str | None = typer.Option(None, "--group-by", help="with --generate: subgroup audit grouping "
+                                        "(default the recipe's promotion.group_by)"),
+) -> None:
+    """Print the model card (MODEL_CARD.md) of a registered version.
+
+    Example:
+
+        vision models card eurosat_rgb_lite0 3
+
+        vision models card eurosat_rgb_lite0 1 --generate --group-by brightness_quartile
+    """
+    from rich.markdown import Markdown
+
+    from training import tracking
+    from training.model_card import fetch_card, generate_for_run
+    from vision.errors import ConfigError
+
+    if generate:
+        mv = tracking.get_version(name, version)
+        out = tracking.client().get_run(mv.run_id).data.tags.get("vision.out") if mv.run_id else None
+        if not out or not Path(out).is_dir():
+            raise ConfigError(f"{name} v{version}: its run folder ({out}) is not on this machine")
+        generate_for_run(Path(out), group_by=group_by)
+    card, md = fetch_card(name, version)
+    if card is None or md is None:
+        err.print(f"{name} v{version} has no model card; make one with --generate")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(card, indent=2))
+    else:
+        console.print(Markdown(md))
+
+
+def explain(
+    model: str = typer.Argument(..., help="model.onnx, checkpoints/best.pt, a run folder or models:/NAME@ALIAS"),
+    input_: str = typer.Argument(..., metavar="IMAGE_OR_JOB_ROW",
+                                 help="chip file (.jpg/.png/.tif), SHARD.tar.gz#KEY, or JOB_DIR#ROW "
+                                      "(row of JOB_DIR/predictions.parquet; scene rows read their window)"),
+    out: Path = typer.Option(Path("heatmap.png"), "--out", help="PNG: the chip and the heatmap overlaid"),
+    target: str | None = typer.Option(None, "--class", help="class to explain (default: the prediction)"),
+    layer: str | None = typer.Option(None, "--layer", help="layer to explain (default: the registry's)"),
+    npy: Path | None = typer.Option(None, "--npy", help="also save the H x W heatmap as .npy"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out"),
+) -> None:
+    """Grad-CAM: where in the chip the model looked for its decision.
+
+    Computed from the PyTorch checkpoint the ONNX model was exported from (its
+    vision.checkpoint metadata, or its MLflow run).
+
+    Example:
+
+        vision explain runs/rgb/model.onnx chip.tif --out heatmap.png
+
+        vision explain models:/eurosat_rgb_lite0@champion job-out#12 --out row12.png
+    """
+    from training.explain import explain as run_explain
+    from training.explain import load_explainer, read_input, render_overlay
+    from vision.errors import ConfigError
+
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    ex = load_explainer(model)
+    chip = read_input(input_, ex.bands)
+    cls: int | str | None = int(target) if target is not None and target.isdigit() else target
+    res = run_explain(ex, chip.pixels, cls, layer)
+    top = int(res.probs.argmax())
+    title = (f"predicted {ex.classes[top]} ({res.probs[top]:.1%}); Grad-CAM of {ex.classes[res.target]} "
+             f"at {layer or ex.layer}")
+    render_overlay(chip.pixels, res.heatmap, ex.bands, out, title=f"{Path(input_).name}\n{title}")
+    if npy is not None:
+        import numpy as np
+
+        np.save(npy, res.heatmap)
+    console.print(f"{chip.source}: {title}; contrast {res.contrast:.3f}", highlight=False)
+    console.print(f"written: {out}" + (f", {npy}" if npy else ""))
+
+
+def audit(
+    model: str = typer.Argument(..., help="model.onnx, checkpoints/best.pt, a run folder or models:/NAME@ALIAS"),
+    data: str = typer.Argument(..., help="eurosat-rgb:test, eurosat-ms:train, shards, a manifest or a class folder"),
+    group_by: str = typer.Option(..., "--group-by", help="utm_zone (GeoTIFF CRS), brightness_quartile, group, "
+                                 "or any manifest column"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON"),
+    n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples per group"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed (same seed, same intervals)"),
+    batch_size: int = typer.Option(256, help="batch size"),
+) -> None:
+    """Subgroup audit: accuracy, macro-F1, per-class recall and ECE per group, with bootstrap
+    confidence intervals, and the worst-group gap.
+
+    Example:
+
+        vision audit runs/rgb/model.onnx eurosat-rgb:test --group-by brightness_quartile
+
+        vision audit runs/ms/model.onnx eurosat-ms:train --group-by utm_zone --json audit.json
+    """
+    from training.audit import audit_model, render_tables, summary_line
+    from training.checkpoint import atomic_write_text
+
+    rep = audit_model(model, data, group_by, batch_size=batch_size, n_boot=n_boot, seed=seed)
+    for table in render_tables(rep):
+        console.print(table)
+    console.print(summary_line(rep))
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(rep, indent=2))
+        console.print(f"written: {json_out}")
 
 
 def demo(
@@ -179,5 +312,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("export")(export)
+    app.command("explain")(explain)
+    app.command("audit")(audit)
     app.command("demo")(demo)
     app.add_typer(models_app, name="models")

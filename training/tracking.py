@@ -97,3 +97,75 @@ def register_version(name: str, run_id: str, artifact_uri: str, tags: dict[str, 
 
 def run_artifact_uri(run_id: str) -> str:
     return str(client().get_run(run_id).info.artifact_uri)
+
+
+def get_version(name: str, version: str) -> Any:
+    """The registered version ``name`` v``version``.
+
+    Raises:
+        ConfigError: no such model or version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from vision.errors import ConfigError
+
+    try:
+        return client().get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ConfigError(f"no registered version {name} v{version} (see `vision models list`)") from exc
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a registered version (promotion records, card location)."""
+    c = client()
+    for k, v in tags.items():
+        c.set_model_version_tag(name, str(version), k, v)
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(name, alias, str(version))
+
+
+def log_run_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Log a file to a run that need not be active (e.g. a model card made afterwards)."""
+    client().log_artifact(run_id, str(path), artifact_path)
+
+
+def download_run_artifact(run_id: str, artifact_path: str, dst: Path | None = None) -> Path | None:
+    """Download one artifact of a run; ``None`` when the run does not have it."""
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    parent, _, leaf = artifact_path.rpartition("/")
+    try:
+        names = {Path(a.path).name for a in client().list_artifacts(run_id, parent or None)}
+        if leaf not in names:
+            return None
+        return Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst) if dst else None))
+    except (MlflowException, OSError) as exc:
+        log.debug("artifact %s of run %s: %s", artifact_path, run_id, exc)
+        return None
+
+
+def list_run_artifacts(run_id: str, folder: str | None = None) -> list[str]:
+    """Paths of the artifacts of a run in ``folder`` (not recursive)."""
+    return [str(a.path) for a in client().list_artifacts(run_id, folder)]
+
+
+def find_run_checkpoint(run_id: str) -> tuple[Path | None, str]:
+    """The ``checkpoints/best.pt`` of a training run: in its run folder (tag ``vision.out``) or
+    its ``checkpoint/best.pt`` artifact. Returns the path (or ``None``) and what was tried."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client().get_run(run_id)
+    except MlflowException as exc:
+        return None, f"MLflow run {run_id} not found in {settings.tracking_uri()} ({exc.error_code})"
+    out = run.data.tags.get("vision.out")
+    if out and (Path(out) / "checkpoints" / "best.pt").exists():
+        return Path(out) / "checkpoints" / "best.pt", ""
+    got = download_run_artifact(run_id, "checkpoint/best.pt")
+    if got is not None:
+        return got, ""
+    return None, f"run {run_id}: no {out}/checkpoints/best.pt and no checkpoint/best.pt artifact"

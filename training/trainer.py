@@ -369,6 +369,25 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
     metrics.update({"status": "complete", "model_name": cfg.model.name, "model_version": version,
                     "mlflow_run_id": run_id, "onnx_parity_max_abs": diff,
                     "model_sha256": file_sha256(out / "model.onnx")})
+    # Subgroup audit (recipe promotion.group_by) and model card: the promotion gate reads both.
+    from training import audit as subgroup_audit
+    from training import model_card
+
+    eval_source = splits.test if eval_split == "test" else splits.val
+    audit, audit_error = subgroup_audit.registration_audit(cfg.promotion.group_by, eval_source, probs,
+                                                           eval_labels, classes, eval_split, cfg.seed)
+    if audit is not None:
+        atomic_write_text(report_dir / f"subgroups_{audit['group_by']}.json", json.dumps(audit, indent=2))
+        metrics["subgroups"] = {k: audit[k] for k in ("group_by", "worst_group", "gap")}
+        console.print(subgroup_audit.summary_line(audit))
+    elif audit_error:
+        console.print(f"[yellow]subgroup audit skipped[/yellow]: {audit_error}")
+    card = model_card.build_card(
+        cfg, metrics, json.loads((out / "lineage.json").read_text()),
+        model_card.class_counts({"train": splits.train, "val": splits.val, "test": splits.test}, classes),
+        audit=audit, audit_error=audit_error, resolution=model_card.ground_resolution(cfg, splits.train),
+        run_tags=model_card.run_tags(run_id), report_files=sorted(f"report/{p.name}" for p in report_dir.iterdir()))
+    card_md, card_json = model_card.write_card(out, card)
     if run_id:
         final = {f"{eval_split}_accuracy": rep["accuracy"], f"{eval_split}_macro_f1": rep["macro_f1"],
                  f"{eval_split}_ece": rep["ece"], f"{eval_split}_ece_uncalibrated": rep["ece_uncalibrated"],
@@ -377,6 +396,8 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
         tracking.log_artifact(out / "model.onnx", "model")
         for p in sorted(report_dir.iterdir()):
             tracking.log_artifact(p, "report")
+        tracking.log_artifact(best_path, "checkpoint")  # explanations find the weights via the run id
+        model_card.log_card(run_id, card_md, card_json, cfg.model.name, version)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     if run_id:
         tracking.log_artifact(out / "metrics.json")

