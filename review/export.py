@@ -5,7 +5,8 @@ reviewer, the time, the model version and the input hash. The labelled dataset i
 `vision.data.sources.ManifestSource` reads: ``manifest.csv`` (``path,label,group``, label =
 class name, paths relative to the manifest) and GeoTIFF chips of raw values, cut from the
 scene window or copied from the chip file. Rejected/unclear items carry no label and are
-left out of the dataset.
+left out of the dataset, as are chips whose band count differs from the model's (or, when
+the job does not say, from the first chip's): those are listed in ``skipped.csv``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from sqlalchemy.orm import Session, aliased
 
 from review.db.models import DONE, Item, Job, User
 from review.render import input_file
+from vision.data.decode import decode_file
 from vision.errors import InputError, VisionError
-from vision.raster import open_raster
+from vision.raster import RASTER_SUFFIXES, open_raster
 
 
 @dataclass(frozen=True)
@@ -176,22 +178,40 @@ def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = Fa
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         rows: list[tuple[str, str, str]] = []
+        skipped: list[tuple[int, str]] = []
+        wanted = _band_count(job)
         for c in confirmed(db, job_id):
             it = c.item
             if it.final_class is None:
                 continue
             src = input_file(Path(job.job_dir), it.path)
+            try:
+                bands = _bands_of(src)
+            except InputError as exc:
+                skipped.append((it.id, str(exc)))
+                continue
+            if wanted is None:
+                wanted = bands  # the first chip sets the band count of the dataset
+            if bands != wanted:
+                skipped.append((it.id, f"{bands} bands, the dataset has {wanted}"))
+                continue
             rel = Path("chips") / _safe(it.final_class) / f"{job_id}_{it.id}{_suffix(src, it)}"
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             try:
                 _write_chip(src, it, tmp / rel)
             except InputError as exc:
-                raise ExportError(f"item {it.id}: {exc}") from exc
+                skipped.append((it.id, str(exc)))
+                continue
             rows.append((rel.as_posix(), it.final_class, Path(it.path).stem))
         with (tmp / "manifest.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "label", "group"])
             w.writerows(rows)
+        if skipped:
+            with (tmp / "skipped.csv").open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["item_id", "reason"])
+                w.writerows(skipped)
         (tmp / "classes.txt").write_text("\n".join(json.loads(job.classes or "[]")) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -200,6 +220,22 @@ def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = Fa
         if tmp.exists():
             shutil.rmtree(tmp)
     return len(rows)
+
+
+def _band_count(job: Job) -> int | None:
+    """The model's band count, when the job's manifest names its bands."""
+    from review.jobs.importer import read_manifest
+
+    model = read_manifest(Path(job.job_dir)).get("model")
+    bands = model.get("bands") if isinstance(model, dict) else None
+    return len(bands) if isinstance(bands, list) and bands else None
+
+
+def _bands_of(src: Path) -> int:
+    if src.suffix.lower() in RASTER_SUFFIXES:
+        with open_raster(src) as ds:
+            return int(ds.count)
+    return int(decode_file(src).shape[-1])
 
 
 def _safe(name: str) -> str:

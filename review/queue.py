@@ -15,15 +15,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import audit
-from review.db.models import DECISIONS, DONE, PENDING, SECOND, Decision, Item, Job, User
+from review.db.models import DECISIONS, DONE, PENDING, SECOND, Decision, Item, Job
 from vision.errors import VisionError
+
+
+class Reviewer(Protocol):
+    """Who acts: a `User` row, or the signed-in `Principal` of a request."""
+
+    @property
+    def id(self) -> int: ...  # noqa: D102
+
+    @property
+    def name(self) -> str: ...  # noqa: D102
 
 
 class ReviewError(VisionError):
@@ -39,7 +49,7 @@ class InvalidDecisionError(ReviewError, ValueError):
 
 
 def _claimable(user_id: int, now: datetime) -> Any:
-    free = or_(Item.claimed_by.is_(None), Item.claim_expires < now, Item.claimed_by == user_id)
+    free = _free(user_id, now)
     needs_look = or_(
         Item.status == PENDING,
         and_(Item.status == SECOND, Item.first_reviewer_id != user_id),
@@ -47,38 +57,48 @@ def _claimable(user_id: int, now: datetime) -> Any:
     return and_(free, needs_look)
 
 
-def _order() -> list[Any]:
+def _free(user_id: int, now: datetime) -> Any:
+    return or_(Item.claimed_by.is_(None), Item.claim_expires < now, Item.claimed_by == user_id)
+
+
+def _candidates(job_id: int, user_id: int, now: datetime) -> list[Any]:
+    """The queue, most urgent first, as queries that each walk ``ix_items_queue`` in order.
+
+    One ``ORDER BY CASE ...`` over the whole job would sort every pending item on each
+    claim; three index-ordered queries with ``LIMIT 1`` stay fast with 100k items.
+    """
+    free = _free(user_id, now)
+    base = select(Item.id).where(Item.job_id == job_id, free)
     return [
-        case((Item.status == SECOND, 0), else_=1),
-        case((Item.interest.is_(True), 0), else_=1),
-        Item.confidence.asc(),
-        Item.id.asc(),
+        base.where(Item.status == SECOND, Item.first_reviewer_id != user_id).order_by(
+            Item.interest.desc(), Item.confidence, Item.id
+        ),
+        base.where(Item.status == PENDING, Item.interest == True).order_by(Item.confidence, Item.id),  # noqa: E712
+        base.where(Item.status == PENDING, Item.interest == False).order_by(Item.confidence, Item.id),  # noqa: E712
     ]
 
 
-def claim_next(db: Session, job_id: int, user: User, now: datetime, claim_seconds: int) -> Item | None:
+def claim_next(db: Session, job_id: int, user: Reviewer, now: datetime, claim_seconds: int) -> Item | None:
     """Claim the item that most needs a human, or ``None`` when the queue is empty.
 
     An item this user already holds (e.g. after a page reload) is returned first.
     """
     held = db.execute(
         select(Item)
-        .where(Item.job_id == job_id, Item.claimed_by == user.id, Item.claim_expires >= now)
+        .where(Item.claimed_by == user.id, Item.job_id == job_id, Item.claim_expires >= now)
         .where(_claimable(user.id, now))
-        .order_by(*_order())
+        .order_by(Item.id)
         .limit(1)
     ).scalar_one_or_none()
     if held is not None:
         return held
     expires = now + timedelta(seconds=claim_seconds)
     for _ in range(20):
-        item_id = db.execute(
-            select(Item.id)
-            .where(Item.job_id == job_id, _claimable(user.id, now))
-            .order_by(*_order())
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).scalar_one_or_none()
+        item_id = None
+        for query in _candidates(job_id, user.id, now):
+            item_id = db.execute(query.limit(1).with_for_update(skip_locked=True)).scalar_one_or_none()
+            if item_id is not None:
+                break
         if item_id is None:
             return None
         res = db.execute(
@@ -88,12 +108,11 @@ def claim_next(db: Session, job_id: int, user: User, now: datetime, claim_second
             .execution_options(synchronize_session=False)
         )
         if res.rowcount == 1:  # type: ignore[attr-defined]
-            item = db.get(Item, item_id, populate_existing=True)
-            return item
+            return db.get(Item, item_id, populate_existing=True)
     return None
 
 
-def release(db: Session, item_id: int, user: User) -> bool:
+def release(db: Session, item_id: int, user: Reviewer) -> bool:
     """Give back a claim (the reviewer left or skipped). Returns whether one was held."""
     res = db.execute(
         update(Item)
@@ -133,7 +152,7 @@ def _state(item: Item) -> dict[str, Any]:
 def decide(
     db: Session,
     item_id: int,
-    user: User,
+    user: Reviewer,
     given: DecisionInput,
     now: datetime,
     request_id: str,

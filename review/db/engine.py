@@ -8,8 +8,9 @@ where it matters (claims, the audit head).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -66,6 +67,7 @@ class Database:
         writer = self.engine.execution_options(**{_IMMEDIATE: True})
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer, expire_on_commit=False)
+        self._writer_lock: AbstractContextManager[object] = threading.Lock() if self.is_sqlite else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -75,8 +77,13 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed when the block succeeds, rolled back otherwise."""
-        with self._write() as s, s.begin():
+        """A write transaction: committed when the block succeeds, rolled back otherwise.
+
+        On SQLite, writers of this process also queue on a lock first: SQLite's own busy
+        handler polls with sleeps of up to 100 ms, which under many concurrent writers costs
+        far more than the writes (other processes still wait through ``busy_timeout``).
+        """
+        with self._writer_lock, self._write() as s, s.begin():
             yield s
 
     def dispose(self) -> None:

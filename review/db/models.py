@@ -107,6 +107,7 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "row_index", name="uq_items_job_row"),
         Index("ix_items_queue", "job_id", "status", "interest", "confidence"),
+        Index("ix_items_claimed_by", "claimed_by"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

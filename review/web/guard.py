@@ -48,6 +48,11 @@ class Principal:
     session_id: str
     csrf_token: str
 
+    @property
+    def id(self) -> int:
+        """The user's id (so a principal can act where a `User` is expected)."""
+        return self.user_id
+
     def may(self, action: Action | str) -> bool:
         """Whether this person may perform ``action``."""
         return allowed(self.role, Action(action))

@@ -73,17 +73,21 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     port = free_port()
     subprocess.run(
         [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     opts = f"-h 127.0.0.1 -p {port} -k {sock} -F -c fsync=off -c max_connections=400 -c full_page_writes=off"
     subprocess.run(
         [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
 
 
 @pytest.fixture
@@ -122,7 +126,10 @@ def roots(tmp_path: Path) -> Path:
 def settings(db_url: str, tmp_path: Path, roots: Path) -> ReviewSettings:
     """Service settings on the test database."""
     return ReviewSettings(
-        secret_key=SECRET, db_url=db_url, data_dir=tmp_path / "data", job_roots=(roots.resolve(),),
+        secret_key=SECRET,
+        db_url=db_url,
+        data_dir=tmp_path / "data",
+        job_roots=(roots.resolve(),),
     )
 
 
@@ -198,9 +205,7 @@ def live_server(settings: ReviewSettings, db: Database) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert wait_for(lambda: server.started, timeout=20)

@@ -69,8 +69,8 @@ async def _reviewer(
     async with httpx.AsyncClient(base_url=base, timeout=30.0) as client:
         csrf = await _login(client, name, password)
         headers = {"X-CSRF-Token": csrf}
+        stats.decided[name] = []  # signed in
         await start.wait()
-        stats.decided[name] = []
 
         async def call(kind: str, method: str, url: str, **kw: Any) -> httpx.Response | None:
             t0 = time.perf_counter()

@@ -22,22 +22,43 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 CLASSES = [
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 ]
 PASSWORD = "correct-horse-battery-staple"
 SECRET = secrets.token_urlsafe(48)
 
 PREDICTION_SCHEMA = pa.schema(
     [
-        ("path", pa.string()), ("row_off", pa.int32()), ("col_off", pa.int32()),
-        ("height", pa.int32()), ("width", pa.int32()), ("crs", pa.string()),
-        ("minx", pa.float64()), ("miny", pa.float64()), ("maxx", pa.float64()),
-        ("maxy", pa.float64()), ("status", pa.string()), ("label", pa.int32()),
-        ("class_name", pa.string()), ("confidence", pa.float32()),
-        ("probs", pa.list_(pa.float32())), ("flagged", pa.bool_()), ("error", pa.string()),
-        ("input_sha256", pa.string()), ("model_name", pa.string()),
-        ("model_version", pa.string()), ("model_sha256", pa.string()),
+        ("path", pa.string()),
+        ("row_off", pa.int32()),
+        ("col_off", pa.int32()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("crs", pa.string()),
+        ("minx", pa.float64()),
+        ("miny", pa.float64()),
+        ("maxx", pa.float64()),
+        ("maxy", pa.float64()),
+        ("status", pa.string()),
+        ("label", pa.int32()),
+        ("class_name", pa.string()),
+        ("confidence", pa.float32()),
+        ("probs", pa.list_(pa.float32())),
+        ("flagged", pa.bool_()),
+        ("error", pa.string()),
+        ("input_sha256", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_sha256", pa.string()),
     ]
 )
 
@@ -46,12 +67,17 @@ def write_scene(path: Path, size: int = 128, seed: int = 0) -> None:
     """A 4-band uint16 GeoTIFF with named bands and a UTM transform."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
-    data = np.stack(
-        [(1000 + 8 * xx + 5 * b * yy + rng.integers(0, 200, (size, size))) for b in range(4)]
-    ).astype(np.uint16)
+    data = np.stack([(1000 + 8 * xx + 5 * b * yy + rng.integers(0, 200, (size, size))) for b in range(4)]).astype(
+        np.uint16
+    )
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 4, "dtype": "uint16",
-        "crs": "EPSG:32632", "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0),
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": "EPSG:32632",
+        "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0),
         "nodata": 0,
     }
     with rasterio.open(path, "w", **profile) as ds:
@@ -84,40 +110,83 @@ def write_job(
         p = np.exp(logits) / np.exp(logits).sum()
         k = int(p.argmax())
         return {
-            "status": "ok", "label": k, "class_name": CLASSES[k], "confidence": float(p[k]),
-            "probs": [float(x) for x in p], "flagged": bool(p[k] > 0.5), "error": None,
+            "status": "ok",
+            "label": k,
+            "class_name": CLASSES[k],
+            "confidence": float(p[k]),
+            "probs": [float(x) for x in p],
+            "flagged": bool(p[k] > 0.5),
+            "error": None,
         }
 
     stride = 16
-    positions = [(r, c) for r in range(0, scene_size - window + 1, stride) for c in range(0, scene_size - window + 1, stride)]
+    positions = [
+        (r, c) for r in range(0, scene_size - window + 1, stride) for c in range(0, scene_size - window + 1, stride)
+    ]
     for i in range(n_windows):
         r, c = positions[i % len(positions)]
         minx, maxy = 500000.0 + c * 10, 5200000.0 - r * 10
         rows.append(
             {
-                "path": str(scene), "row_off": r, "col_off": c, "height": window, "width": window,
-                "crs": "EPSG:32632", "minx": minx, "miny": maxy - window * 10, "maxx": minx + window * 10,
-                "maxy": maxy, **prediction(), **base,
+                "path": str(scene),
+                "row_off": r,
+                "col_off": c,
+                "height": window,
+                "width": window,
+                "crs": "EPSG:32632",
+                "minx": minx,
+                "miny": maxy - window * 10,
+                "maxx": minx + window * 10,
+                "maxy": maxy,
+                **prediction(),
+                **base,
             }
         )
     for j in range(n_chips):
         chip = inputs / f"chip_{j}.png"
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(chip)
         rows.append(
-            {"path": str(chip), "row_off": None, "col_off": None, "height": None, "width": None, "crs": None,
-             "minx": None, "miny": None, "maxx": None, "maxy": None, **prediction(), **base}
+            {
+                "path": str(chip),
+                "row_off": None,
+                "col_off": None,
+                "height": None,
+                "width": None,
+                "crs": None,
+                "minx": None,
+                "miny": None,
+                "maxx": None,
+                "maxy": None,
+                **prediction(),
+                **base,
+            }
         )
     for j in range(n_bad):
         rows.append(
-            {"path": str(inputs / f"broken_{j}.tif"), "row_off": None, "col_off": None, "height": None,
-             "width": None, "crs": None, "minx": None, "miny": None, "maxx": None, "maxy": None,
-             "status": "error" if j % 2 == 0 else "nodata", "label": None, "class_name": None,
-             "confidence": None, "probs": None, "flagged": None,
-             "error": "not a readable raster" if j % 2 == 0 else None, **base}
+            {
+                "path": str(inputs / f"broken_{j}.tif"),
+                "row_off": None,
+                "col_off": None,
+                "height": None,
+                "width": None,
+                "crs": None,
+                "minx": None,
+                "miny": None,
+                "maxx": None,
+                "maxy": None,
+                "status": "error" if j % 2 == 0 else "nodata",
+                "label": None,
+                "class_name": None,
+                "confidence": None,
+                "probs": None,
+                "flagged": None,
+                "error": "not a readable raster" if j % 2 == 0 else None,
+                **base,
+            }
         )
     pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), job_dir / "predictions.parquet")
     manifest = {
-        "model": {"name": "landcover", "version": "3", "classes": CLASSES},
+        "model": {"name": "landcover", "version": "3", "classes": CLASSES, "bands": ["B02", "B03", "B04", "B08"]},
         "counts": {"total": len(rows), "ok": len(rows) - n_bad, "error": n_bad},
     }
     (job_dir / "manifest.json").write_text(json.dumps(manifest))

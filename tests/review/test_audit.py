@@ -34,9 +34,7 @@ def _session(client_for: Any, job_id: int) -> None:
     assert r.status_code == 303, r.text
 
 
-def test_verify_passes_on_a_real_session_and_names_an_edited_row(
-    client_for: Any, job_id: int, db: Database
-) -> None:
+def test_verify_passes_on_a_real_session_and_names_an_edited_row(client_for: Any, job_id: int, db: Database) -> None:
     _session(client_for, job_id)
     with db.read() as s:
         actions = [a for (a,) in s.execute(select(AuditEntry.action).order_by(AuditEntry.seq))]

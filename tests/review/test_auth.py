@@ -72,16 +72,16 @@ def test_lockout_after_repeated_failures(app_client: TestClient, db: Database, u
 
 @pytest.mark.parametrize("password", ["admin", "password", "changeme", "Password", "admin123", "short"])
 def test_default_and_weak_passwords_are_refused(db: Database, password: str) -> None:
-    code, out = run_cli("users", "add", "boss", "--role", "admin", "--password-stdin", "--db", db.url, input=password + "\n")
+    code, out = run_cli(
+        "users", "add", "boss", "--role", "admin", "--password-stdin", "--db", db.url, input=password + "\n"
+    )
     assert code == 2 and "password" in out
     with db.read() as s:
         assert s.execute(select(User)).first() is None
 
 
 def test_users_add_prompts_and_hashes(db: Database) -> None:
-    code, out = run_cli(
-        "users", "add", "boss", "--role", "admin", "--db", db.url, input=f"{PASSWORD}\n{PASSWORD}\n"
-    )
+    code, out = run_cli("users", "add", "boss", "--role", "admin", "--db", db.url, input=f"{PASSWORD}\n{PASSWORD}\n")
     assert code == 0, out
     with db.read() as s:
         user = s.execute(select(User)).scalar_one()
@@ -105,8 +105,16 @@ def test_serve_refuses_without_a_secret(monkeypatch: pytest.MonkeyPatch, db: Dat
 
 def test_serve_refuses_an_admin_with_a_default_password(settings: ReviewSettings, db: Database) -> None:
     with db.write() as s:  # as if created by hand, bypassing `vision users add`
-        s.add(User(name="root", role="admin", password_hash=passwords.hash_password("changeme"), active=True,
-                   failed_logins=0, created_at=utcnow()))
+        s.add(
+            User(
+                name="root",
+                role="admin",
+                password_hash=passwords.hash_password("changeme"),
+                active=True,
+                failed_logins=0,
+                created_at=utcnow(),
+            )
+        )
     with pytest.raises(ConfigError, match="default password"):
         preflight(settings, db)
 
@@ -115,7 +123,9 @@ def test_admin_manages_people_on_the_web(client_for: Any, db: Database, users: d
     adm, csrf = client_for("adm")
     with db.read() as s:
         rev2 = s.execute(select(User).where(User.name == "rev2")).scalar_one()
-    r = adm.post(f"/admin/users/{rev2.id}", data={"csrf_token": csrf, "role": "analyst", "active": "no"}, follow_redirects=False)
+    r = adm.post(
+        f"/admin/users/{rev2.id}", data={"csrf_token": csrf, "role": "analyst", "active": "no"}, follow_redirects=False
+    )
     assert r.status_code == 303
     r = adm.post("/admin/users", data={"csrf_token": csrf, "name": "x1", "role": "reviewer", "password": "password"})
     assert r.status_code == 400

@@ -33,7 +33,8 @@ def browser() -> Iterator[Any]:
 
     with sync_playwright() as p:
         b = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
+            executable_path=CHROMIUM,
+            headless=True,
             args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
         )
         yield b
@@ -93,10 +94,14 @@ def test_reviewer_reviews_ten_items_with_the_keyboard(
 
     with db.read() as s:
         rev = s.execute(select(User).where(User.name == "rev")).scalar_one()
-        decisions = s.execute(select(Decision).where(Decision.reviewer_id == rev.id).order_by(Decision.id)).scalars().all()
-        audit_rows = s.execute(
-            select(AuditEntry).where(AuditEntry.action == "review.first").order_by(AuditEntry.seq)
-        ).scalars().all()
+        decisions = (
+            s.execute(select(Decision).where(Decision.reviewer_id == rev.id).order_by(Decision.id)).scalars().all()
+        )
+        audit_rows = (
+            s.execute(select(AuditEntry).where(AuditEntry.action == "review.first").order_by(AuditEntry.seq))
+            .scalars()
+            .all()
+        )
     assert [d.item_id for d in decisions] == shown
     assert [d.decision for d in decisions] == expected
     assert any(d.comment == "cloud shadow?" for d in decisions)

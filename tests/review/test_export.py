@@ -36,7 +36,9 @@ def _review_some(db: Database, job_id: int, n: int = 12) -> dict[int, tuple[str,
             assert item is not None
             d = plan[i % 3]
             cls = "Forest" if item.class_name != "Forest" else "River"
-            decide(s, item.id, rev, DecisionInput(d, cls if d == "correct" else None, None, item.version), utcnow(), "t")
+            decide(
+                s, item.id, rev, DecisionInput(d, cls if d == "correct" else None, None, item.version), utcnow(), "t"
+            )
             out[item.id] = (d, item.class_name if d == "accept" else cls if d == "correct" else None)
     with db.write() as s:  # one more item is claimed but not decided: it must not be exported
         assert claim_next(s, job_id, rev, utcnow(), 300) is not None
@@ -45,7 +47,9 @@ def _review_some(db: Database, job_id: int, n: int = 12) -> dict[int, tuple[str,
 
 def test_geojson_and_parquet_hold_only_human_decisions(db: Database, job_id: int, tmp_path: Path) -> None:
     decided = _review_some(db, job_id)
-    code, out = run_cli("review", "export", str(job_id), "--format", "parquet", "--out", str(tmp_path / "c.parquet"), "--db", db.url)
+    code, out = run_cli(
+        "review", "export", str(job_id), "--format", "parquet", "--out", str(tmp_path / "c.parquet"), "--db", db.url
+    )
     assert code == 0, out
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
     assert {r["item_id"] for r in rows} == set(decided)
@@ -53,13 +57,17 @@ def test_geojson_and_parquet_hold_only_human_decisions(db: Database, job_id: int
         assert r["decision"] == decided[r["item_id"]][0] and r["reviewed_class"] == decided[r["item_id"]][1]
         assert r["reviewer"] == "rev" and r["reviewed_at"] and r["model_version"] == "3"
         assert r["input_sha256"] == "a" * 64
-    code, out = run_cli("review", "export", str(job_id), "--format", "geojson", "--out", str(tmp_path / "c.geojson"), "--db", db.url)
+    code, out = run_cli(
+        "review", "export", str(job_id), "--format", "geojson", "--out", str(tmp_path / "c.geojson"), "--db", db.url
+    )
     assert code == 0, out
     doc = json.loads((tmp_path / "c.geojson").read_text())
     assert {f["properties"]["item_id"] for f in doc["features"]} == set(decided)
     lon, lat = doc["features"][0]["geometry"]["coordinates"][0][0] if doc["features"][0]["geometry"] else (9.0, 47.0)
     assert 0 < lon < 20 and 40 < lat < 60, "window bounds are reprojected to WGS 84"
-    code, _ = run_cli("review", "export", str(job_id), "--format", "geojson", "--out", str(tmp_path / "c.geojson"), "--db", db.url)
+    code, _ = run_cli(
+        "review", "export", str(job_id), "--format", "geojson", "--out", str(tmp_path / "c.geojson"), "--db", db.url
+    )
     assert code != 0, "an existing output is not overwritten without --overwrite"
 
 
@@ -87,8 +95,10 @@ def test_dataset_export_loads_as_a_manifest_dataset(db: Database, job_id: int, t
     code, text = run_cli("review", "export", str(job_id), "--format", "dataset", "--out", str(out), "--db", db.url)
     assert code == 0, text
     src = ManifestSource(out / "manifest.csv")
-    assert len(src) == len(labelled)
-    assert sorted(src.classes) == sorted({c for _, c in labelled.values() if c})
+    skipped = (out / "skipped.csv").read_text().splitlines()[1:] if (out / "skipped.csv").exists() else []
+    assert len(src) + len(skipped) == len(labelled)
+    assert all("3 bands, the dataset has 4" in line for line in skipped), "RGB chips beside a 4-band scene"
+    assert set(src.classes) <= {c for _, c in labelled.values() if c}
     chip = src.read(0)
     assert chip.dtype == np.uint16 and chip.shape[-1] == 4, "raw values, all bands"
     with rasterio.open(src.refs[0].path) as ds:
@@ -102,7 +112,7 @@ def test_dataset_export_loads_as_a_manifest_dataset(db: Database, job_id: int, t
     }
     cfg = ExperimentConfig.model_validate(recipe)
     train = open_split(cfg.data.source, cfg.data.train, root=cfg.data.root)
-    assert len(train) == len(labelled)
+    assert len(train) == len(src)
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
 
 
@@ -123,7 +133,12 @@ def test_exported_dataset_trains_with_vision_train(db: Database, job_id: int, tm
     assert code == 0, text
     recipe = {
         "data": {"source": "manifest", "root": str(out), "train": "manifest.csv", "val": "manifest.csv", "test": None},
-        "model": {"architecture": "efficientnet_lite0", "name": "reviewed-test", "weights": "none", "input_size": [32, 32]},
+        "model": {
+            "architecture": "efficientnet_lite0",
+            "name": "reviewed-test",
+            "weights": "none",
+            "input_size": [32, 32],
+        },
         "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "max_steps_per_epoch": 2, "amp": False},
         "calibration": {"temperature_scaling": False},
     }
@@ -131,7 +146,11 @@ def test_exported_dataset_trains_with_vision_train(db: Database, job_id: int, tm
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     r = subprocess.run(
         [sys.executable, "-m", "vision.cli", "train", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=900,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").exists()

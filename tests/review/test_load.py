@@ -44,9 +44,24 @@ def test_fifty_reviewers(db: Database, tmp_path: Path) -> None:
         os.environ, VISION_REVIEW_SECRET=SECRET, VISION_REVIEW_DB=db.url, VISION_REVIEW_DATA=str(tmp_path / "data")
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "review.web.app:app_from_env", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "review.web.app:app_from_env",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
 

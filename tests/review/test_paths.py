@@ -84,7 +84,13 @@ def test_web_submission_inside_the_root_is_queued(client_for: Any, users: Any, t
     ana, csrf = client_for("ana")
     r = ana.post(
         "/jobs",
-        data={"csrf_token": csrf, "root": "0", "path": "batch", "model": "model.onnx", "classes_of_interest": "AnnualCrop"},
+        data={
+            "csrf_token": csrf,
+            "root": "0",
+            "path": "batch",
+            "model": "model.onnx",
+            "classes_of_interest": "AnnualCrop",
+        },
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text

@@ -148,7 +148,9 @@ def test_four_eyes_for_positives_of_classes_of_interest(db: Database, job_id: in
         decide(s, item.id, rev2, DecisionInput("accept", None, None, second.version), utcnow(), "t")
     with db.read() as s:
         done = s.get(Item, item.id)
-        kinds = s.execute(select(Decision.kind).where(Decision.item_id == item.id).order_by(Decision.id)).scalars().all()
+        kinds = (
+            s.execute(select(Decision.kind).where(Decision.item_id == item.id).order_by(Decision.id)).scalars().all()
+        )
     assert done is not None and done.status == DONE and kinds == ["first", "second"]
     # a correction away from the classes of interest needs no second look
     with db.write() as s:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from review_helpers import CLASSES, write_scene
 from sqlalchemy import func, select
 
 from review.db.engine import Database
 from review.db.models import AuditEntry, Item, Job
 from review.jobs.worker import Worker, infer_command
-from review_helpers import CLASSES, write_scene
 
 HERE = Path(__file__).parent
 
@@ -82,8 +82,18 @@ def test_a_failing_runner_fails_the_job_with_its_output(client_for: Any, users: 
 
 def test_the_real_command_line() -> None:
     argv = infer_command("/data/batch", "models:/m@champion", Path("/jobs/job-1"), "ray")
-    assert argv[1:] == ["-m", "vision.cli", "infer", "/data/batch", "--model", "models:/m@champion",
-                        "--out", "/jobs/job-1", "--engine", "ray"]
+    assert argv[1:] == [
+        "-m",
+        "vision.cli",
+        "infer",
+        "/data/batch",
+        "--model",
+        "models:/m@champion",
+        "--out",
+        "/jobs/job-1",
+        "--engine",
+        "ray",
+    ]
 
 
 def _tiny_model(path: Path, bands: list[str], classes: list[str]) -> None:
@@ -96,17 +106,31 @@ def _tiny_model(path: Path, bands: list[str], classes: list[str]) -> None:
     w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 1e-3, (c, k)).astype(np.float32), "w")
     axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["pixels", "axes"], ["m"], keepdims=0),
-         helper.make_node("MatMul", ["m", "w"], ["logits"])],
-        "tiny", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", c, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])], [w, axes],
+        [
+            helper.make_node("ReduceMean", ["pixels", "axes"], ["m"], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", c, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])],
+        [w, axes],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9  # what the installed onnxruntime reads
     meta = {
-        "schema_version": "1", "classes": json.dumps(classes), "bands": json.dumps(bands),
-        "input_size": "[32, 32]", "mean": json.dumps([0.0] * c), "std": json.dumps([1.0] * c),
-        "temperature": "1.0", "architecture": "tiny", "model_name": "tiny", "model_version": "1",
-        "mlflow_run_id": "", "train_data_fingerprint": "", "created_at": "2024-01-01T00:00:00Z",
+        "schema_version": "1",
+        "classes": json.dumps(classes),
+        "bands": json.dumps(bands),
+        "input_size": "[32, 32]",
+        "mean": json.dumps([0.0] * c),
+        "std": json.dumps([1.0] * c),
+        "temperature": "1.0",
+        "architecture": "tiny",
+        "model_name": "tiny",
+        "model_version": "1",
+        "mlflow_run_id": "",
+        "train_data_fingerprint": "",
+        "created_at": "2024-01-01T00:00:00Z",
     }
     for key, value in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=f"vision.{key}", value=value))
@@ -122,7 +146,9 @@ def test_worker_with_the_real_vision_infer(client_for: Any, users: Any, roots: P
     write_scene(roots / "batch" / "scene.tif", 64)
     _tiny_model(roots / "tiny.onnx", ["B02", "B03", "B04", "B08"], CLASSES)
     ana, csrf = client_for("ana")
-    r = ana.post("/jobs", data={"csrf_token": csrf, "root": "0", "path": "batch", "model": "tiny.onnx"}, follow_redirects=False)
+    r = ana.post(
+        "/jobs", data={"csrf_token": csrf, "root": "0", "path": "batch", "model": "tiny.onnx"}, follow_redirects=False
+    )
     assert r.status_code == 303, r.text
     assert Worker(db).run_once()
     with db.read() as s:

@@ -82,14 +82,7 @@ def item_view(item: Item, job: Job) -> dict[str, Any]:
     }
 
 
-def _user(svc: Services, who: Principal) -> User:
-    with svc.db.read() as s:
-        u = s.get(User, who.user_id)
-    assert u is not None
-    return u
-
-
-def _claim(svc: Services, job_id: int, user: User) -> dict[str, Any] | None:
+def _claim(svc: Services, job_id: int, user: Principal) -> dict[str, Any] | None:
     with svc.db.write() as s:
         job = s.get(Job, job_id)
         if job is None:
@@ -115,7 +108,7 @@ def claim_item(
     who: Annotated[Principal, Depends(principal)],
 ) -> JSONResponse:
     """Claim the next item that most needs a human (``item`` is null when none is left)."""
-    return JSONResponse({"item": _claim(svc, job_id, _user(svc, who))})
+    return JSONResponse({"item": _claim(svc, job_id, who)})
 
 
 @router.post("/api/items/{item_id}/release")
@@ -126,7 +119,7 @@ def release_item(
 ) -> JSONResponse:
     """Give an item back to the queue (the reviewer skipped it or left)."""
     with svc.db.write() as s:
-        held = release(s, item_id, _user(svc, who))
+        held = release(s, item_id, who)
     return JSONResponse({"released": held})
 
 
@@ -151,7 +144,7 @@ def decide_item(
     rid: Annotated[str, Depends(request_id)],
 ) -> JSONResponse:
     """Record a decision; answer with the next claimed item so the page moves on at once."""
-    user = _user(svc, who)
+    user = who
     with svc.db.write() as s:
         dec = decide(
             s,
@@ -203,7 +196,7 @@ def override_item(
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Replace a finished review with an admin's decision (kept in the history)."""
-    user = _user(svc, who)
+    user = who
     with svc.db.write() as s:
         decide(
             s,

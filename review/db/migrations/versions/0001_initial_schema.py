@@ -135,6 +135,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("items", schema=None) as batch_op:
         batch_op.create_index("ix_items_queue", ["job_id", "status", "interest", "confidence"], unique=False)
+        batch_op.create_index("ix_items_claimed_by", ["claimed_by"], unique=False)
 
     op.create_table(
         "sessions",
@@ -192,6 +193,7 @@ def downgrade() -> None:
 
     op.drop_table("sessions")
     with op.batch_alter_table("items", schema=None) as batch_op:
+        batch_op.drop_index("ix_items_claimed_by")
         batch_op.drop_index("ix_items_queue")
 
     op.drop_table("items")
