@@ -106,7 +106,7 @@ def test_module_without_layer_is_an_error() -> None:
 def test_explainer_from_onnx_metadata_with_cache_and_size(trained: Path) -> None:
     onnx_path = trained / "run" / "model.onnx"
     ex = load_explainer(str(onnx_path))
-    assert ex.architecture == "efficientnet_lite0" and ex.layer == "backbone._conv_head"
+    assert ex.architecture == "efficientnet_lite0" and ex.layer == "backbone._blocks.10"
     assert ex.checkpoint == (trained / "run" / "checkpoints" / "best.pt").resolve()
     assert load_explainer(str(onnx_path)) is ex  # cached: the review service loads it once
     chip = _chips(trained, 1)[0]

@@ -47,16 +47,28 @@ def _card(accuracy: float = 0.99, ece: float = 0.01, groups: dict[str, float] | 
 
 def test_gate_passes_when_every_minimum_is_met() -> None:
     ev = evidence_from_card(_card(groups={"29N": 0.97, "31N": 0.99}))
-    ev.promotion = PromotionConfig(min_accuracy=0.985, min_group_accuracy=0.95, group_by="utm_zone")
+    ev.promotion = PromotionConfig(min_accuracy=0.985, min_group_accuracy=0.95, group_by="utm_zone",
+                                  min_group_size=10)
     ev.calibration = CalibrationConfig(ece_max=0.02)
     result = evaluate_gate(ev)
     assert result.passed and [c.name for c in result.checks] == [
         "model_card", "accuracy", "subgroup_audit", "group_accuracy[29N]", "group_accuracy[31N]", "ece"]
 
 
+def test_groups_below_min_group_size_are_reported_not_gated() -> None:
+    ev = evidence_from_card(_card(groups={"29N": 0.50, "31N": 0.99}))
+    ev.promotion = PromotionConfig(min_accuracy=0.985, min_group_accuracy=0.95, group_by="utm_zone",
+                                  min_group_size=30)  # every group has n=10
+    result = evaluate_gate(ev)
+    assert result.passed
+    small = next(c for c in result.checks if c.name == "group_accuracy[29N]")
+    assert "too small to judge" in small.detail and "n=10 < min_group_size 30" in small.detail
+
+
 def test_gate_names_each_failing_check() -> None:
     ev = evidence_from_card(_card(accuracy=0.97, ece=0.05, groups={"29N": 0.90, "31N": 0.99, "33N": 0.80}))
-    ev.promotion = PromotionConfig(min_accuracy=0.985, min_group_accuracy=0.95, group_by="utm_zone")
+    ev.promotion = PromotionConfig(min_accuracy=0.985, min_group_accuracy=0.95, group_by="utm_zone",
+                                  min_group_size=10)
     ev.calibration = CalibrationConfig(ece_max=0.02)
     result = evaluate_gate(ev)
     assert [c.name for c in result.failures] == ["accuracy", "group_accuracy[29N]", "group_accuracy[33N]", "ece"]

@@ -429,11 +429,6 @@ def test_usage_errors_exit_2(
     assert code == 2 and "--bands" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vision/cli.py catches click.ClickException, but typer 0.29 raises its vendored "
-    "typer._click exceptions, so `vision` prints a traceback instead of exiting 2",
-)
 def test_option_usage_errors_exit_2_through_vision_main(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
