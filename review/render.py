@@ -5,13 +5,16 @@ suits both 8-bit RGB and 12-bit Sentinel-2 reflectances. Multispectral rasters g
 natural-colour default (B04, B03, B02 when the bands are named, else the first three) and
 any 1-based band triple can be asked for.
 
-Explanations: when ``JOB_DIR/explanations/<row>.png`` exists (``row`` = the item's row in
-``predictions.parquet``), the review page overlays it; nothing here computes one.
+Explanations: ``JOB_DIR/explanations/<row>.png`` (``row`` = the item's row in
+``predictions.parquet``) is overlaid on the chip. When it is missing, `explanation_png`
+computes Grad-CAM from the PyTorch checkpoint behind the job's model (trust layer,
+``training.explain``) and the page caches it there.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,6 +169,48 @@ def heatmap_path(job_dir: Path, row_index: int) -> Path | None:
     """The explanation heatmap of a row, when the job folder has one."""
     p = job_dir / "explanations" / f"{row_index}.png"
     return p if p.is_file() else None
+
+
+def job_model(job_dir: Path, submitted: str | None) -> str | None:
+    """The model a job was classified with: the submitted one, else the job manifest's URI.
+
+    Relative paths are taken from the working directory (where `vision infer` ran), then
+    from beside the job folder.
+    """
+    uri = submitted
+    if not uri:
+        try:
+            uri = json.loads((job_dir / "manifest.json").read_text())["model"]["uri"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    if not uri or uri.startswith("models:/") or Path(uri).is_absolute():
+        return uri
+    for base in (Path.cwd(), job_dir.parent):
+        if (base / uri).exists():
+            return str((base / uri).resolve())
+    return None
+
+
+def explanation_png(model: str, path: Path,
+                    window: tuple[int | None, int | None, int | None, int | None]) -> bytes:
+    """Grad-CAM of one item as a jet-coloured PNG the size of the displayed chip.
+
+    Raises:
+        VisionError: no checkpoint can be found for ``model``, or the pixels do not fit it.
+    """
+    import matplotlib
+
+    from training.explain import gradcam, load_explainer, read_pixels
+
+    explainer = load_explainer(model)  # cached per checkpoint
+    win = None if window[0] is None else tuple(int(v or 0) for v in window)
+    chip = read_pixels(path, explainer.bands, win)  # type: ignore[arg-type]
+    heat = gradcam(explainer, chip)
+    rgb = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
+    im = Image.fromarray(rgb).resize((CHIP_DISPLAY, CHIP_DISPLAY), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def is_scene(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,11 +17,20 @@ from sqlalchemy.orm import aliased
 from review.auth.permissions import Action
 from review.db.models import SECOND, Decision, Item, Job, User, utcnow
 from review.queue import DecisionInput, claim_next, decide, release
-from review.render import band_names, heatmap_path, input_file, is_scene, render_chip, render_overview
+from review.render import (
+    band_names,
+    explanation_png,
+    heatmap_path,
+    input_file,
+    is_scene,
+    job_model,
+    render_chip,
+    render_overview,
+)
 from review.web.app import Services
 from review.web.guard import Principal, principal, request_id
 from review.web.routes.common import make_router, page, services
-from vision.errors import InputError
+from vision.errors import InputError, VisionError
 
 router = make_router()
 
@@ -60,7 +70,8 @@ def item_view(item: Item, job: Job) -> dict[str, Any]:
     bounds = None
     if item.minx is not None:
         bounds = [item.minx, item.miny, item.maxx, item.maxy]
-    has_heatmap = heatmap_path(Path(job.job_dir), item.row_index) is not None
+    has_heatmap = (heatmap_path(Path(job.job_dir), item.row_index) is not None
+                   or job_model(Path(job.job_dir), job.model) is not None)
     return {
         "id": item.id,
         "version": item.version,
@@ -256,7 +267,24 @@ def item_overview(item_id: int, svc: Annotated[Services, Depends(services)]) -> 
 def item_heatmap(item_id: int, svc: Annotated[Services, Depends(services)]) -> Response:
     """The explanation heatmap written beside the job, when there is one."""
     item, job = _load(svc, item_id)
-    p = heatmap_path(Path(job.job_dir), item.row_index)
-    if p is None:
-        raise HTTPException(404, "no explanation for this item")
-    return FileResponse(p, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
+    job_dir = Path(job.job_dir)
+    p = heatmap_path(job_dir, item.row_index)
+    if p is not None:
+        return FileResponse(p, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
+    model = job_model(job_dir, job.model)
+    if model is None:
+        raise HTTPException(404, "no explanation for this item (the job's model is unknown)")
+    try:
+        data = explanation_png(model, input_file(job_dir, item.path), _window(item))
+    except (VisionError, OSError) as exc:
+        raise HTTPException(404, f"no explanation for this item: {exc}") from exc
+    # Cache beside the job (atomically), so the next reviewer gets it at once.
+    out = job_dir / "explanations" / f"{item.row_index}.png"
+    try:
+        out.parent.mkdir(exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{item.id}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError:
+        pass  # a read-only job folder still gets the picture, just not cached
+    return _png(data)

@@ -96,8 +96,11 @@
     ov.hidden = !item.overview_url;
     if (item.overview_url) ov.src = item.overview_url;
     const hm = $("heatmap");
-    hm.hidden = !item.heatmap_url;
-    if (item.heatmap_url) hm.src = item.heatmap_url;
+    hm.hidden = true;
+    // Shown once it has loaded; a model without a findable checkpoint gives 404: chip alone.
+    hm.onload = () => { hm.hidden = false; };
+    hm.onerror = () => { hm.hidden = true; };
+    if (item.heatmap_url) hm.src = item.heatmap_url; else hm.removeAttribute("src");
     const predicted = item.classes.indexOf(item.class_name);
     if (predicted >= 0) classSelect.selectedIndex = predicted;
     comment.value = "";
