@@ -66,7 +66,7 @@ def evaluate(
                   f"ECE {rep['ece']:.4f} (uncalibrated {rep['ece_uncalibrated']:.4f})")
     console.print("confusion matrix (rows true, columns predicted):")
     for c, row in zip(rep["classes"], rep["confusion_matrix"], strict=True):
-        console.print(f"  {c[:20]:>20} " + " ".join(f"{v:5d}" for v in row))
+        console.print(f"  {c[:20]:>20} " + " ".join(f"{v:5d}" for v in row), soft_wrap=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "metrics.json", json.dumps(rep, indent=2))
