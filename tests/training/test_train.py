@@ -118,7 +118,7 @@ def test_kill_mid_epoch_then_resume_completes(tiny_recipe, mlflow_store, tmp_pat
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    time.sleep(1.0)  # now inside epoch 2
+    time.sleep(0.3)  # now inside epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert last.exists() and not (out / "metrics.json").exists()
