@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from review.db.models import AuditEntry, AuditHead, utcnow
@@ -46,6 +47,11 @@ def entry_hash(
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+def _locked_head(db: Session) -> AuditHead | None:
+    """The chain's head row, locked until the transaction ends (serialises appends)."""
+    return db.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+
+
 def append(
     db: Session,
     actor: str,
@@ -66,11 +72,17 @@ def append(
         after: state after.
         request_id: the HTTP request id, or ``cli``.
     """
-    head = db.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+    head = _locked_head(db)
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        db.add(head)
-        db.flush()
+        # The first append ever: concurrent first appends may race to create the head row.
+        # The loser's insert fails inside its savepoint; it then waits for the winner's lock.
+        try:
+            with db.begin_nested():
+                db.add(AuditHead(id=1, seq=0, hash=GENESIS))
+        except IntegrityError:
+            pass
+        head = _locked_head(db)
+        assert head is not None
     seq = head.seq + 1
     at = utcnow().isoformat(timespec="microseconds")
     b, a = canonical(before), canonical(after)
