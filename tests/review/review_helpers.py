@@ -36,31 +36,8 @@ CLASSES = [
 PASSWORD = "correct-horse-battery-staple"
 SECRET = secrets.token_urlsafe(48)
 
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("row_off", pa.int32()),
-        ("col_off", pa.int32()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("crs", pa.string()),
-        ("minx", pa.float64()),
-        ("miny", pa.float64()),
-        ("maxx", pa.float64()),
-        ("maxy", pa.float64()),
-        ("status", pa.string()),
-        ("label", pa.int32()),
-        ("class_name", pa.string()),
-        ("confidence", pa.float32()),
-        ("probs", pa.list_(pa.float32())),
-        ("flagged", pa.bool_()),
-        ("error", pa.string()),
-        ("input_sha256", pa.string()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("model_sha256", pa.string()),
-    ]
-)
+# The contract's table schema, from the writer of `predictions.parquet` (one definition).
+from inference.writers import PREDICTION_SCHEMA  # noqa: E402
 
 
 def write_scene(path: Path, size: int = 128, seed: int = 0) -> None:
