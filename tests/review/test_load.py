@@ -57,6 +57,10 @@ def test_fifty_reviewers(db: Database, tmp_path: Path) -> None:
             "--log-level",
             "warning",
             "--no-access-log",
+            # Idle keep-alive connections must outlive the test: uvicorn's default 5 s lets the
+            # server close a connection just as the client reuses it ("Server disconnected").
+            "--timeout-keep-alive",
+            "120",
         ],
         env=env,
         stdout=subprocess.PIPE,
