@@ -51,6 +51,7 @@ from vision.data.stats import compute_band_stats
 from vision.errors import ConfigError
 from vision.metrics import classification_report, softmax
 from vision.models import NormalizedClassifier, get_model
+from vision.models.depthwise import use_fast_depthwise
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -152,6 +153,10 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
 
     backbone = get_model(cfg.model.architecture, len(classes), len(bands), cfg.model.weights,
                          band_names=bands, dropout=cfg.model.dropout)
+    if device.type == "cpu":
+        # Same weights and keys; oneDNN's slow depthwise weight gradient on small maps is
+        # replaced by an exact batched form (~1.6x faster Lite0 steps on 2 cores).
+        use_fast_depthwise(backbone)
     model: nn.Module = NormalizedClassifier(backbone, stats.mean, stats.std).to(device)
     # channels_last also speeds up CPU training (oneDNN depthwise convolutions: ~25 % here).
     channels_last = cfg.train.channels_last
