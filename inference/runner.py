@@ -285,9 +285,19 @@ def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, clf: Classifier,
     completer = RowCompleter(model)
     batcher = _Batcher(units, plan, read_opts, workers, sess_opts.batch_size, prefetch)
     batcher.start()
+    # Rows and part files are written off the model's thread: the session never waits on
+    # pyarrow or the disk. One writer keeps the work ordered and the tracker single-threaded.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="vision-write")
+    writes: deque[Future[None]] = deque()
+
+    def write(p: Pending) -> None:
+        tracker.unit_done(p.unit, completer.complete(p), len(p.todo))
 
     def finish(p: Pending) -> None:
-        tracker.unit_done(p.unit, completer.complete(p), len(p.todo))
+        p.pixels = None  # classified: the rows are all the writer needs
+        writes.append(writer.submit(write, p))
+        while writes and writes[0].done():
+            writes.popleft().result()  # a failed write stops the job here
 
     try:
         while True:
@@ -309,6 +319,9 @@ def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, clf: Classifier,
     finally:
         batcher.stop.set()
         batcher.join(timeout=30)
+        writer.shutdown(wait=True)  # units already classified are still recorded
+    for f in writes:
+        f.result()
 
 
 def _identity(model: ModelInfo, opts: JobOptions, stride: tuple[int, int]) -> dict[str, Any]:
