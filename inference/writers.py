@@ -81,7 +81,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def rows_to_table(rows: Sequence[Row]) -> pa.Table:
-    return pa.Table.from_pylist(list(rows), schema=PREDICTION_SCHEMA)
+    # Column by column: ~20x faster than Table.from_pylist (0.5 ms a row there), which on
+    # 2 cores took CPU time straight from the model.
+    return pa.Table.from_pydict({name: [r.get(name) for r in rows] for name in PREDICTION_SCHEMA.names},
+                                schema=PREDICTION_SCHEMA)
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
