@@ -70,7 +70,8 @@ def _decode_jpeg_turbo(data: bytes) -> np.ndarray | None:
     if frame is None:
         return None
     h, w, comps = frame
-    if comps not in (1, 3) or h == 0 or w == 0 or h * w > Image.MAX_IMAGE_PIXELS:
+    limit = Image.MAX_IMAGE_PIXELS or 2**28
+    if comps not in (1, 3) or h == 0 or w == 0 or h * w > limit:
         return None
     import cv2
 
