@@ -77,14 +77,10 @@ class DepthwiseConv2d(nn.Conv2d):
         if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.shape[-1] * x.shape[-2] <= SMALL_MAP):
             return super().forward(x)
-        k, p, s = self.kernel_size[0], self.padding_int, self.stride[0]
+        k, p, s = self.kernel_size[0], int(self.padding[0]), self.stride[0]
         cut = min(_live_crop(k, s, p, x.shape[-2]), _live_crop(k, s, p, x.shape[-1]))
         weight = self.weight[:, :, cut:k - cut, cut:k - cut] if cut else self.weight
         return _DepthwiseFn.apply(x, weight, s, p - cut)
-
-    @property
-    def padding_int(self) -> int:
-        return int(self.padding[0])
 
 
 def eligible(conv: nn.Module) -> bool:

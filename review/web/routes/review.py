@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
+from inference.writers import write_bytes_atomic
 from review.auth.permissions import Action
 from review.db.models import SECOND, Decision, Item, Job, User, utcnow
 from review.queue import DecisionInput, claim_next, decide, release
@@ -282,9 +282,7 @@ def item_heatmap(item_id: int, svc: Annotated[Services, Depends(services)]) -> R
     out = job_dir / "explanations" / f"{item.row_index}.png"
     try:
         out.parent.mkdir(exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{item.id}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
+        write_bytes_atomic(out, data)
     except OSError:
         pass  # a read-only job folder still gets the picture, just not cached
     return _png(data)
