@@ -26,6 +26,36 @@ class EpochStats:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters and buffers (BN statistics).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that
+    short runs are not dominated by the starting weights (and the new, random head).
+    """
+    from torch.optim.swa_utils import AveragedModel
+
+    def update(avg: list[torch.Tensor], new: list[torch.Tensor], n: torch.Tensor | int) -> None:
+        k = int(n)
+        d = min(decay, (1 + k) / (10 + k))
+        if avg[0].is_floating_point():
+            torch._foreach_lerp_(avg, new, 1.0 - d)
+        else:  # counters (BN's num_batches_tracked): the latest value
+            torch._foreach_copy_(avg, new)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool
+                 ) -> list[dict[str, object]]:
+    """AdamW groups; without ``decay_norm_and_bias``, 1-D tensors (norm weights, biases)
+    get no weight decay: shrinking them towards 0 is not a useful prior."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Mixed precision on CUDA: bf16 where supported, else fp16 (paired with a GradScaler)."""
     if device.type != "cuda" or not enabled:
@@ -47,10 +77,12 @@ def train_one_epoch(
     channels_last: bool = False,
     max_steps: int | None = None,
     on_step: ProgressFn | None = None,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> EpochStats:
     """One pass over ``loader``; the scheduler steps per batch.
 
     ``on_step(step, loss, accuracy, samples_per_s)`` is called after every batch (progress).
+    ``ema``, when given, is updated from ``model`` after every optimizer step.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -72,6 +104,8 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         n = y.shape[0]
         total_loss += float(loss.detach()) * n
         correct += int((logits.detach().argmax(1) == y).sum())

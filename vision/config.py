@@ -66,6 +66,11 @@ class ModelConfig(_Strict):
     )
     name: str = Field(description="registered model name in MLflow")
     input_size: tuple[int, int] = Field(default=(64, 64), description="H, W the model takes")
+    work_size: tuple[int, int] | None = Field(
+        default=None,
+        description="H, W the network runs at: chips of input_size are resized (bilinear) "
+        "inside the model, so the ONNX input, scene windows and explanations keep input_size",
+    )
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 
@@ -92,6 +97,16 @@ class TrainConfig(_Strict):
         default=None, ge=1, description="cap steps per epoch (smoke runs and tests)"
     )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+    ema_decay: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="keep an exponential moving average of the weights (per step, this "
+        "decay; e.g. 0.998); validation, checkpoints and export then use the average",
+    )
+    decay_norm_and_bias: bool = Field(
+        default=True,
+        description="apply weight decay to normalisation weights and biases too (false: "
+        "only to convolution and linear weights)",
+    )
 
 
 class CalibrationConfig(_Strict):

@@ -77,9 +77,17 @@ def test_train_exports_registers_and_matches_evaluate(tiny_recipe, mlflow_store,
         run_training(load_experiment(tiny_recipe(train__epochs=4)), out)
 
 
-def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypatch):
-    """Two epochs in one go == one epoch, interruption, resume for the second (bit for bit)."""
-    cfg = load_experiment(tiny_recipe())
+AVERAGED_AND_RESIZED = {"train__ema_decay": 0.9, "train__decay_norm_and_bias": False,
+                        "model__work_size": [40, 40]}
+
+
+@pytest.mark.parametrize("overrides", [{}, AVERAGED_AND_RESIZED], ids=["plain", "ema-work-size"])
+def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypatch, overrides):
+    """Two epochs in one go == one epoch, interruption, resume for the second (bit for bit).
+
+    With a weight average and a working size, the average is resumed too, and the exported
+    model still takes raw chips of the input size (the resize is inside the graph)."""
+    cfg = load_experiment(tiny_recipe(**overrides))
     full = run_training(cfg, tmp_path / "full")
     part = tmp_path / "part"
     from training import trainer
@@ -102,6 +110,20 @@ def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypat
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if overrides:
+        ea = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["ema"]
+        eb = load_checkpoint(part / "checkpoints" / "last.pt")["ema"]
+        assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
+        best = load_checkpoint(part / "checkpoints" / "best.pt")
+        assert best["work_size"] == [40, 40]
+        if best["epoch"] == cfg.train.epochs:  # the best checkpoint holds the average
+            assert all(torch.equal(best["model"][k], eb[f"module.{k}"]) for k in best["model"])
+            assert not all(torch.equal(best["model"][k], b[k]) for k in b)
+        meta = read_metadata(part / "model.onnx")
+        assert meta["input_size"] == [32, 32] and meta["work_size"] == [40, 40]
+        sess = ort.InferenceSession(str(part / "model.onnx"), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].shape[1:] == [6, 32, 32]
+        assert resumed.metrics["onnx_parity_max_abs"] <= 1e-4
     drop = {"samples_per_s"}
     strip = [{k: v for k, v in h.items() if k not in drop} for h in resumed.metrics["history"]]
     assert strip == [{k: v for k, v in h.items() if k not in drop} for h in full.metrics["history"]]
@@ -129,3 +151,29 @@ def test_kill_mid_epoch_then_resume_completes(tiny_recipe, mlflow_store, tmp_pat
     assert json.loads((out / "metrics.json").read_text())["status"] == "complete"
     r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0 and "already completed" in r2.stderr
+
+
+def test_ema_warms_up_then_follows_its_decay():
+    from training.loop import make_ema, param_groups
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = make_ema(net, 0.9)
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 5
+    ema.update_parameters(net)  # first update: AveragedModel copies
+    assert torch.equal(ema.module[0].weight, net[0].weight)
+    for n in range(1, 30):
+        before = ema.module[0].weight.detach().clone()
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        ema.update_parameters(net)
+        d = min(0.9, (1 + n) / (10 + n))
+        assert torch.allclose(ema.module[0].weight, d * before + (1 - d) * net[0].weight, atol=1e-5)
+    assert int(ema.module[1].num_batches_tracked) == 5  # counters are copied, not averaged
+    assert not torch.equal(ema.module[0].weight, w0)
+
+    groups = param_groups(net, 0.05, decay_norm_and_bias=False)
+    assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+    assert len(param_groups(net, 0.05, decay_norm_and_bias=True)[0]["params"]) == 4

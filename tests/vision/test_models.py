@@ -73,3 +73,25 @@ def test_weights_from_a_local_file(tmp_path) -> None:
     assert torch.equal(c.conv1.weight, a.conv1.weight) and c.fc.out_features == 7
     with pytest.raises(WeightsNotAvailableError):
         get_model("resnet18", 4, 5, str(tmp_path / "missing.pt"))
+
+
+def test_normalized_classifier_resizes_to_its_working_size():
+    import torch.nn.functional as F
+
+    from vision.models import NormalizedClassifier
+
+    torch.manual_seed(0)
+    backbone = get_model("resnet18", 4, in_channels=3, weights="none").eval()
+    net = NormalizedClassifier(backbone, [10.0, 20.0, 30.0], [2.0, 4.0, 8.0], work_size=(48, 40)).eval()
+    x = torch.rand(2, 3, 32, 32) * 255
+    seen: list[tuple[int, ...]] = []
+    backbone.conv1.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    with torch.no_grad():
+        got = net(x)
+        z = (x - torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1)) / torch.tensor([2.0, 4.0, 8.0]).view(1, 3, 1, 1)
+        want = backbone(F.interpolate(z, size=(48, 40), mode="bilinear", align_corners=False))
+    assert seen[0] == (2, 3, 48, 40) and torch.allclose(got, want, atol=1e-6)
+    plain = NormalizedClassifier(backbone, [10.0, 20.0, 30.0], [2.0, 4.0, 8.0]).eval()
+    with torch.no_grad():
+        plain(x)
+    assert seen[-1] == (2, 3, 32, 32)

@@ -249,19 +249,32 @@ def get_model(
 
 
 class NormalizedClassifier(nn.Module):
-    """Raw pixels in, logits out: ``(x - mean) / std`` then the backbone.
+    """Raw pixels in, logits out: ``(x - mean) / std``, optionally resized, then the backbone.
 
-    Keeping normalisation inside the module puts it inside the exported ONNX graph.
+    Keeping normalisation (and the resize) inside the module puts them inside the exported
+    ONNX graph: consumers feed raw chips of the model's ``input_size`` and nothing else.
+
+    Args:
+        backbone: the network.
+        mean, std: per band, raw units.
+        work_size: ``(H, W)`` the backbone runs at. Chips are resized to it bilinearly after
+            normalisation. ImageNet networks see a 64 px chip as a 2 x 2 final feature map;
+            running them at a larger size costs compute but keeps detail. ``None``: as given.
     """
 
-    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 work_size: Sequence[int] | None = None):
         super().__init__()
         self.backbone = backbone
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.work_size = (int(work_size[0]), int(work_size[1])) if work_size else None
 
     mean: torch.Tensor
     std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        if self.work_size is not None and tuple(x.shape[-2:]) != self.work_size:
+            x = nn.functional.interpolate(x, size=self.work_size, mode="bilinear", align_corners=False)
+        return self.backbone(x)
