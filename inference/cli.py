@@ -70,8 +70,11 @@ def infer(
                                        help="reader threads (local, default min(4, cores)) or "
                                             "actors (ray)"),
     threads: int | None = typer.Option(None, "--threads",
-                                       help="ONNX Runtime CPU threads [default: all cores; "
-                                            "1 per Ray actor]"),
+                                       help="ONNX Runtime CPU threads per stream [default: "
+                                            "cores / streams; 1 per Ray actor]"),
+    streams: int | None = typer.Option(None, "--streams",
+                                       help="CPU: batches run at once, each on its share of "
+                                            "the cores [default: min(4, cores)]"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: build fp16 engines"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
 ) -> None:
@@ -88,7 +91,7 @@ def infer(
     result = run_job(JobOptions(
         inputs=tuple(inputs), model=model, out=out, batch_size=batch_size, device=device,
         engine=engine, overwrite=overwrite, stride=_parse_stride(stride), max_nodata=max_nodata,
-        workers=workers, threads=threads, fp16=fp16, progress=progress,
+        workers=workers, threads=threads, streams=streams, fp16=fp16, progress=progress,
     ))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -8,13 +8,14 @@ stable for the same inputs and options (the job's fingerprint guards that).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from inference.model import ModelInfo, file_sha256
-from inference.readers import Probe, SceneInfo, probe
+from inference.readers import RASTER_SUFFIXES, Probe, SceneInfo, probe
 from inference.tiling import Chunk, TileGrid, chunk_grid
 
 #: Chip files per unit: big enough to amortise a part file, small enough to resume cheaply.
@@ -95,9 +96,17 @@ def _stems(paths: Sequence[str]) -> dict[str, str]:
 def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
               workers: int = 1,
               on_probe: Callable[[Probe], None] | None = None) -> Plan:
-    """Probe every file (in parallel) and split the work into units."""
+    """Probe every file (rasters in parallel) and split the work into units."""
+    def run(f: str) -> Probe:
+        return probe(f, model.bands, model.input_size)
+
+    # Only rasters open a header; the rest is decided by suffix in ~1 us, far less than a
+    # thread pool's hand-off (0.3 s for 10,000 JPEG chips).
+    opens = [k for k, f in enumerate(files) if os.path.splitext(f)[1].lower() in RASTER_SUFFIXES]
+    found: dict[int, Probe] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        probes = list(pool.map(lambda f: probe(f, model.bands, model.input_size), files))
+        found.update(zip(opens, pool.map(run, [files[k] for k in opens]), strict=True))
+    probes = [found[k] if k in found else run(f) for k, f in enumerate(files)]
     chips: list[ChipEntry] = []
     scene_infos: list[SceneInfo] = []
     for pr in probes:

@@ -86,7 +86,9 @@ def _bounds(b: tuple[float, float, float, float] | None) -> dict[str, float | No
 def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
     rows: list[Row] = []
     todo: list[int] = []
-    arrays: list[np.ndarray] = []
+    # Each chip is cast and copied straight into the unit's batch array: no per-chip float
+    # array and no np.stack (~100 us a chip between them).
+    pixels = np.empty((len(unit.chips), len(opts.bands), *opts.input_size), dtype=np.float32)
     for entry in unit.chips:
         if entry.error is not None:
             rows.append(_row(entry.path, "error", _safe_sha(entry.path), error=entry.error))
@@ -106,11 +108,11 @@ def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
             rows.append(_row(entry.path, "error", _safe_sha(entry.path),
                              error=f"unexpected {type(exc).__name__}: {exc}"))
             continue
+        assert chip.pixels is not None
+        np.copyto(pixels[len(todo)], chip.pixels, casting="unsafe")
         todo.append(len(rows))
         rows.append(_row(entry.path, "ok", chip.sha256, crs=chip.crs, **_bounds(chip.bounds)))
-        assert chip.pixels is not None
-        arrays.append(chip.pixels)
-    return Pending(unit, rows, todo, np.stack(arrays) if arrays else None)
+    return Pending(unit, rows, todo, pixels[: len(todo)] if todo else None)
 
 
 def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:

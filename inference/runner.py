@@ -2,9 +2,10 @@
 
 The local engine overlaps reading with the model: a pool of reader threads decodes chip
 blocks and scene chunks (``prepare``), a batcher thread assembles fixed-size batches from
-them into a bounded queue, and the calling thread only runs the model and records finished
-units. Decoding (PIL, GDAL) and ONNX Runtime release the GIL, so with decode cheaper than
-inference the model never waits for I/O.
+them into a bounded queue, the calling thread hands batches to the model (on the CPU, a few
+batches at once, each on its share of the cores: see `default_streams`), and a writer
+thread turns finished units into part files. Decoding (OpenCV, PIL, GDAL) and ONNX Runtime
+release the GIL, so with decode cheaper than inference the model never waits for I/O.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from inference.session import (
     SessionOptions,
     choose_device,
     cpu_threads,
+    default_streams,
 )
 from inference.writers import scene_rows, sort_predictions, write_scene_outputs, write_table_atomic
 from vision.errors import ConfigError
@@ -71,7 +73,9 @@ class JobOptions:
         stride: window step ``(rows, cols)`` in pixels; ``None`` for the model's input size.
         max_nodata: largest nodata fraction of a window that is still classified.
         workers: reader threads (local) or actors (ray); ``None`` for a default.
-        threads: ONNX Runtime intra-op threads on the CPU; ``None`` for all cores.
+        threads: ONNX Runtime intra-op threads per stream on the CPU; ``None``: the cores
+            shared out between the streams.
+        streams: batches the model runs at once (CPU); ``None`` for `default_streams`.
         fp16: TensorRT fp16 engines.
         prefetch: batches read ahead of the model.
         progress: show progress bars.
@@ -88,6 +92,7 @@ class JobOptions:
     max_nodata: float = 0.5
     workers: int | None = None
     threads: int | None = None
+    streams: int | None = None
     fp16: bool = False
     prefetch: int = 4
     progress: bool = True
@@ -123,6 +128,8 @@ def _check_options(opts: JobOptions) -> None:
         raise ConfigError("--stride must be positive")
     if opts.workers is not None and opts.workers < 1:
         raise ConfigError("--workers must be at least 1")
+    if opts.streams is not None and opts.streams < 1:
+        raise ConfigError("--streams must be at least 1")
 
 
 class _RateColumn(ProgressColumn):
@@ -299,6 +306,23 @@ def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, clf: Classifier,
         while writes and writes[0].done():
             writes.popleft().result()  # a failed write stops the job here
 
+    # Up to `streams` batches run at once (ONNX Runtime sessions are safe to call from
+    # several threads); their logits are taken back in submission order.
+    streams = max(1, sess_opts.streams)
+    model_pool = ThreadPoolExecutor(streams, thread_name_prefix="vision-model")
+    running: deque[tuple[Future[np.ndarray], list[tuple[Pending, int, int, int]]]] = deque()
+
+    def collect(wait: bool) -> None:
+        """Take back finished batches in order; with ``wait``, at least the oldest."""
+        while running and (wait or running[0][0].done()):
+            fut, segs = running.popleft()
+            logits = fut.result()
+            for pending, start, count, off in segs:
+                completer.add_logits(pending, start, logits[off: off + count])
+                if pending.ready:
+                    finish(pending)
+            wait = False
+
     try:
         while True:
             item = batcher.queue.get()
@@ -311,14 +335,14 @@ def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, clf: Classifier,
                 finish(item[1])
                 continue
             _, batch, segs = item
-            logits = clf(batch)
-            for pending, start, count, off in segs:
-                completer.add_logits(pending, start, logits[off: off + count])
-                if pending.ready:
-                    finish(pending)
+            running.append((model_pool.submit(clf, batch), segs))
+            collect(wait=len(running) >= streams)
+        while running:
+            collect(wait=True)
     finally:
         batcher.stop.set()
         batcher.join(timeout=30)
+        model_pool.shutdown(wait=True)
         writer.shutdown(wait=True)  # units already classified are still recorded
     for f in writes:
         f.result()
@@ -379,8 +403,12 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
                               "CUDA or CPU, pass a model exported with `vision export --fp16`")
         workers = opts.workers or max(1, min(4, cpu_threads()))
         started, t0 = _now(), time.perf_counter()
+        streams = 1 if opts.engine == "ray" else (
+            opts.streams or default_streams(device, cpu_threads()))
+        if streams > 1 and device != "cpu":
+            raise ConfigError("--streams above 1 is for the CPU; a GPU session runs one stream")
         sess_opts = SessionOptions(device=device, threads=opts.threads, fp16=opts.fp16,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, streams=streams)
         loader = ThreadPoolExecutor(1, thread_name_prefix="vision-session")
         # Build (and optimise) the session while the inputs are being planned.
         session: Future[Classifier] | None = None
@@ -398,7 +426,7 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
             "model": _model_entry(model, opts.model),
             "options": {k: v for k, v in identity.items() if k not in ("model_sha256",)},
             "run": {"device": device, "batch_size": batch_size, "engine": opts.engine,
-                    "workers": workers},
+                    "workers": workers, "streams": streams},
             "started_at": started,
         }
         if state == "resume":
@@ -416,7 +444,10 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
             f"scenes ({plan.n_windows} windows); model {model.model_name} "
             f"{model.model_version} ({model.sha256[:12]}), {model.num_bands} bands "
             f"{model.bands}, {model.input_size[0]}x{model.input_size[1]}; device {device}, "
-            f"batch {batch_size or 'auto'}, engine {opts.engine}"
+            f"batch {batch_size or 'auto'}"
+            + (f" x {streams} streams of {sess_opts.intra_op_threads} threads"
+               if device == "cpu" and opts.engine == "local" else "")
+            + f", engine {opts.engine}"
             + (f"; resuming: {len(done)} of {len(plan.units)} units done" if done else ""),
             highlight=False,
         )

@@ -38,6 +38,16 @@ _PROVIDER = {
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 256, "tensorrt": 256}
 
 
+def default_streams(device: str, cores: int) -> int:
+    """Batches to run at once. On the CPU, several batches each on a share of the cores beat
+    one batch split over all of them: an intra-op thread pool runs in lockstep (every
+    operator waits for its slowest thread), so a core lent to a reader stalls all of them,
+    while independent streams lose only that core. GPU sessions run one stream."""
+    if device != "cpu":
+        return 1
+    return max(1, min(cores, 4))
+
+
 def available_devices() -> list[str]:
     """Devices ONNX Runtime was built with, best first (``tensorrt``, ``cuda``, ``cpu``)."""
     import onnxruntime as ort
@@ -82,7 +92,9 @@ class SessionOptions:
 
     Attributes:
         device: ``cpu``, ``cuda`` or ``tensorrt`` (already resolved).
-        threads: intra-op threads on the CPU (``None``: all cores this process may use).
+        threads: intra-op threads on the CPU (``None``: the cores this process may use,
+            shared out between the streams).
+        streams: batches run at once (CPU only; one session, called from that many threads).
         fp16: TensorRT builds fp16 engines (a fp16-exported model runs on any GPU device).
         batch_size: the largest batch (sizes TensorRT's optimisation profile).
         device_id: which GPU.
@@ -93,6 +105,11 @@ class SessionOptions:
     fp16: bool = False
     batch_size: int = 64
     device_id: int = 0
+    streams: int = 1
+
+    @property
+    def intra_op_threads(self) -> int:
+        return self.threads or max(1, cpu_threads() // max(1, self.streams))
 
 
 def _providers(opts: SessionOptions, input_shape: tuple[int, int, int]) -> list[Any]:
@@ -134,7 +151,7 @@ def create_session(model: str | Path | bytes, opts: SessionOptions,
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if opts.device == "cpu":
-        so.intra_op_num_threads = opts.threads or cpu_threads()
+        so.intra_op_num_threads = opts.intra_op_threads
         so.inter_op_num_threads = 1
         # Spinning threads would steal the cores the decode workers need between batches.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")

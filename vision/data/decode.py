@@ -82,7 +82,7 @@ def _decode_jpeg_turbo(data: bytes) -> np.ndarray | None:
         return arr[..., None]
     if arr.shape[2] != 3:
         return None
-    return np.ascontiguousarray(arr[..., ::-1])  # BGR -> RGB
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)  # 1 us; a reversed-view copy took ~25
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
