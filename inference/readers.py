@@ -66,7 +66,7 @@ def discover(inputs: Sequence[str], exclude: Path | None = None) -> list[str]:
                 )
                 for f in sorted(files):
                     if not f.startswith("."):
-                        add(str(rp / f))
+                        add(os.path.join(root, f))  # as str(rp / f), at a third of the cost
         elif p.exists():
             add(given)
         else:
@@ -146,7 +146,7 @@ class Probe:
 
 def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) -> Probe:
     """Decide chip or scene from the file's suffix and header; never raises for a bad file."""
-    suffix = Path(path).suffix.lower()
+    suffix = os.path.splitext(path)[1].lower()
     if suffix in PIL_SUFFIXES:
         return Probe(path, "chip")  # decoded (and checked) with the chip
     if suffix not in RASTER_SUFFIXES:
