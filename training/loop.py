@@ -34,13 +34,14 @@ def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedMo
     """
     from torch.optim.swa_utils import AveragedModel
 
-    def update(avg: list[torch.Tensor], new: list[torch.Tensor], n: torch.Tensor | int) -> None:
+    def update(avg: tuple[torch.Tensor, ...] | list[torch.Tensor],
+               new: tuple[torch.Tensor, ...] | list[torch.Tensor], n: torch.Tensor | int) -> None:
         k = int(n)
         d = min(decay, (1 + k) / (10 + k))
         if avg[0].is_floating_point():
-            torch._foreach_lerp_(avg, new, 1.0 - d)
+            torch._foreach_lerp_(list(avg), list(new), 1.0 - d)
         else:  # counters (BN's num_batches_tracked): the latest value
-            torch._foreach_copy_(avg, new)
+            torch._foreach_copy_(list(avg), list(new))
 
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 

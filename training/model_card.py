@@ -228,7 +228,10 @@ def build_card(cfg: ExperimentConfig, metrics: dict[str, Any], lineage: dict[str
             "normalisation": "(x - mean) / std per band, inside the model (and the ONNX graph)",
             "mean": lineage.get("mean"), "std": lineage.get("std"),
             "augmentations (training only)": [a.name for a in cfg.augmentations],
-            "resizing": "inference resizes smaller chips bilinearly to the input size; scenes are tiled",
+            "resizing": "inference resizes smaller chips bilinearly to the input size; scenes are tiled"
+            + (f"; inside the model, chips are then resized bilinearly to "
+               f"{cfg.model.work_size[0]} x {cfg.model.work_size[1]} px, the size the network runs at"
+               if cfg.model.work_size else ""),
         },
         "training": {
             "initial_weights": provenance, "epochs_planned": cfg.train.epochs, "epochs_run": len(history),
