@@ -144,7 +144,12 @@ def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:
             todo.append(len(rows))
             rows.append(base("ok", w.window))
             arrays.append(w.pixels)
-    return Pending(unit, rows, todo, np.stack(arrays) if arrays else None)
+    if not arrays:
+        return Pending(unit, rows, todo, None)
+    pixels = np.empty((len(arrays), *arrays[0].shape), dtype=np.float32)
+    for k, a in enumerate(arrays):
+        np.copyto(pixels[k], a, casting="unsafe")  # one cast and copy per window
+    return Pending(unit, rows, todo, pixels)
 
 
 def prepare(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:

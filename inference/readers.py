@@ -311,7 +311,8 @@ def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int]
 
 @dataclass
 class WindowPixels:
-    """One window of a chunk: grid position, pixel window, and pixels (``None`` if nodata)."""
+    """One window of a chunk: grid position, pixel window, and pixels (``None`` if nodata;
+    raw dtype, possibly a view into the chunk, like `ChipPixels`)."""
 
     i: int
     j: int
@@ -398,6 +399,9 @@ def _windows(data: np.ndarray, mask: np.ndarray | None, scene: SceneInfo, grid: 
         n_valid = int(v.sum())
         if n_valid == 0 or n_valid < need:
             out.append(WindowPixels(i, j, win, None))
+            continue
+        if n_valid == h * w:  # whole and all valid (the usual case): a view, cast later
+            out.append(WindowPixels(i, j, win, data[:, ra:rb, ca:cb]))
             continue
         px = np.empty((data.shape[0], h, w), dtype=np.float32)
         for b in range(data.shape[0]):
