@@ -13,6 +13,7 @@ computes Grad-CAM from the PyTorch checkpoint behind the job's model (trust laye
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections import OrderedDict
@@ -171,6 +172,14 @@ def heatmap_path(job_dir: Path, row_index: int) -> Path | None:
     return p if p.is_file() else None
 
 
+@functools.lru_cache(maxsize=16)
+def _manifest_model_uri(path: str, _mtime_ns: int) -> str | None:
+    """The model URI of a job manifest, parsed once per version of the file (a manifest
+    lists every input: megabytes for a large archive, and item pages ask for it each time)."""
+    uri = json.loads(Path(path).read_text())["model"]["uri"]
+    return str(uri) if uri else None
+
+
 def job_model(job_dir: Path, submitted: str | None) -> str | None:
     """The model a job was classified with: the submitted one, else the job manifest's URI.
 
@@ -180,7 +189,8 @@ def job_model(job_dir: Path, submitted: str | None) -> str | None:
     uri = submitted
     if not uri:
         try:
-            uri = json.loads((job_dir / "manifest.json").read_text())["model"]["uri"]
+            manifest = job_dir / "manifest.json"
+            uri = _manifest_model_uri(str(manifest), manifest.stat().st_mtime_ns)
         except (OSError, ValueError, KeyError, TypeError):
             return None
     if not uri or uri.startswith("models:/") or Path(uri).is_absolute():
