@@ -123,7 +123,8 @@ def torch_model(model_path: Path, checkpoint: Path) -> Any:
     std = info.metadata.get("std") or [1.0] * info.num_bands
     arch = str(info.metadata.get("architecture", "efficientnet_lite0"))
     backbone = registry.get_model(arch, len(info.classes), info.num_bands, weights=str(checkpoint))
-    return registry.NormalizedClassifier(backbone, mean, std, info.metadata.get("work_size")).eval()
+    return registry.NormalizedClassifier(backbone, mean, std, info.metadata.get("work_size"),
+                                         info.metadata.get("tta", "none")).eval()
 
 
 def preload(chips: list[tuple[Path, int]]) -> np.ndarray:

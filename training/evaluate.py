@@ -61,7 +61,8 @@ def load_checkpoint_model(path: Path) -> tuple[NormalizedClassifier, dict[str, A
         raise ModelFormatError(f"{path}: not an inference checkpoint (use checkpoints/best.pt)")
     backbone = get_model(ck["architecture"], len(ck["classes"]), len(ck["bands"]), "none",
                          band_names=ck["bands"], dropout=ck.get("dropout", 0.2))
-    model = NormalizedClassifier(backbone, ck["mean"], ck["std"], ck.get("work_size"))
+    model = NormalizedClassifier(backbone, ck["mean"], ck["std"], ck.get("work_size"),
+                                 ck.get("tta", "none"))
     model.load_state_dict(ck["model"])
     return model.eval(), ck
 

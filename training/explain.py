@@ -275,6 +275,9 @@ def _load_cached(path: str, _mtime_ns: int) -> Explainer:
     from training.evaluate import load_checkpoint_model
 
     net, ck = load_checkpoint_model(Path(path))
+    # Grad-CAM explains one view: the chip as it is (test-time views would fire the hooks
+    # once per view).
+    net.tta = "none"
     arch = str(ck["architecture"])
     h, w = (int(v) for v in ck.get("input_size", (64, 64)))
     return Explainer(model=net, layer=gradcam_layer(arch, isinstance(net, NormalizedClassifier)),

@@ -42,5 +42,6 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
         train_data_fingerprint=str(previous.get("train_data_fingerprint",
                                                 metrics.get("train_data_fingerprint", ""))),
         checkpoint=str(ck_path.resolve()), thresholds=ck.get("thresholds") or None,
-        precision="fp16" if fp16 else "fp32", work_size=ck.get("work_size"))
+        precision="fp16" if fp16 else "fp32", work_size=ck.get("work_size"),
+        tta=ck.get("tta") if ck.get("tta", "none") != "none" else None)
     return export_onnx(model, out, meta, x, temperature=float(ck.get("temperature", 1.0)), fp16=fp16)

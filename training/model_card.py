@@ -231,7 +231,10 @@ def build_card(cfg: ExperimentConfig, metrics: dict[str, Any], lineage: dict[str
             "resizing": "inference resizes smaller chips bilinearly to the input size; scenes are tiled"
             + (f"; inside the model, chips are then resized bilinearly to "
                f"{cfg.model.work_size[0]} x {cfg.model.work_size[1]} px, the size the network runs at"
-               if cfg.model.work_size else ""),
+               if cfg.model.work_size else "")
+            + ({"flips": "; the model averages its probabilities over the chip and its 3 flips",
+                "d8": "; the model averages its probabilities over the 8 symmetries of the chip "
+                      "(flips, 90-degree rotations, transposes)"}.get(cfg.model.tta, "")),
         },
         "training": {
             "initial_weights": provenance, "epochs_planned": cfg.train.epochs, "epochs_run": len(history),

@@ -324,6 +324,7 @@ def _inference_checkpoint(model: NormalizedClassifier | nn.Module, cfg: Experime
             "classes": classes, "bands": bands, "mean": stats.mean, "std": stats.std,
             "input_size": list(cfg.model.input_size), "epoch": epoch,
             "work_size": list(cfg.model.work_size) if cfg.model.work_size else None,
+            "tta": cfg.model.tta,
             "temperature": temperature, "thresholds": thresholds or {},
             "model_name": cfg.model.name, "dropout": cfg.model.dropout}
 
@@ -336,6 +337,9 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
     best = load_checkpoint(best_path)
     model.load_state_dict(best["model"])
     model.eval()
+    if isinstance(model, NormalizedClassifier):
+        # Test-time views, from here on: calibration, test report and the exported graph.
+        model.tta = cfg.model.tta
     classes, bands = splits.classes, splits.bands
     bs = cfg.train.batch_size * 2
     val_logits, val_labels = predict(model, eval_loader(splits.val, bs), device)
@@ -376,7 +380,8 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
         model_name=cfg.model.name, model_version=version, mlflow_run_id=run_id or "",
         train_data_fingerprint=fingerprint, checkpoint=str(best_path.resolve()),
         thresholds=thresholds or None,
-        work_size=list(cfg.model.work_size) if cfg.model.work_size else None)
+        work_size=list(cfg.model.work_size) if cfg.model.work_size else None,
+        tta=cfg.model.tta if cfg.model.tta != "none" else None)
     parity_x = torch.stack([eval_loader(splits.val, 1).dataset[i][0]
                             for i in range(min(len(splits.val), 256))])
     model = model.cpu().to(memory_format=torch.contiguous_format)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vision.errors import ConfigError
 
@@ -72,6 +72,19 @@ class ModelConfig(_Strict):
         "inside the model, so the ONNX input, scene windows and explanations keep input_size",
     )
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    tta: Literal["none", "flips", "d8"] = Field(
+        default="none",
+        description="test-time views averaged by the trained model (in its ONNX graph too): "
+        "none, flips (4 views) or d8 (the 8 symmetries of the square; square inputs only); "
+        "multiplies inference cost by the view count",
+    )
+
+    @model_validator(mode="after")
+    def _d8_needs_a_square(self) -> ModelConfig:
+        size = self.work_size or self.input_size
+        if self.tta == "d8" and size[0] != size[1]:
+            raise ValueError(f"tta d8 transposes chips: it needs a square size, not {list(size)}")
+        return self
 
 
 class TrainConfig(_Strict):

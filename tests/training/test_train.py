@@ -78,15 +78,16 @@ def test_train_exports_registers_and_matches_evaluate(tiny_recipe, mlflow_store,
 
 
 AVERAGED_AND_RESIZED = {"train__ema_decay": 0.9, "train__decay_norm_and_bias": False,
-                        "model__work_size": [40, 40]}
+                        "model__work_size": [40, 40], "model__tta": "d8"}
 
 
 @pytest.mark.parametrize("overrides", [{}, AVERAGED_AND_RESIZED], ids=["plain", "ema-work-size"])
 def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypatch, overrides):
     """Two epochs in one go == one epoch, interruption, resume for the second (bit for bit).
 
-    With a weight average and a working size, the average is resumed too, and the exported
-    model still takes raw chips of the input size (the resize is inside the graph)."""
+    With a weight average, a working size and test-time views, the average is resumed too,
+    and the exported model still takes raw chips of the input size (the resize and the
+    views are inside the graph, within the parity bound)."""
     cfg = load_experiment(tiny_recipe(**overrides))
     full = run_training(cfg, tmp_path / "full")
     part = tmp_path / "part"
@@ -121,6 +122,7 @@ def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypat
             assert not all(torch.equal(best["model"][k], b[k]) for k in b)
         meta = read_metadata(part / "model.onnx")
         assert meta["input_size"] == [32, 32] and meta["work_size"] == [40, 40]
+        assert meta["tta"] == "d8" and best["tta"] == "d8"
         sess = ort.InferenceSession(str(part / "model.onnx"), providers=["CPUExecutionProvider"])
         assert sess.get_inputs()[0].shape[1:] == [6, 32, 32]
         assert resumed.metrics["onnx_parity_max_abs"] <= 1e-4

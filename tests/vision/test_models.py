@@ -95,3 +95,35 @@ def test_normalized_classifier_resizes_to_its_working_size():
     with torch.no_grad():
         plain(x)
     assert seen[-1] == (2, 3, 32, 32)
+
+
+def test_test_time_views_average_probabilities_and_make_the_model_symmetric():
+    from vision.models import NormalizedClassifier
+
+    torch.manual_seed(0)
+    backbone = get_model("resnet18", 5, in_channels=3, weights="none").eval()
+    d8 = NormalizedClassifier(backbone, [10.0] * 3, [20.0] * 3, tta="d8").eval()
+    flips = NormalizedClassifier(backbone, [10.0] * 3, [20.0] * 3, tta="flips").eval()
+    x = torch.rand(3, 3, 32, 32) * 255
+    with torch.no_grad():
+        z = (x - 10.0) / 20.0
+        views = [z, z.flip(-1), z.flip(-2), z.flip(-2).flip(-1)]
+        views += [v.transpose(-1, -2) for v in views]
+        want = torch.stack([backbone(v).softmax(1) for v in views]).mean(0)
+        got = d8(x)
+        assert torch.allclose(got.softmax(1), want, atol=1e-6)  # log-mean-probability out
+        # All 8 symmetries of the square give the same answer; flips only their own 4.
+        assert torch.allclose(d8(torch.rot90(x, 1, (-2, -1))), got, atol=1e-5)
+        assert torch.allclose(flips(x.flip(-1)), flips(x), atol=1e-5)
+        assert not torch.allclose(flips(torch.rot90(x, 1, (-2, -1))), flips(x), atol=1e-3)
+    with pytest.raises(ConfigError, match="tta"):
+        NormalizedClassifier(backbone, [0.0] * 3, [1.0] * 3, tta="rot")
+
+
+def test_d8_views_need_a_square_chip():
+    from vision.config import ModelConfig
+
+    with pytest.raises(ValueError, match="square"):
+        ModelConfig(architecture="resnet18", name="m", input_size=(64, 32), tta="d8")
+    assert ModelConfig(architecture="resnet18", name="m", input_size=(64, 32), work_size=(48, 48),
+                       tta="d8").tta == "d8"

@@ -260,15 +260,24 @@ class NormalizedClassifier(nn.Module):
         work_size: ``(H, W)`` the backbone runs at. Chips are resized to it bilinearly after
             normalisation. ImageNet networks see a 64 px chip as a 2 x 2 final feature map;
             running them at a larger size costs compute but keeps detail. ``None``: as given.
+        tta: test-time views averaged into one answer: ``none``; ``flips`` (the chip and
+            its horizontal, vertical and double flips: 4 views); ``d8`` (those and their
+            transposes: all 8 symmetries of the square, natural for overhead imagery, which
+            has no "up"). The output is then the log of the mean probability, so a softmax
+            of it (with any temperature) works as for plain logits. Costs that many times
+            the compute; the trainer switches it on after training only.
     """
 
     def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 work_size: Sequence[int] | None = None):
+                 work_size: Sequence[int] | None = None, tta: str = "none"):
         super().__init__()
+        if tta not in TTA_VIEWS:
+            raise ConfigError(f"tta must be one of {sorted(TTA_VIEWS)}, not {tta!r}")
         self.backbone = backbone
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
         self.work_size = (int(work_size[0]), int(work_size[1])) if work_size else None
+        self.tta = tta
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -277,4 +286,15 @@ class NormalizedClassifier(nn.Module):
         x = (x - self.mean) / self.std
         if self.work_size is not None and tuple(x.shape[-2:]) != self.work_size:
             x = nn.functional.interpolate(x, size=self.work_size, mode="bilinear", align_corners=False)
-        return self.backbone(x)
+        if self.tta == "none":
+            return self.backbone(x)
+        views = [x, x.flip(-1), x.flip(-2), x.flip(-2).flip(-1)]
+        if self.tta == "d8":
+            views += [v.transpose(-1, -2) for v in views]
+        logits = self.backbone(torch.cat(views, 0))  # one pass over all views
+        probs = logits.softmax(1).reshape(len(views), -1, logits.shape[1]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+#: Views per test-time augmentation mode.
+TTA_VIEWS = {"none": 1, "flips": 4, "d8": 8}
