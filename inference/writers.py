@@ -76,28 +76,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def readable_json(obj: Any) -> str:
-    """JSON laid out for people: one line per key, one line per entry of a list of objects.
-
-    ``json.dumps(indent=2)`` would do the layout in pure Python (its C encoder runs only
-    without ``indent``): 1.7 s for a manifest listing 10,000 inputs, against ~0.05 s here,
-    where every value is encoded in C.
-    """
-    def value(v: Any, pad: str) -> str:
-        if isinstance(v, dict) and v:
-            inner = pad + "  "
-            items = (f"{inner}{json.dumps(str(k))}: {value(x, inner)}" for k, x in v.items())
-            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-        if isinstance(v, list) and v and all(isinstance(x, dict | list) for x in v):
-            inner = pad + "  "
-            return "[\n" + ",\n".join(inner + json.dumps(x) for x in v) + f"\n{pad}]"
-        return json.dumps(v)
-
-    return value(obj, "") + "\n"
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, readable_json(obj).encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def rows_to_table(rows: Sequence[Row]) -> pa.Table:
