@@ -17,7 +17,10 @@ the wall clock of the whole command.
 
 Usage:
     python bench/infer_throughput.py [--model runs/rgb/model.onnx]
-        [--checkpoint runs/rgb/checkpoints/best.pt] [--chips 10000] [--batch-size 64] [--rounds 3]
+        [--checkpoint runs/rgb/checkpoints/best.pt] [--chips 10000] [--batch-size N] [--rounds 3]
+
+The batch size (the same for every side) is by default `vision infer`'s own on the CPU: 64
+forward passes, i.e. 64 chips, or 8 for a model with the 8 test-time views of ``d8``.
 
 Without the model, a stand-in efficientnet_lite0 with random weights is built and exported
 the same way (raw pixels in, normalisation inside), and serves both sides of the comparison.
@@ -230,7 +233,8 @@ def main() -> None:
                     help="PyTorch checkpoint of --model [default: <model dir>/checkpoints/best.pt]")
     ap.add_argument("--chips", type=int, default=10000,
                     help="chips in the archive (test split first; accuracy covers all)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="chips per batch, every side [default: vision infer's on the CPU]")
     ap.add_argument("--rounds", type=int, default=3, help="chip-folder rounds (median ratio)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
@@ -247,6 +251,11 @@ def main() -> None:
         else:
             model, net = standin_model(tmp)
             note = f"{args.model} not found: stand-in efficientnet_lite0 with random weights"
+        if args.batch_size is None:
+            from inference.model import load_model_info
+            from inference.session import default_batch_size
+
+            args.batch_size = default_batch_size("cpu", load_model_info(model).views)
         print(f"# {note}; {len(chips)} EuroSAT RGB chips ({n_test} from the test split); batch {args.batch_size}; "
               f"{os.cpu_count()} CPUs", flush=True)
         # The host's speed drifts: bare ORT is measured before and after each `vision infer`

@@ -54,7 +54,8 @@ def infer(
                               help="model.onnx, models:/NAME@ALIAS or models:/NAME/VERSION"),
     out: Path = typer.Option(..., "--out", "-o", help="job folder (created; resumed if present)"),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b",
-                                          help="batch size [default: 64 on CPU, 256 on GPU]"),
+                                          help="chips per batch [default: 64 on CPU, 256 on GPU, divided by the "
+                                               "model's test-time views: 8 on CPU for d8]"),
     device: str = typer.Option("auto", "--device",
                                help="auto (TensorRT, then CUDA, then CPU), cpu, cuda, tensorrt"),
     engine: str = typer.Option("local", "--engine", help="local or ray"),

@@ -20,6 +20,7 @@ from typing import Any
 
 from vision import settings
 from vision.errors import ConfigError, ModelFormatError
+from vision.views import view_count
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class ModelInfo:
     @property
     def num_bands(self) -> int:
         return len(self.bands)
+
+    @property
+    def views(self) -> int:
+        """Forward passes per chip: the model's test-time views (``vision.tta``), 1 if none."""
+        return view_count(self.metadata.get("tta"))
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -31,7 +31,7 @@ import pyarrow as pa
 from inference.model import ModelInfo
 from inference.plan import Plan, Unit
 from inference.predict import ReadOptions, RowCompleter, prepare
-from inference.session import DEFAULT_BATCH_SIZE, Classifier, SessionOptions, choose_device
+from inference.session import Classifier, SessionOptions, choose_device, default_batch_size
 from inference.writers import PREDICTION_SCHEMA, rows_to_table
 from vision.errors import ConfigError
 
@@ -46,7 +46,7 @@ class UnitClassifier:
     def __init__(self, plan: Plan, units: list[Unit], model_bytes: bytes, model: ModelInfo,
                  read_opts: ReadOptions, device: str, threads: int, batch_size: int | None):
         chosen = choose_device(device)
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[chosen]
+        self.batch_size = batch_size or default_batch_size(chosen, model.views)
         opts = SessionOptions(device=chosen, threads=threads, batch_size=self.batch_size)
         self.clf = Classifier(model_bytes, opts, (model.num_bands, *model.input_size),
                               model.input_dtype)

@@ -45,11 +45,11 @@ from inference.plan import CHIP_BLOCK, Plan, Unit, make_plan
 from inference.predict import Pending, ReadOptions, RowCompleter, prepare
 from inference.readers import discover
 from inference.session import (
-    DEFAULT_BATCH_SIZE,
     Classifier,
     SessionOptions,
     choose_device,
     cpu_threads,
+    default_batch_size,
     default_streams,
 )
 from inference.writers import scene_rows, sort_predictions, write_scene_outputs, write_table_atomic
@@ -397,7 +397,7 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
             device, batch_size = opts.device, opts.batch_size or 0
         else:
             device = choose_device(opts.device)
-            batch_size = opts.batch_size or DEFAULT_BATCH_SIZE[device]
+            batch_size = opts.batch_size or default_batch_size(device, model.views)
         if opts.fp16 and device not in ("tensorrt",):
             raise ConfigError("--fp16 builds TensorRT fp16 engines (--device tensorrt); for "
                               "CUDA or CPU, pass a model exported with `vision export --fp16`")

@@ -108,6 +108,28 @@ def test_concurrent_streams_give_the_same_table(rgb_model: Path, tmp_path: Path,
         _run(inputs, rgb_model, tmp_path / "job0", streams=0)
 
 
+def test_default_batch_counts_the_model_views(model_factory: Callable[..., Path],
+                                             tmp_path: Path) -> None:
+    """A model that averages test-time views runs each chip that many times: its default
+    batch holds that many times fewer chips (64 forward passes on the CPU); the rows do not
+    depend on the batch size."""
+    random_chips(tmp_path / "chips", 20)
+    tables = []
+    for tta, want in (("none", 64), ("flips", 16), ("d8", 8)):
+        model = model_factory(RGB_BANDS, extra_meta={"tta": tta})
+        out = tmp_path / f"job-{tta}"
+        res = _run([tmp_path / "chips"], model, out, device="cpu")
+        assert res.exit_code == 0  # type: ignore[attr-defined]
+        assert json.loads((out / "manifest.json").read_text())["run"]["batch_size"] == want
+        tables.append([(r["path"], r["label"], r["confidence"])
+                       for r in pq.read_table(out / "predictions.parquet").to_pylist()])
+    assert len(tables[0]) == 20 and tables[0] == tables[1] == tables[2]
+    explicit = tmp_path / "job-explicit"
+    _run([tmp_path / "chips"], model_factory(RGB_BANDS, extra_meta={"tta": "d8"}), explicit,
+         device="cpu", batch_size=3)
+    assert json.loads((explicit / "manifest.json").read_text())["run"]["batch_size"] == 3
+
+
 def test_rerun_is_noop_and_other_options_are_refused(rgb_model: Path, tmp_path: Path,
                                                      model_factory: Callable[..., Path]) -> None:
     random_chips(tmp_path / "chips", 3)

@@ -19,6 +19,7 @@ from torch import nn
 
 from vision.errors import ConfigError, WeightsNotAvailableError
 from vision.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+from vision.views import TTA_VIEWS
 
 #: ImageNet statistics for RGB inputs in [0, 255].
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -295,6 +296,3 @@ class NormalizedClassifier(nn.Module):
         probs = logits.softmax(1).reshape(len(views), -1, logits.shape[1]).mean(0)
         return probs.clamp_min(1e-12).log()
 
-
-#: Views per test-time augmentation mode.
-TTA_VIEWS = {"none": 1, "flips": 4, "d8": 8}
