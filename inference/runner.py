@@ -363,7 +363,8 @@ def _identity(model: ModelInfo, opts: JobOptions, stride: tuple[int, int]) -> di
 
 def _model_entry(model: ModelInfo, uri: str) -> dict[str, Any]:
     return {"uri": uri, "name": model.model_name, "version": model.model_version,
-            "sha256": model.sha256, "classes": model.classes, "bands": model.bands,
+            "sha256": model.sha256, "precision": str(model.metadata.get("precision", "fp32")),
+            "views": model.views, "classes": model.classes, "bands": model.bands,
             "input_size": list(model.input_size), "temperature": model.temperature,
             "thresholds": {model.classes[k]: v for k, v in (model.thresholds or {}).items()}
             or None}
@@ -442,7 +443,8 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
         console.print(
             f"[bold]vision infer[/bold]: {len(plan.chips)} files as chips, {len(plan.scenes)} "
             f"scenes ({plan.n_windows} windows); model {model.model_name} "
-            f"{model.model_version} ({model.sha256[:12]}), {model.num_bands} bands "
+            f"{model.model_version} ({model.sha256[:12]}, {model.metadata.get('precision', 'fp32')}"
+            + (f", {model.views} views" if model.views > 1 else "") + f"), {model.num_bands} bands "
             f"{model.bands}, {model.input_size[0]}x{model.input_size[1]}; device {device}, "
             f"batch {batch_size or 'auto'}"
             + (f" x {streams} streams of {sess_opts.intra_op_threads} threads"

@@ -77,20 +77,46 @@ def evaluate(
 def export(
     source: Path = typer.Argument(..., help="checkpoint (.pt) or run folder"),
     out: Path = typer.Option(..., "--out", help="destination .onnx"),
-    fp16: bool = typer.Option(False, "--fp16", help="half-precision network (inputs stay float32)"),
-    data: str | None = typer.Option(None, "--data", help="parity samples (default: the run's val split)"),
+    fp16: bool = typer.Option(False, "--fp16", help="half-precision network for GPUs (inputs stay float32)"),
+    int8: bool = typer.Option(False, "--int8",
+                              help="int8 network for CPUs (static quantization, calibrated on "
+                                   "training chips, checked on validation chips)"),
+    data: str | None = typer.Option(None, "--data",
+                                    help="parity (and int8 check) samples [default: the run's val split]"),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="int8 calibration chips [default: the run's train split]"),
+    calibration_chips: int = typer.Option(512, "--calibration-chips", min=1,
+                                          help="how many, spread evenly over the split"),
+    min_agreement: float = typer.Option(
+        0.98, "--min-agreement", min=0.0, max=1.0,
+        help="int8 is refused when fewer check chips keep their float top-1 class"),
 ) -> None:
     """Export a checkpoint to ONNX (raw pixels in, normalisation and metadata inside) and
     check ONNX-vs-PyTorch parity on real samples.
 
-    Example:
+    --int8 writes a quantized model for CPU inference (about 1.8x the chips/s of the float
+    model on an AVX2 CPU, a quarter of its size). It is refused when it changes the top-1
+    class of more than 2 % of the check chips (--min-agreement); the float and int8
+    accuracies on those chips are printed.
+
+    Examples:
 
         vision export runs/rgb --out rgb-fp16.onnx --fp16
+        vision export runs/rgb --out rgb-int8.onnx --int8
     """
     from training.exporting import export_checkpoint
 
-    diff = export_checkpoint(source, out, fp16=fp16, data=data)
-    console.print(f"exported {out} (parity max abs {diff:.2e})")
+    diff, q = export_checkpoint(source, out, fp16=fp16, data=data, int8=int8,
+                                calibration=calibration, n_calibration=calibration_chips,
+                                min_agreement=min_agreement)
+    console.print(f"exported {out} (parity max abs {diff:.2e}" + (" of the float graph)" if q else ")"))
+    if q is not None:
+        acc = (f"; accuracy {q.accuracy_float:.4f} float -> {q.accuracy_int8:.4f} int8"
+               if q.accuracy_float is not None and q.accuracy_int8 is not None else "")
+        console.print(
+            f"int8: calibrated on {q.n_calibration} chips; on {q.n_check} check chips the top-1 "
+            f"class agrees on {q.agreement:.2%} (max probability difference "
+            f"{q.max_prob_diff:.3f}){acc}; {q.size_float / 1e6:.1f} MB -> {q.size_int8 / 1e6:.1f} MB")
 
 
 @models_app.command("list")

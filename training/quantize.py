@@ -1,0 +1,164 @@
+"""int8 models for the CPU: static quantization of an exported float model, checked.
+
+ONNX Runtime's static quantizer rewrites the float graph with QuantizeLinear/DequantizeLinear
+pairs (QDQ); the CPU provider then runs convolutions and the classifier in integers:
+
+- weights: int8, one scale per output channel (depthwise filters differ by orders of
+  magnitude, one scale per tensor would flatten the small ones);
+- activations: uint8, one scale per tensor, from the min/max each reaches on calibration
+  chips (raw pixels from the training split, run through the float model);
+- ``reduce_range``: weights use 7 bits. x86 CPUs without VNNI (AVX2 only, like the machines
+  this project is built on) multiply uint8 by int8 with an instruction that saturates at
+  16 bits; 7-bit weights keep it from overflowing.
+
+The graph keeps its float32 raw-pixel input, normalisation, test-time views and ``vision.*``
+metadata (``precision = int8``), so every consumer runs it unchanged. A quantized model
+only approximates the float one, so the result is checked on held-out chips: the share of
+chips whose top-1 class is unchanged must reach `MIN_AGREEMENT`, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from training.checkpoint import atomic_write_bytes
+from vision.errors import ParityError
+from vision.metrics import softmax
+
+#: The least share of check chips whose top-1 class the int8 model must keep.
+MIN_AGREEMENT = 0.98
+#: Calibration chips per batch (the float model's memory while calibrating).
+_CALIB_BATCH = 16
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """How the int8 model compares with the float one on the check chips.
+
+    Attributes:
+        n_calibration: chips whose activation ranges set the scales.
+        n_check: held-out chips compared.
+        agreement: share of check chips with the same top-1 class.
+        max_prob_diff: largest difference of a calibrated probability.
+        accuracy_float, accuracy_int8: top-1 accuracy on the check chips (labels given).
+        size_float, size_int8: file sizes in bytes.
+    """
+
+    n_calibration: int
+    n_check: int
+    agreement: float
+    max_prob_diff: float
+    accuracy_float: float | None
+    accuracy_int8: float | None
+    size_float: int
+    size_int8: int
+
+
+class _Chips:
+    """ONNX Runtime's calibration reader protocol over an ``N x C x H x W`` array."""
+
+    def __init__(self, x: np.ndarray, input_name: str):
+        self._batches = iter(range(0, len(x), _CALIB_BATCH))
+        self._x = x
+        self._name = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        s = next(self._batches, None)
+        return None if s is None else {self._name: self._x[s: s + _CALIB_BATCH]}
+
+    def rewind(self) -> None:  # part of the protocol; calibration reads once
+        self._batches = iter(range(0, len(self._x), _CALIB_BATCH))
+
+
+def _predict(model: bytes, x: np.ndarray, temperature: float) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    return np.concatenate([softmax(sess.run(["logits"], {"pixels": x[s: s + 64]})[0], temperature)
+                           for s in range(0, len(x), 64)])
+
+
+def quantize_model(float_model: Path, out: Path, calibration: np.ndarray, check: np.ndarray,
+                   check_labels: np.ndarray | None = None, *, temperature: float = 1.0,
+                   metadata: dict[str, str] | None = None,
+                   min_agreement: float = MIN_AGREEMENT) -> QuantReport:
+    """Quantize ``float_model`` to int8 into ``out`` (atomically) and check it.
+
+    Args:
+        float_model: an exported float32 model (raw pixels in, ``vision.*`` metadata).
+        out: destination ``.onnx``.
+        calibration: raw-pixel chips ``N x C x H x W`` (float32) that set activation scales;
+            a few hundred from the training split cover the ranges.
+        check: held-out raw-pixel chips the int8 model is compared on.
+        check_labels: their labels, to report accuracy (optional).
+        temperature: applied to both models' logits before comparing probabilities.
+        metadata: ``vision.*`` entries to set (replacing the float model's of the same key).
+        min_agreement: least share of check chips with an unchanged top-1 class.
+
+    Raises:
+        ParityError: the int8 model changes the top-1 class of too many check chips.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration) == 0 or len(check) == 0:
+        raise ValueError("int8 quantization needs calibration and check chips")
+    float_bytes = float_model.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="vision-int8-") as tmp_s:
+        tmp = Path(tmp_s)
+        pre, q = tmp / "pre.onnx", tmp / "int8.onnx"
+        # Shape inference and constant folding first, as ONNX Runtime's quantizer expects.
+        quant_pre_process(str(float_model), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(q), _Chips(np.ascontiguousarray(calibration, np.float32), "pixels"),
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        proto = onnx.load(str(q))
+    entries = {p.key: p.value for p in onnx.load_model_from_string(float_bytes).metadata_props}
+    entries.update(metadata or {})
+    del proto.metadata_props[:]
+    for k, v in entries.items():
+        if k.startswith("vision."):
+            e = proto.metadata_props.add()
+            e.key, e.value = k, v
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+
+    x = np.ascontiguousarray(check, np.float32)
+    ref = _predict(float_bytes, x, temperature)
+    got = _predict(data, x, temperature)
+    agreement = float((ref.argmax(1) == got.argmax(1)).mean())
+    acc_f = acc_q = None
+    if check_labels is not None:
+        acc_f = float((ref.argmax(1) == check_labels).mean())
+        acc_q = float((got.argmax(1) == check_labels).mean())
+    report = QuantReport(len(calibration), len(x), agreement, float(np.abs(ref - got).max()),
+                         acc_f, acc_q, len(float_bytes), len(data))
+    if agreement < min_agreement:
+        raise ParityError(
+            f"int8 model changes the top-1 class of {1 - agreement:.1%} of {len(x)} check chips "
+            f"(at most {1 - min_agreement:.0%} allowed); keep the float model"
+        )
+    atomic_write_bytes(out, data)
+    return report
+
+
+def quantization_metadata(n_calibration: int, source: str) -> dict[str, str]:
+    """The ``vision.*`` entries an int8 model carries besides the float model's."""
+    info: dict[str, Any] = {
+        "method": "static QDQ (ONNX Runtime), int8 per-channel weights (7-bit range), "
+                  "uint8 per-tensor activations, MinMax",
+        "calibration_chips": n_calibration,
+        "calibration_data": source,
+    }
+    return {"vision.precision": "int8", "vision.quantization": json.dumps(info)}
