@@ -146,7 +146,8 @@ class JobFolder:
         write_table_atomic(self.part_path(uid), table)
 
     def read_parts(self, uids: list[str]) -> pa.Table:
-        tables = [pq.read_table(self.part_path(u), schema=PREDICTION_SCHEMA) for u in uids]
+        # ParquetFile, not pq.read_table: the latter imports pandas (see writers.column).
+        tables = [pq.ParquetFile(self.part_path(u)).read().cast(PREDICTION_SCHEMA) for u in uids]
         if not tables:
             return PREDICTION_SCHEMA.empty_table()
         return pa.concat_tables(tables)

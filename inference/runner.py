@@ -52,7 +52,14 @@ from inference.session import (
     default_batch_size,
     default_streams,
 )
-from inference.writers import scene_rows, sort_predictions, write_scene_outputs, write_table_atomic
+from inference.writers import (
+    column,
+    scene_rows,
+    sort_predictions,
+    string_scalar,
+    write_scene_outputs,
+    write_table_atomic,
+)
 from vision.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -491,14 +498,15 @@ def _finalize(job: JobFolder, plan: Plan, model: ModelInfo,
     write_table_atomic(job.predictions_path, table)
     status = table["status"].to_pylist()
     counts = {s: status.count(s) for s in ("ok", "nodata", "error")}
-    names = pc.value_counts(table.filter(pc.equal(table["status"], "ok"))["class_name"])
+    ok = pc.equal(table["status"], string_scalar("ok"))
+    names = pc.value_counts(table.filter(ok)["class_name"])
     by_class = {str(v["values"]): int(v["counts"]) for v in names.to_pylist()}
     class_counts = {c: by_class.get(c, 0) for c in model.classes}
     inputs: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     scene_paths = {s.path for s in plan.scenes}
-    chip_rows = table.filter(pc.invert(pc.is_in(table["path"], pa.array(sorted(scene_paths),
-                                                                        pa.string()))))
+    chip_rows = table.filter(pc.invert(pc.is_in(table["path"],
+                                                column(sorted(scene_paths), pa.string()))))
     for r in chip_rows.select(["path", "status", "error", "input_sha256"]).to_pylist():
         inputs.append({"path": r["path"], "kind": "file", "status": r["status"],
                        "error": r["error"], "sha256": r["input_sha256"]})
