@@ -293,12 +293,13 @@ class _Batcher(threading.Thread):
                 self._put(("batch", buf[:n], segs))
 
 
-def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, clf: Classifier,
+def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, session: Future[Classifier],
                read_opts: ReadOptions, sess_opts: SessionOptions, workers: int,
                prefetch: int, tracker: _Tracker) -> None:
     completer = RowCompleter(model)
     batcher = _Batcher(units, plan, read_opts, workers, sess_opts.batch_size, prefetch)
-    batcher.start()
+    batcher.start()  # the first units are read while the session is still being built
+    clf = session.result()
     # Rows and part files are written off the model's thread: the session never waits on
     # pyarrow or the disk. One writer keeps the work ordered and the tracker single-threaded.
     writer = ThreadPoolExecutor(1, thread_name_prefix="vision-write")
@@ -471,7 +472,7 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
                         actors=opts.workers, on_unit=tracker.unit_done)
             elif todo:
                 assert session is not None
-                _run_local(plan, todo, model, session.result(), read_opts, sess_opts, workers,
+                _run_local(plan, todo, model, session, read_opts, sess_opts, workers,
                            opts.prefetch, tracker)
         run_s = time.perf_counter() - t_run
         result = _finalize(job, plan, model, manifest_head)
