@@ -54,7 +54,7 @@ def infer(
                               help="model.onnx, models:/NAME@ALIAS or models:/NAME/VERSION"),
     out: Path = typer.Option(..., "--out", "-o", help="job folder (created; resumed if present)"),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b",
-                                          help="chips per batch [default: 64 on CPU, 256 on GPU, divided by the "
+                                          help="chips per batch \\[default: 64 on CPU, 256 on GPU, divided by the "
                                                "model's test-time views: 8 on CPU for d8]"),
     device: str = typer.Option("auto", "--device",
                                help="auto (TensorRT, then CUDA, then CPU), cpu, cuda, tensorrt"),
@@ -63,7 +63,7 @@ def infer(
                                    help="replace a job folder made for another model/options"),
     stride: str | None = typer.Option(None, "--stride",
                                       help="window step in pixels, N or ROWS,COLS "
-                                           "[default: the model's input size, no overlap]"),
+                                           "\\[default: the model's input size, no overlap]"),
     max_nodata: float = typer.Option(0.5, "--max-nodata",
                                      help="windows with a larger nodata fraction are not "
                                           "classified (status nodata)"),
@@ -71,11 +71,11 @@ def infer(
                                        help="reader threads (local, default min(4, cores)) or "
                                             "actors (ray)"),
     threads: int | None = typer.Option(None, "--threads",
-                                       help="ONNX Runtime CPU threads per stream [default: "
+                                       help="ONNX Runtime CPU threads per stream \\[default: "
                                             "cores / streams; 1 per Ray actor]"),
     streams: int | None = typer.Option(None, "--streams",
                                        help="CPU: batches run at once, each on its share of "
-                                            "the cores [default: min(4, cores)]"),
+                                            "the cores \\[default: min(4, cores)]"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: build fp16 engines"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
 ) -> None:

@@ -82,9 +82,9 @@ def export(
                               help="int8 network for CPUs (static quantization, calibrated on "
                                    "training chips, checked on validation chips)"),
     data: str | None = typer.Option(None, "--data",
-                                    help="parity (and int8 check) samples [default: the run's val split]"),
+                                    help="parity (and int8 check) samples \\[default: the run's val split]"),
     calibration: str | None = typer.Option(
-        None, "--calibration", help="int8 calibration chips [default: the run's train split]"),
+        None, "--calibration", help="int8 calibration chips \\[default: the run's train split]"),
     calibration_chips: int = typer.Option(512, "--calibration-chips", min=1,
                                           help="how many, spread evenly over the split"),
     min_agreement: float = typer.Option(

@@ -190,8 +190,12 @@ def test_cli_help_and_usage_errors(rgb_model: Path, tmp_path: Path) -> None:
     def _other() -> None:  # a second command keeps `infer` a sub-command
         pass
 
-    res = CliRunner().invoke(app, ["infer", "--help"])
+    res = CliRunner().invoke(app, ["infer", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "Example" in res.output and "--engine" in res.output
+    # Defaults in square brackets survive Rich markup (unescaped, "[default: ...]" vanishes).
+    for text in ("[default: min(4, cores)]", "[default: cores / streams", "[default: 64 on CPU",
+                 "[default: the model's input size"):
+        assert text in res.output, text
     # The real entry point maps a configuration error to exit code 2, with no traceback.
     proc = _cli("infer", str(BAD_INPUTS), "--model", str(tmp_path / "missing.onnx"),
                 "--out", str(tmp_path / "j"))
