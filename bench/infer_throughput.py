@@ -116,18 +116,12 @@ def standin_model(dest: Path) -> tuple[Path, Any]:
     return path, net
 
 
-def torch_model(model_path: Path, checkpoint: Path) -> Any:
-    """The PyTorch classifier of the lead's training run, from its checkpoint."""
-    from inference.model import load_model_info
-    from vision.models import registry
+def torch_model(checkpoint: Path) -> Any:
+    """The PyTorch classifier of the lead's training run, from its checkpoint (with the
+    working size and test-time views it was exported with)."""
+    from training.evaluate import load_checkpoint_model
 
-    info = load_model_info(model_path)
-    mean = info.mean or [0.0] * info.num_bands
-    std = info.metadata.get("std") or [1.0] * info.num_bands
-    arch = str(info.metadata.get("architecture", "efficientnet_lite0"))
-    backbone = registry.get_model(arch, len(info.classes), info.num_bands, weights=str(checkpoint))
-    return registry.NormalizedClassifier(backbone, mean, std, info.metadata.get("work_size"),
-                                         info.metadata.get("tta", "none")).eval()
+    return load_checkpoint_model(checkpoint)[0]
 
 
 def preload(chips: list[tuple[Path, int]]) -> np.ndarray:
@@ -245,7 +239,7 @@ def main() -> None:
         model = args.model
         if model.exists():
             ckpt = args.checkpoint or model.parent / "checkpoints" / "best.pt"
-            net = torch_model(model, ckpt) if ckpt.exists() else None
+            net = torch_model(ckpt) if ckpt.exists() else None
             note = f"model {model}" + ("" if net is not None else f" (no checkpoint at {ckpt}: "
                                        "PyTorch ratio skipped)")
         else:

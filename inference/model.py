@@ -65,6 +65,11 @@ class ModelInfo:
         return len(self.bands)
 
     @property
+    def precision(self) -> str:
+        """``fp32``, ``fp16`` or ``int8`` (``vision.precision``; fp32 when absent)."""
+        return str(self.metadata.get("precision", "fp32"))
+
+    @property
     def views(self) -> int:
         """Forward passes per chip: the model's test-time views (``vision.tta``), 1 if none."""
         return view_count(self.metadata.get("tta"))

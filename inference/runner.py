@@ -316,7 +316,7 @@ def _run_local(plan: Plan, units: list[Unit], model: ModelInfo, session: Future[
 
     # Up to `streams` batches run at once (ONNX Runtime sessions are safe to call from
     # several threads); their logits are taken back in submission order.
-    streams = max(1, sess_opts.streams)
+    streams = sess_opts.streams
     model_pool = ThreadPoolExecutor(streams, thread_name_prefix="vision-model")
     running: deque[tuple[Future[np.ndarray], list[tuple[Pending, int, int, int]]]] = deque()
 
@@ -371,7 +371,7 @@ def _identity(model: ModelInfo, opts: JobOptions, stride: tuple[int, int]) -> di
 
 def _model_entry(model: ModelInfo, uri: str) -> dict[str, Any]:
     return {"uri": uri, "name": model.model_name, "version": model.model_version,
-            "sha256": model.sha256, "precision": str(model.metadata.get("precision", "fp32")),
+            "sha256": model.sha256, "precision": model.precision,
             "views": model.views, "classes": model.classes, "bands": model.bands,
             "input_size": list(model.input_size), "temperature": model.temperature,
             "thresholds": {model.classes[k]: v for k, v in (model.thresholds or {}).items()}
@@ -451,7 +451,7 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
         console.print(
             f"[bold]vision infer[/bold]: {len(plan.chips)} files as chips, {len(plan.scenes)} "
             f"scenes ({plan.n_windows} windows); model {model.model_name} "
-            f"{model.model_version} ({model.sha256[:12]}, {model.metadata.get('precision', 'fp32')}"
+            f"{model.model_version} ({model.sha256[:12]}, {model.precision}"
             + (f", {model.views} views" if model.views > 1 else "") + f"), {model.num_bands} bands "
             f"{model.bands}, {model.input_size[0]}x{model.input_size[1]}; device {device}, "
             f"batch {batch_size or 'auto'}"

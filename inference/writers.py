@@ -128,9 +128,10 @@ def column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
         return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(bits)], null_count=n_null)
     if pa.types.is_list(type_) and type_.value_type == pa.float32():
         items = [np.asarray(v, np.float32).ravel() for v in values if v is not None]
+        lengths = np.zeros(n, np.int64)
+        lengths[~nulls] = [len(a) for a in items]
         offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(np.fromiter((0 if v is None else len(v) for v in values), np.int64, n),
-                  out=offsets[1:])
+        np.cumsum(lengths, out=offsets[1:])
         flat = np.concatenate(items) if items else np.zeros(0, np.float32)
         child = pa.Array.from_buffers(pa.float32(), len(flat), [None, pa.py_buffer(flat)])
         return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(offsets)],

@@ -43,16 +43,15 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
     if not ck_path.exists():
         raise ConfigError(f"no checkpoint at {ck_path}")
     model, ck = load_checkpoint_model(ck_path)
+    cfg = load_experiment(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
     if data is not None:
         src = open_data_spec(data, classes=ck["classes"])
-    elif (run_dir / "config.yaml").exists():
-        cfg = load_experiment(run_dir / "config.yaml")
+    elif cfg is not None:
         src = open_split(cfg.data.source, cfg.data.val, cfg.data.root, cfg.data.bands, ck["classes"])
     else:
         raise ConfigError("no run folder around the checkpoint: give --data for parity samples")
     ds = ChipDataset(src)
     x = torch.stack([ds[i][0] for i in range(min(len(ds), n_parity))])
-    cfg_path = run_dir / "config.yaml"
     previous = read_metadata(run_dir / "model.onnx") if (run_dir / "model.onnx").exists() else {}
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
     meta = build_metadata(
@@ -72,8 +71,7 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
 
     if calibration is not None:
         cal_src, cal_name = open_data_spec(calibration, classes=ck["classes"]), calibration
-    elif cfg_path.exists():
-        cfg = load_experiment(cfg_path)
+    elif cfg is not None:
         cal_src = open_split(cfg.data.source, cfg.data.train, cfg.data.root, cfg.data.bands,
                              ck["classes"])
         cal_name = f"{cfg.data.source}:{cfg.data.train}"

@@ -66,22 +66,23 @@ class _Chips:
     """ONNX Runtime's calibration reader protocol over an ``N x C x H x W`` array."""
 
     def __init__(self, x: np.ndarray, input_name: str):
-        self._batches = iter(range(0, len(x), _CALIB_BATCH))
         self._x = x
         self._name = input_name
+        self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        s = next(self._batches, None)
-        return None if s is None else {self._name: self._x[s: s + _CALIB_BATCH]}
+        s = self._next
+        if s >= len(self._x):
+            return None
+        self._next = s + _CALIB_BATCH
+        return {self._name: self._x[s: s + _CALIB_BATCH]}
 
     def rewind(self) -> None:  # part of the protocol; calibration reads once
-        self._batches = iter(range(0, len(self._x), _CALIB_BATCH))
+        self._next = 0
 
 
 def _predict(model: bytes, x: np.ndarray, temperature: float) -> np.ndarray:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return np.concatenate([softmax(sess.run(["logits"], {"pixels": x[s: s + 64]})[0], temperature)
                            for s in range(0, len(x), 64)])
 
