@@ -91,6 +91,7 @@ def standin_model(dest: Path) -> tuple[Path, Any]:
     import onnx
     import torch
 
+    from vision.contracts.model import ModelMetadata, set_onnx_props
     from vision.models import registry
 
     classes = (_data_dir() / "eurosat-rgb" / "classes.txt").read_text().split()
@@ -104,14 +105,10 @@ def standin_model(dest: Path) -> tuple[Path, Any]:
                       input_names=["pixels"], output_names=["logits"],
                       dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}}, external_data=False)
     proto = onnx.load(str(path))
-    meta = {"schema_version": "1", "classes": json.dumps(classes),
-            "bands": json.dumps(["B04", "B03", "B02"]), "input_size": "[64, 64]",
-            "mean": json.dumps(mean), "std": json.dumps(std), "temperature": "1.0",
-            "architecture": "efficientnet_lite0", "model_name": "bench-standin",
-            "model_version": "0"}
-    for k, v in meta.items():
-        p = proto.metadata_props.add()
-        p.key, p.value = f"vision.{k}", v
+    set_onnx_props(proto, ModelMetadata(
+        classes=tuple(classes), bands=("B04", "B03", "B02"), input_size=(64, 64),
+        mean=tuple(mean), std=tuple(std), architecture="efficientnet_lite0",
+        model_name="bench-standin", model_version="0"))
     onnx.save(proto, str(path))
     return path, net
 

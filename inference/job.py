@@ -28,14 +28,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inference.writers import (
-    PREDICTION_SCHEMA,
-    TMP_SUFFIX,
-    rows_to_table,
-    write_bytes_atomic,
-    write_json_atomic,
-    write_table_atomic,
-)
+from inference.writers import write_table_atomic
+from vision.atomic import remove_temps, write_bytes_atomic, write_json_atomic
+from vision.contracts.predictions import PREDICTION_SCHEMA, PredictionRow, rows_to_table
 from vision.errors import ConfigError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -108,9 +103,7 @@ class JobFolder:
 
     def remove_temps(self) -> None:
         for folder in (self.root, self.parts_dir):
-            if folder.is_dir():
-                for p in folder.glob(f".*{TMP_SUFFIX}"):
-                    p.unlink(missing_ok=True)
+            remove_temps(folder)
 
     # -- manifest --------------------------------------------------------------------------
 
@@ -137,7 +130,7 @@ class JobFolder:
             return set()
         return {p.stem for p in self.parts_dir.glob("*.parquet")}
 
-    def write_part(self, uid: str, rows: list[dict[str, Any]]) -> None:
+    def write_part(self, uid: str, rows: list[PredictionRow]) -> None:
         self.parts_dir.mkdir(exist_ok=True)
         write_table_atomic(self.part_path(uid), rows_to_table(rows))
 

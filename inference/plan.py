@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.model import ModelInfo, file_sha256
+from inference.model import ModelInfo
 from inference.readers import RASTER_SUFFIXES, Probe, SceneInfo, probe
 from inference.tiling import Chunk, TileGrid, chunk_grid
+from vision.hashing import file_sha256
 
 #: Chip files per unit: big enough to amortise a part file, small enough to resume cheaply.
 CHIP_BLOCK = 256

@@ -5,20 +5,22 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from inference.model import ModelInfo, file_sha256
+from inference.model import ModelInfo
 from inference.plan import Plan, Unit
 from inference.readers import WindowError, error_reason, read_chip, read_chunk, window_bounds
+from vision.contracts.predictions import PredictionRow, new_row
 from vision.errors import InputError, NoDataError
+from vision.hashing import file_sha256
 from vision.metrics import softmax
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
+Row = PredictionRow
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,6 @@ class Pending:
     pixels: np.ndarray | None
     logits: np.ndarray | None = None
     filled: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -62,12 +63,7 @@ class Pending:
 
 
 def _row(path: str, status: str, sha: str | None, **kw: Any) -> Row:
-    row: Row = {"path": path, "row_off": None, "col_off": None, "height": None, "width": None,
-                "crs": None, "minx": None, "miny": None, "maxx": None, "maxy": None,
-                "status": status, "label": None, "class_name": None, "confidence": None,
-                "probs": None, "flagged": None, "error": None, "input_sha256": sha}
-    row.update(kw)
-    return row
+    return new_row(path, status, sha, **kw)
 
 
 def _safe_sha(path: str) -> str | None:
@@ -96,8 +92,7 @@ def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
         try:
             chip = read_chip(entry.path, opts.bands, opts.input_size, opts.fill)
         except NoDataError as exc:
-            rows.append(_row(entry.path, "nodata", getattr(exc, "sha256", None),
-                             crs=getattr(exc, "crs", None), **_bounds(getattr(exc, "bounds", None))))
+            rows.append(_row(entry.path, "nodata", exc.sha256, crs=exc.crs, **_bounds(exc.bounds)))
             continue
         except InputError as exc:
             rows.append(_row(entry.path, "error", _safe_sha(entry.path),
@@ -165,8 +160,7 @@ class RowCompleter:
     def __init__(self, model: ModelInfo):
         self.classes = model.classes
         self.temperature = model.temperature
-        self.identity = {"model_name": model.model_name, "model_version": model.model_version,
-                         "model_sha256": model.sha256}
+        self.identity = (model.model_name, model.model_version, model.sha256)
         self.thresholds = None
         if model.thresholds is not None:
             thr = np.full(len(model.classes), np.inf, dtype=np.float32)
@@ -192,9 +186,10 @@ class RowCompleter:
             for k, idx in enumerate(pending.todo):
                 row = pending.rows[idx]
                 lab = int(labels[k])
-                row.update(label=lab, class_name=self.classes[lab], confidence=float(conf[k]),
-                           probs=probs[k].tolist(),
-                           flagged=bool(flagged[k]) if flagged is not None else None)
+                row["label"], row["class_name"] = lab, self.classes[lab]
+                row["confidence"], row["probs"] = float(conf[k]), probs[k].tolist()
+                row["flagged"] = bool(flagged[k]) if flagged is not None else None
+        name, version, sha = self.identity
         for row in pending.rows:
-            row.update(self.identity)
+            row["model_name"], row["model_version"], row["model_sha256"] = name, version, sha
         return pending.rows

@@ -32,7 +32,7 @@ from inference.model import ModelInfo
 from inference.plan import Plan, Unit
 from inference.predict import ReadOptions, RowCompleter, prepare
 from inference.session import Classifier, SessionOptions, choose_device, default_batch_size
-from inference.writers import PREDICTION_SCHEMA, rows_to_table
+from vision.contracts.predictions import PREDICTION_SCHEMA, PredictionRow, rows_to_table
 from vision.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _init_ray(actors: int | None) -> bool:
 
 def run_ray(plan: Plan, units: list[Unit], model: ModelInfo, model_path: Path,
             read_opts: ReadOptions, sess_opts: SessionOptions, actors: int | None,
-            on_unit: Callable[[Unit, list[dict[str, Any]], int], None],
+            on_unit: Callable[[Unit, list[PredictionRow], int], None],
             requested_device: str | None = None) -> None:
     """Classify ``units`` on Ray; call ``on_unit`` on the driver for each finished unit."""
     import ray
@@ -127,7 +127,7 @@ def run_ray(plan: Plan, units: list[Unit], model: ModelInfo, model_path: Path,
             num_cpus=0 if use_gpu else threads,
             num_gpus=1 if use_gpu else 0,
         )
-        rows_by_unit: dict[int, list[dict[str, Any]]] = {}
+        rows_by_unit: dict[int, list[PredictionRow]] = {}
         cols = list(PREDICTION_SCHEMA.names)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             table: pa.Table = batch

@@ -14,7 +14,6 @@ the model's.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,9 +26,19 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from inference.tiling import Chunk, TileGrid
+from vision.bands import match_bands, raster_band_names
 from vision.data.decode import decode_image_bytes
-from vision.errors import BandMismatchError, ConfigError, NoDataError, UnreadableInputError
-from vision.raster import EUROSAT_MS_BANDS, IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
+from vision.errors import (
+    BandMismatchError,
+    ConfigError,
+    InputError,
+    NoDataError,
+    NotGeoreferencedError,
+    UnreadableInputError,
+    UnsupportedFileError,
+)
+from vision.hashing import sha256_bytes
+from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
 
 #: Suffixes decoded with PIL (as in training) rather than GDAL.
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -74,29 +83,14 @@ def discover(inputs: Sequence[str], exclude: Path | None = None) -> list[str]:
     return out
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def resolve_bands(descriptions: Sequence[str | None], model_bands: Sequence[str]) -> list[int]:
-    """0-based indices of the model's bands in a raster.
+    """0-based indices of the model's bands in a raster (`vision.bands.match_bands` on the
+    raster's band names).
 
     Raises:
         BandMismatchError: neither the names nor the count fit.
     """
-    names = list(descriptions)
-    if all(d is None for d in names) and len(names) == len(EUROSAT_MS_BANDS):
-        names = list(EUROSAT_MS_BANDS)
-    if all(b in names for b in model_bands):
-        return [names.index(b) for b in model_bands]
-    if len(names) == len(model_bands):
-        return list(range(len(names)))
-    named = [n for n in names if n]
-    raise BandMismatchError(
-        f"has {len(names)} bands{f' {named}' if named else ''}, the model takes "
-        f"{len(model_bands)} {list(model_bands)}; give imagery with those bands (or band "
-        "descriptions naming them), or use a model trained on these bands"
-    )
+    return match_bands(raster_band_names(descriptions), model_bands)
 
 
 def crs_string(crs: object) -> str | None:
@@ -150,18 +144,18 @@ def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) ->
     if suffix in PIL_SUFFIXES:
         return Probe(path, "chip")  # decoded (and checked) with the chip
     if suffix not in RASTER_SUFFIXES:
-        return Probe(path, "error", error=(
-            f"UnsupportedFile: not an image file (suffix {suffix or 'none'!r}; expected one of "
-            f"{', '.join(IMAGE_SUFFIXES)})"))
+        return Probe(path, "error", error=error_reason(UnsupportedFileError(
+            f"not an image file (suffix {suffix or 'none'!r}; expected one of "
+            f"{', '.join(IMAGE_SUFFIXES)})"), path))
     try:
         with open_raster(path) as ds:
             if ds.height <= input_size[0] and ds.width <= input_size[1]:
                 return Probe(path, "chip")
             if ds.crs is None or ds.transform == Affine.identity():
-                return Probe(path, "error", error=(
-                    f"NotGeoreferenced: {ds.width}x{ds.height} raster larger than the model input "
+                raise NotGeoreferencedError(
+                    f"{ds.width}x{ds.height} raster larger than the model input "
                     f"{input_size[1]}x{input_size[0]} but not georeferenced (no CRS or "
-                    "geotransform): cannot place its windows"))
+                    "geotransform): cannot place its windows")
             bands = resolve_bands(ds.descriptions, model_bands)
             flags = [ds.mask_flag_enums[b] for b in bands]
             info = SceneInfo(
@@ -178,10 +172,11 @@ def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) ->
                 block_shape=tuple(ds.block_shapes[bands[0]]),
             )
             return Probe(path, "scene", scene=info)
-    except (UnreadableInputError, BandMismatchError) as exc:
+    except InputError as exc:
         return Probe(path, "error", error=error_reason(exc, path))
     except (RasterioError, ValueError, OSError) as exc:
-        return Probe(path, "error", error=f"UnreadableInputError: cannot read header ({exc})")
+        return Probe(path, "error", error=error_reason(
+            UnreadableInputError(f"cannot read header ({exc})"), path))
 
 
 def _reason(exc: Exception, path: str) -> str:
@@ -301,10 +296,8 @@ def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int]
             nodata = [ds.nodatavals[b] for b in bands]
         valid = _valid_mask(arr, nodata, mask)
         if not valid.any():
-            err = NoDataError(f"{path}: no valid pixel (all nodata or NaN)")
-            err.sha256 = sha  # type: ignore[attr-defined]
-            err.crs, err.bounds = crs, bounds  # type: ignore[attr-defined]
-            raise err
+            raise NoDataError(f"{path}: no valid pixel (all nodata or NaN)", sha256=sha, crs=crs,
+                              bounds=bounds)
         pixels = _fill(arr, valid, fill)
     return ChipPixels(_fit_size(pixels, input_size), sha, crs, bounds)
 

@@ -40,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inference.job import MANIFEST_SCHEMA_VERSION, JobFolder, fingerprint
-from inference.model import ModelInfo, load_model_info, resolve_model
+from inference.model import ModelInfo, load_model_info
 from inference.plan import CHIP_BLOCK, Plan, Unit, make_plan
 from inference.predict import Pending, ReadOptions, RowCompleter, prepare
 from inference.readers import discover
@@ -53,14 +53,14 @@ from inference.session import (
     default_streams,
 )
 from inference.writers import (
-    column,
     scene_rows,
     sort_predictions,
-    string_scalar,
     write_scene_outputs,
     write_table_atomic,
 )
+from vision.contracts.predictions import PredictionRow, column, string_scalar
 from vision.errors import ConfigError
+from vision.model_uri import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class _Tracker:
                                          completed=windows_done if plan.n_windows else 1)
         self.chips = progress.add_task("classified", total=None)
 
-    def unit_done(self, unit: Unit, rows: list[dict[str, Any]], n_classified: int) -> None:
+    def unit_done(self, unit: Unit, rows: list[PredictionRow], n_classified: int) -> None:
         self.job.write_part(unit.uid, rows)
         self.record(unit, n_classified)
 

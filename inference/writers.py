@@ -5,10 +5,8 @@ the windows. Every file is written to a temporary name beside it and then ``os.r
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,131 +16,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from inference.plan import ScenePlan
-from inference.predict import Row
 from inference.readers import window_bounds
+from vision.atomic import atomic_path, write_bytes_atomic
+from vision.contracts.predictions import string_scalar
 from vision.raster import gdal_env
-
-#: The columns of ``predictions.parquet`` (ARCHITECTURE.md §3), in order.
-PREDICTION_SCHEMA = pa.schema([
-    ("path", pa.string()),
-    ("row_off", pa.int32()),
-    ("col_off", pa.int32()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("crs", pa.string()),
-    ("minx", pa.float64()),
-    ("miny", pa.float64()),
-    ("maxx", pa.float64()),
-    ("maxy", pa.float64()),
-    ("status", pa.string()),
-    ("label", pa.int32()),
-    ("class_name", pa.string()),
-    ("confidence", pa.float32()),
-    ("probs", pa.list_(pa.float32())),
-    ("flagged", pa.bool_()),
-    ("error", pa.string()),
-    ("input_sha256", pa.string()),
-    ("model_name", pa.string()),
-    ("model_version", pa.string()),
-    ("model_sha256", pa.string()),
-])
 
 #: Class raster value of windows that were not classified (nodata or error).
 CLASS_NODATA = 255
 
-TMP_SUFFIX = ".tmp"
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, moved onto it when the block succeeds.
-
-    The temporary name starts with a dot and ends in ``.tmp`` so that an interrupted run's
-    leftovers are recognised (and removed) by the next run.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def rows_to_table(rows: Sequence[Row]) -> pa.Table:
-    """The prediction table of ``rows``, built column by column from buffers (`column`)."""
-    return pa.Table.from_arrays([column([r.get(f.name) for r in rows], f.type)
-                                 for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA)
-
-
-def _utf8(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(f"a string column got {type(value).__name__} {value!r}")
-    return value.encode()
-
-
-def string_scalar(value: str) -> pa.Scalar:
-    """A string scalar for compute functions (a Python ``str`` there goes through pandas too)."""
-    return column([value], pa.string())[0]
-
-
-_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float32(): np.float32,
-                pa.float64(): np.float64}
-
-
-def column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
-    """An Arrow array of ``values`` (``None`` is null) for the prediction table's types:
-    strings, 32/64-bit ints and floats, booleans, lists of float32.
-
-    Built from numpy buffers rather than with ``pa.array``: any ``pa.array`` call makes
-    pyarrow import pandas to ask whether its input is a pandas object, 0.25 s of one core
-    per job, a fifth of a 1024 x 1024 scene's run. (``Table.from_pylist`` would also cost
-    0.5 ms a row.) The result equals ``pa.array(values, type_)``.
-
-    Raises:
-        TypeError: a type outside that set, or a string column holding a non-string.
-    """
-    n = len(values)
-    nulls = np.fromiter((v is None for v in values), bool, n)
-    n_null = int(nulls.sum())
-    validity = pa.py_buffer(np.packbits(~nulls, bitorder="little")) if n_null else None
-    if pa.types.is_string(type_):
-        data = [b"" if v is None else _utf8(v) for v in values]
-        offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(np.fromiter(map(len, data), np.int64, n), out=offsets[1:])
-        return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(offsets),
-                                                pa.py_buffer(b"".join(data))], null_count=n_null)
-    if pa.types.is_boolean(type_):
-        bits = np.packbits(np.fromiter((bool(v) for v in values), bool, n), bitorder="little")
-        return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(bits)], null_count=n_null)
-    if pa.types.is_list(type_) and type_.value_type == pa.float32():
-        items = [np.asarray(v, np.float32).ravel() for v in values if v is not None]
-        lengths = np.zeros(n, np.int64)
-        lengths[~nulls] = [len(a) for a in items]
-        offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = np.concatenate(items) if items else np.zeros(0, np.float32)
-        child = pa.Array.from_buffers(pa.float32(), len(flat), [None, pa.py_buffer(flat)])
-        return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(offsets)],
-                                     null_count=n_null, children=[child])
-    if type_ not in _NUMPY_TYPES:
-        raise TypeError(f"no column builder for {type_}")
-    arr = np.array([0 if v is None else v for v in values], dtype=_NUMPY_TYPES[type_])
-    return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(arr)], null_count=n_null)
-
-
 def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet table (zstd) atomically."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,8 @@ from sqlalchemy.orm import Session, aliased
 
 from review.db.models import DONE, Item, Job, User
 from review.render import input_file
+from vision.atomic import atomic_dir, atomic_path, write_text_atomic
+from vision.contracts.predictions import PREDICTION_SCHEMA
 from vision.data.decode import decode_file
 from vision.errors import InputError, VisionError
 from vision.raster import RASTER_SUFFIXES, open_raster
@@ -85,18 +85,6 @@ def _record(c: ConfirmedItem) -> dict[str, Any]:
     }
 
 
-def _atomic_write(out: Path, write: Any) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _geometry(it: Item) -> dict[str, Any] | None:
     if None in (it.minx, it.miny, it.maxx, it.maxy):
         return None
@@ -118,33 +106,30 @@ def export_geojson(db: Session, job_id: int, out: Path) -> int:
         {"type": "Feature", "geometry": _geometry(c.item), "properties": _record(c)} for c in confirmed(db, job_id)
     ]
     doc = {"type": "FeatureCollection", "features": features}
-    _atomic_write(out, lambda p: p.write_text(json.dumps(doc)))
+    write_text_atomic(out, json.dumps(doc))
     return len(features)
 
 
+def _prediction(name: str, rename: str | None = None) -> pa.Field:
+    """A column of the prediction table (`vision.contracts.predictions`), optionally renamed."""
+    f = PREDICTION_SCHEMA.field(name)
+    return f.with_name(rename) if rename else f
+
+
+#: Confirmed results: the prediction columns that locate and identify an item, with the
+#: human decision beside them.
 EXPORT_SCHEMA = pa.schema(
     [
         ("item_id", pa.int64()),
-        ("path", pa.string()),
-        ("row_off", pa.int32()),
-        ("col_off", pa.int32()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("crs", pa.string()),
-        ("minx", pa.float64()),
-        ("miny", pa.float64()),
-        ("maxx", pa.float64()),
-        ("maxy", pa.float64()),
-        ("predicted_class", pa.string()),
-        ("confidence", pa.float32()),
+        *(_prediction(c) for c in ("path", "row_off", "col_off", "height", "width", "crs",
+                                   "minx", "miny", "maxx", "maxy")),
+        _prediction("class_name", "predicted_class"),
+        _prediction("confidence"),
         ("decision", pa.string()),
         ("reviewed_class", pa.string()),
         ("reviewer", pa.string()),
         ("reviewed_at", pa.string()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("model_sha256", pa.string()),
-        ("input_sha256", pa.string()),
+        *(_prediction(c) for c in ("model_name", "model_version", "model_sha256", "input_sha256")),
     ]
 )
 
@@ -153,7 +138,8 @@ def export_parquet(db: Session, job_id: int, out: Path) -> int:
     """Write confirmed results as a Parquet table; returns the count."""
     rows = [_record(c) for c in confirmed(db, job_id)]
     table = pa.Table.from_pylist(rows, schema=EXPORT_SCHEMA)
-    _atomic_write(out, lambda p: pq.write_table(table, p))
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
     return len(rows)
 
 
@@ -164,7 +150,7 @@ class ExportError(VisionError):
 def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = False) -> int:
     """Write the labelled dataset (manifest + GeoTIFF chips) of a job; returns the count.
 
-    The folder is built beside ``out_dir`` and moved into place at the end.
+    The folder is built beside ``out_dir`` and moved into place at the end (`vision.atomic.atomic_dir`).
 
     Raises:
         ExportError: ``out_dir`` exists and ``overwrite`` is false.
@@ -174,9 +160,7 @@ def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = Fa
         raise ExportError(f"no job {job_id}")
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} exists; pass --overwrite to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         rows: list[tuple[str, str, str]] = []
         skipped: list[tuple[int, str]] = []
         wanted = _band_count(job)
@@ -213,12 +197,6 @@ def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = Fa
                 w.writerow(["item_id", "reason"])
                 w.writerows(skipped)
         (tmp / "classes.txt").write_text("\n".join(json.loads(job.classes or "[]")) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return len(rows)
 
 

@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rasterio.windows import Window
 
+from vision.bands import display_bands, display_names, raster_band_names, stretch_uint8
 from vision.errors import BandMismatchError
-from vision.raster import EUROSAT_MS_BANDS, RASTER_SUFFIXES, open_raster
+from vision.raster import RASTER_SUFFIXES, open_raster
 
 OVERVIEW_SIZE = 256
 CHIP_DISPLAY = 256
@@ -56,36 +57,21 @@ _CACHE = _LRU(1024)
 
 
 def band_names(path: Path) -> list[str]:
-    """Band names of a raster (descriptions, EuroSAT order for unnamed 13-band files)."""
+    """Band names of a raster (`vision.bands.display_names`)."""
     with open_raster(path) as ds:
-        names = [d or "" for d in ds.descriptions]
-    if not any(names) and len(names) == len(EUROSAT_MS_BANDS):
-        names = list(EUROSAT_MS_BANDS)
-    return [n or f"band {i + 1}" for i, n in enumerate(names)]
+        return display_names(ds.descriptions)
 
 
-def default_bands(names: Sequence[str]) -> list[int]:
-    """1-based bands for a natural-colour view."""
-    if all(b in names for b in ("B04", "B03", "B02")):
-        return [list(names).index(b) + 1 for b in ("B04", "B03", "B02")]
-    if len(names) >= 3:
-        return [1, 2, 3]
-    return [1] * 3
+def default_bands(names: Sequence[str | None]) -> list[int]:
+    """1-based bands for a natural-colour view (`vision.bands.display_bands`)."""
+    return [b + 1 for b in display_bands(names)]
 
 
 def stretch(arr: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """``C x H x W`` values to ``H x W x C`` uint8, 2–98 % per band, nodata black."""
-    out = np.zeros(arr.shape[1:] + (arr.shape[0],), dtype=np.uint8)
-    for i, band in enumerate(arr.astype(np.float64)):
-        valid = np.isfinite(band) if nodata is None else np.isfinite(band) & (band != nodata)
-        if not valid.any():
-            continue
-        lo, hi = np.percentile(band[valid], [2, 98])
-        if hi <= lo:
-            hi = lo + 1.0
-        scaled = np.clip((band - lo) / (hi - lo), 0, 1) * 255
-        out[..., i] = np.where(valid, scaled, 0).astype(np.uint8)
-    return out
+    """``C x H x W`` values to ``H x W x C`` uint8 with the project's display stretch
+    (`vision.bands.stretch`); a band's ``nodata`` pixels are black."""
+    valid = None if nodata is None else (arr != nodata)
+    return stretch_uint8(arr, valid)
 
 
 def _png(rgb: np.ndarray, size: int | None = None) -> bytes:
@@ -126,10 +112,7 @@ def render_chip(
     if cached is not None:
         return cached
     with open_raster(path) as ds:
-        names = [d or "" for d in ds.descriptions]
-        if not any(names) and ds.count == len(EUROSAT_MS_BANDS):
-            names = list(EUROSAT_MS_BANDS)
-        chosen = list(bands) if bands else default_bands(names)
+        chosen = list(bands) if bands else default_bands(raster_band_names(ds.descriptions))
         if len(chosen) != 3 or any(not 1 <= b <= ds.count for b in chosen):
             raise BandMismatchError(f"bands must be three of 1..{ds.count}, got {chosen}")
         if ds.count < 3 and not bands:
@@ -149,8 +132,7 @@ def render_overview(path: Path, window: tuple[int | None, int | None, int | None
         scale = min(1.0, OVERVIEW_SIZE / max(ds.width, ds.height))
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if base is None:
-            names = [d or "" for d in ds.descriptions]
-            chosen = default_bands(names) if ds.count >= 3 else [1, 1, 1]
+            chosen = default_bands(raster_band_names(ds.descriptions))
             arr = ds.read(chosen, out_shape=(3, h, w))
             base = _png(stretch(arr, ds.nodata))
             _CACHE.put(key, base)

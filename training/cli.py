@@ -51,9 +51,9 @@ def evaluate(
 
         vision evaluate runs/rgb/model.onnx eurosat-rgb:test --out runs/rgb/eval-test
     """
-    from training.checkpoint import atomic_write_text
     from training.evaluate import evaluate as run_eval
     from training.report import write_report
+    from vision.atomic import write_text_atomic as atomic_write_text
 
     rep, probs, labels = run_eval(model, data, batch_size)
     table = Table(title=f"{model} on {data} ({rep['n']} samples)")
@@ -304,7 +304,7 @@ def audit(
         vision audit runs/ms/model.onnx eurosat-ms:train --group-by utm_zone --json audit.json
     """
     from training.audit import audit_model, render_tables, summary_line
-    from training.checkpoint import atomic_write_text
+    from vision.atomic import write_text_atomic as atomic_write_text
 
     rep = audit_model(model, data, group_by, batch_size=batch_size, n_boot=n_boot, seed=seed)
     for table in render_tables(rep):

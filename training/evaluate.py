@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,13 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint
-from training.export import read_metadata
 from training.loop import predict
+from vision.contracts.model import read_model_file
 from vision.data import ChipSource, open_data_spec
 from vision.data.dataset import ChipDataset
 from vision.errors import ConfigError, ModelFormatError
 from vision.metrics import classification_report, softmax
+from vision.model_uri import is_registry_uri, resolve_model
 from vision.models import NormalizedClassifier, get_model
 
 
@@ -30,19 +33,19 @@ class LoadedModel:
     kind: str
 
 
-def resolve_model_path(model: str) -> Path:
-    """``.onnx``/``.pt`` file, run folder, or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``."""
-    if model.startswith("models:/"):
-        from training import tracking
+@contextlib.contextmanager
+def model_path(model: str) -> Iterator[Path]:
+    """A local file for ``model``: an ``.onnx``/``.pt`` file, a run folder (its
+    ``checkpoints/best.pt``, else ``model.onnx``), or ``models:/NAME@ALIAS`` /
+    ``models:/NAME/VERSION`` (downloaded for the duration of the block)."""
+    if is_registry_uri(model):
+        with resolve_model(model) as p:
+            yield p
+        return
+    yield _local_model_path(model)
 
-        tracking.client()  # sets the tracking URI
-        import mlflow
 
-        local = Path(mlflow.artifacts.download_artifacts(model))
-        found = local / "model.onnx" if local.is_dir() else local
-        if not found.exists():
-            raise ModelFormatError(f"{model}: no model.onnx in the registered artifacts")
-        return found
+def _local_model_path(model: str) -> Path:
     p = Path(model)
     if p.is_dir():
         for cand in (p / "checkpoints" / "best.pt", p / "model.onnx"):
@@ -68,13 +71,16 @@ def load_checkpoint_model(path: Path) -> tuple[NormalizedClassifier, dict[str, A
 
 
 def load_any(model: str) -> LoadedModel:
-    path = resolve_model_path(model)
+    """A checkpoint, run folder, ONNX file or registered version, ready to predict."""
+    with model_path(model) as path:
+        return _load_path(path)
+
+
+def _load_path(path: Path) -> LoadedModel:
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
-        meta = read_metadata(path)
-        if "classes" not in meta:
-            raise ModelFormatError(f"{path}: no vision.classes metadata; not exported by vision")
+        meta = read_model_file(path).metadata  # checks the contract and external data
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
         def run_onnx(src: ChipSource, bs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +91,7 @@ def load_any(model: str) -> LoadedModel:
                 labels.append(y.numpy())
             return np.concatenate(outs), np.concatenate(labels)
 
-        return LoadedModel(meta["classes"], meta["bands"], float(meta.get("temperature", 1.0)),
-                           run_onnx, "onnx")
+        return LoadedModel(list(meta.classes), list(meta.bands), meta.temperature, run_onnx, "onnx")
     net, ck = load_checkpoint_model(path)
 
     def run_torch(src: ChipSource, bs: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.checkpoint import atomic_write_bytes
+from vision.atomic import write_bytes_atomic
+from vision.bands import display_bands, match_bands, raster_band_names, stretch
+from vision.contracts.model import read_model_file
 from vision.errors import BandMismatchError, ConfigError, ModelFormatError
 from vision.models import NormalizedClassifier, get_spec
-from vision.raster import EUROSAT_MS_BANDS, RASTER_SUFFIXES, open_raster, select_bands
+from vision.raster import RASTER_SUFFIXES, open_raster
 
 log = logging.getLogger(__name__)
 
@@ -214,28 +216,26 @@ def find_checkpoint(model: str) -> Path:
     Raises:
         ModelFormatError: the model does not say where its weights are, or they are gone.
     """
-    from training.evaluate import resolve_model_path
+    from training.evaluate import model_path
 
-    path = resolve_model_path(model)
-    if path.suffix == ".pt":
-        return path
-    if path.suffix != ".onnx":
-        raise ModelFormatError(f"{path}: expected a .onnx model or a .pt checkpoint")
-    return _checkpoint_for_onnx(str(path.resolve()), path.stat().st_mtime_ns)
+    with model_path(model) as path:
+        if path.suffix == ".pt":
+            return path
+        if path.suffix != ".onnx":
+            raise ModelFormatError(f"{path}: expected a .onnx model or a .pt checkpoint")
+        return _checkpoint_for_onnx(str(path.resolve()), path.stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
 def _checkpoint_for_onnx(path: str, _mtime_ns: int) -> Path:
-    from training.export import read_metadata
-
-    meta = read_metadata(Path(path))
+    meta = read_model_file(path).metadata
     tried: list[str] = []
-    recorded = meta.get("checkpoint")
+    recorded = meta.checkpoint
     if recorded:
         if Path(recorded).exists():
             return Path(recorded)
         tried.append(f"vision.checkpoint {recorded} (missing)")
-    run_id = meta.get("mlflow_run_id")
+    run_id = meta.mlflow_run_id
     if run_id:
         from training import tracking
 
@@ -259,13 +259,12 @@ def load_explainer(model: str) -> Explainer:
     ck_path = find_checkpoint(model)
     explainer = _load_cached(str(ck_path.resolve()), ck_path.stat().st_mtime_ns)
     if str(model).endswith(".onnx"):
-        from training.export import read_metadata
-
-        meta = read_metadata(Path(model))
-        for key, have in (("classes", explainer.classes), ("bands", explainer.bands),
-                          ("architecture", explainer.architecture)):
-            if key in meta and meta[key] != have:
-                raise ModelFormatError(f"{model}: vision.{key} {meta[key]} differs from its checkpoint "
+        meta = read_model_file(model).metadata
+        for key, want, have in (("classes", list(meta.classes), explainer.classes),
+                                ("bands", list(meta.bands), explainer.bands),
+                                ("architecture", meta.architecture, explainer.architecture)):
+            if want and want != have:
+                raise ModelFormatError(f"{model}: vision.{key} {want} differs from its checkpoint "
                                        f"{ck_path} ({have}); the checkpoint was overwritten")
     return explainer
 
@@ -330,7 +329,7 @@ def read_pixels(path: str | Path, bands: list[str],
         from rasterio.windows import Window
 
         with open_raster(p) as ds:
-            idx = _band_indices(list(ds.descriptions), bands)
+            idx = match_bands(raster_band_names(ds.descriptions), bands)
             win = Window(window[1], window[0], window[3], window[2]) if window is not None else None
             arr = ds.read([i + 1 for i in idx], window=win)
         return np.moveaxis(arr, 0, -1)
@@ -343,19 +342,6 @@ def read_pixels(path: str | Path, bands: list[str],
     if arr.shape[-1] != len(bands):
         raise BandMismatchError(f"{p}: has {arr.shape[-1]} bands, the model takes {len(bands)} {bands}")
     return arr
-
-
-def _band_indices(descriptions: list[str | None], bands: list[str]) -> list[int]:
-    """The model's bands in a raster: by name (descriptions, or EuroSAT MS order), else by count."""
-    names = list(descriptions)
-    if all(d is None for d in names) and len(names) == len(EUROSAT_MS_BANDS):
-        names = list(EUROSAT_MS_BANDS)
-    if all(b in names for b in bands):
-        return select_bands(names, list(bands))
-    if len(names) == len(bands):
-        return list(range(len(names)))
-    raise BandMismatchError(f"has {len(names)} bands {[n for n in names if n]}, the model takes "
-                            f"{len(bands)} {bands}")
 
 
 def _read_job_row(job: Path, row: str, bands: list[str]) -> ChipInput:
@@ -401,20 +387,12 @@ def _read_shard_member(shard: Path, key: str, bands: list[str]) -> np.ndarray:
 
 
 def display_rgb(chip: np.ndarray, bands: list[str]) -> np.ndarray:
-    """An ``H x W x 3`` float image in [0, 1] for display: B04/B03/B02 when present (else the
-    first three bands, or grey), each stretched between its 2nd and 98th percentile."""
-    if all(b in bands for b in ("B04", "B03", "B02")):
-        idx = [bands.index(b) for b in ("B04", "B03", "B02")]
-    elif chip.shape[-1] >= 3:
-        idx = [0, 1, 2]
-    else:
-        idx = [0, 0, 0]
-    rgb = chip[..., idx].astype(np.float32)
-    out = np.empty_like(rgb)
-    for b in range(3):
-        lo, hi = np.percentile(rgb[..., b], (2, 98))
-        out[..., b] = np.clip((rgb[..., b] - lo) / (hi - lo), 0, 1) if hi > lo else 0.5
-    return out
+    """An ``H x W x 3`` float image in [0, 1] for display of an ``H x W x C`` chip: natural
+    colour where the bands allow (`vision.bands.display_bands`), with the project's display
+    stretch (`vision.bands.stretch`)."""
+    names: list[str | None] = list(bands) if len(bands) == chip.shape[-1] else [None] * chip.shape[-1]
+    idx = display_bands(names)
+    return stretch(np.moveaxis(chip[..., idx], -1, 0))
 
 
 def render_overlay(chip: np.ndarray, heatmap: np.ndarray, bands: list[str], out: Path,
@@ -442,5 +420,5 @@ def render_overlay(chip: np.ndarray, heatmap: np.ndarray, bands: list[str], out:
     fig.savefig(buf, format="png")
     plt.close(fig)
     out = Path(out)
-    atomic_write_bytes(out, buf.getvalue())
+    write_bytes_atomic(out, buf.getvalue())
     return out

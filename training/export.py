@@ -7,12 +7,8 @@ runs at every export and fails loudly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -20,16 +16,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from training.checkpoint import atomic_write_bytes
+from vision.atomic import write_bytes_atomic
+from vision.contracts.model import ModelMetadata, set_onnx_props
 from vision.errors import ParityError
 from vision.metrics import softmax
 
-SCHEMA_VERSION = "1"
 PARITY_TOL = 1e-4
-#: Metadata values that are plain strings (everything else is JSON).
-STRING_KEYS = frozenset(f"vision.{k}" for k in (
-    "schema_version", "architecture", "model_name", "model_version", "mlflow_run_id",
-    "train_data_fingerprint", "created_at", "checkpoint", "precision"))
 PARITY_TOL_FP16 = 1e-2
 
 
@@ -44,21 +36,10 @@ class _Fp16Wrapper(nn.Module):
         return self.model(x.half()).float()
 
 
-def build_metadata(**fields: Any) -> dict[str, str]:
-    """``vision.*`` metadata props: strings, JSON for structured values."""
-    out = {"vision.schema_version": SCHEMA_VERSION,
-           "vision.created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    for k, v in fields.items():
-        if v is None:
-            continue
-        out[f"vision.{k}"] = v if isinstance(v, str) else json.dumps(v)
-    return out
-
-
 def export_onnx(
     model: nn.Module,
     path: Path,
-    metadata: dict[str, str],
+    metadata: ModelMetadata,
     parity_inputs: torch.Tensor,
     *,
     temperature: float = 1.0,
@@ -70,7 +51,7 @@ def export_onnx(
     Args:
         model: a `NormalizedClassifier` (normalisation inside).
         path: destination ``.onnx``; written atomically.
-        metadata: from `build_metadata`.
+        metadata: what the model says about itself (``vision.*`` props).
         parity_inputs: real samples ``N x C x H x W`` in raw units.
         temperature: calibration temperature, applied to both sides of the parity check.
         fp16: export the network in half precision (inputs/outputs stay float32).
@@ -96,10 +77,7 @@ def export_onnx(
         proto = onnx.load(str(tmp))
     finally:
         tmp.unlink(missing_ok=True)
-    del proto.metadata_props[:]
-    for k, v in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
+    set_onnx_props(proto, metadata)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     diff = parity(net, data, parity_inputs, temperature)
@@ -108,7 +86,7 @@ def export_onnx(
         raise ParityError(
             f"ONNX and PyTorch disagree: max abs difference of probabilities {diff:.2e} > {tol:.0e}"
         )
-    atomic_write_bytes(path, data)
+    write_bytes_atomic(path, data)
     return diff
 
 
@@ -128,26 +106,3 @@ def parity(model: nn.Module, onnx_bytes: bytes, inputs: torch.Tensor, temperatur
             got = softmax(sess.run(["logits"], {"pixels": chunk.numpy()})[0], temperature)
             diffs.append(float(np.abs(ref - got).max()))
     return max(diffs) if diffs else 0.0
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """``vision.*`` metadata of an exported model, JSON values decoded."""
-    proto = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {}
-    for p in proto.metadata_props:
-        if p.key in STRING_KEYS:
-            out[p.key[7:]] = p.value
-        elif p.key.startswith("vision."):
-            try:
-                out[p.key[7:]] = json.loads(p.value)
-            except json.JSONDecodeError:
-                out[p.key[7:]] = p.value
-    return out

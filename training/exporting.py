@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from training.evaluate import load_checkpoint_model
-from training.export import build_metadata, export_onnx, read_metadata
+from training.export import export_onnx
 from training.quantize import MIN_AGREEMENT, QuantReport, quantization_metadata, quantize_model
 from vision.config import load_experiment
+from vision.contracts.model import ModelMetadata, read_model_file
 from vision.data import ChipDataset, open_data_spec, open_split
 from vision.errors import ConfigError
 
@@ -52,18 +53,22 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
         raise ConfigError("no run folder around the checkpoint: give --data for parity samples")
     ds = ChipDataset(src)
     x = torch.stack([ds[i][0] for i in range(min(len(ds), n_parity))])
-    previous = read_metadata(run_dir / "model.onnx") if (run_dir / "model.onnx").exists() else {}
+    prev = read_model_file(run_dir / "model.onnx").metadata if (run_dir / "model.onnx").exists() else None
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-    meta = build_metadata(
-        classes=ck["classes"], bands=ck["bands"], input_size=ck["input_size"], mean=ck["mean"],
-        std=ck["std"], temperature=float(ck.get("temperature", 1.0)),
+
+    def identity(key: str) -> str:
+        """From the run's exported model, else its metrics.json."""
+        return str(getattr(prev, key) if prev is not None else metrics.get(key) or "")
+
+    meta = ModelMetadata(
+        classes=tuple(ck["classes"]), bands=tuple(ck["bands"]), input_size=tuple(ck["input_size"]),
+        mean=tuple(ck["mean"]), std=tuple(ck["std"]), temperature=float(ck.get("temperature", 1.0)),
         architecture=ck["architecture"], model_name=ck.get("model_name", ""),
-        model_version=str(previous.get("model_version", metrics.get("model_version", ""))),
-        mlflow_run_id=str(previous.get("mlflow_run_id", metrics.get("mlflow_run_id", ""))),
-        train_data_fingerprint=str(previous.get("train_data_fingerprint",
-                                                metrics.get("train_data_fingerprint", ""))),
+        model_version=identity("model_version"), mlflow_run_id=identity("mlflow_run_id"),
+        train_data_fingerprint=identity("train_data_fingerprint"),
         checkpoint=str(ck_path.resolve()), thresholds=ck.get("thresholds") or None,
-        precision="fp16" if fp16 else "fp32", work_size=ck.get("work_size"),
+        precision="fp16" if fp16 else "fp32",
+        work_size=tuple(ck["work_size"]) if ck.get("work_size") else None,
         tta=ck.get("tta") if ck.get("tta", "none") != "none" else None)
     temperature = float(ck.get("temperature", 1.0))
     if not int8:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from training.checkpoint import atomic_write_text
+from vision.atomic import write_text_atomic as atomic_write_text
 from vision.config import ExperimentConfig
 from vision.data import ChipSource
 

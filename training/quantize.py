@@ -19,7 +19,6 @@ chips whose top-1 class is unchanged must reach `MIN_AGREEMENT`, or nothing is w
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from training.checkpoint import atomic_write_bytes
+from vision.atomic import write_bytes_atomic
+from vision.contracts.model import ModelMetadata, set_onnx_props
 from vision.errors import ParityError
 from vision.metrics import softmax
 
@@ -89,7 +89,7 @@ def _predict(model: bytes, x: np.ndarray, temperature: float) -> np.ndarray:
 
 def quantize_model(float_model: Path, out: Path, calibration: np.ndarray, check: np.ndarray,
                    check_labels: np.ndarray | None = None, *, temperature: float = 1.0,
-                   metadata: dict[str, str] | None = None,
+                   metadata: dict[str, Any] | None = None,
                    min_agreement: float = MIN_AGREEMENT) -> QuantReport:
     """Quantize ``float_model`` to int8 into ``out`` (atomically) and check it.
 
@@ -101,7 +101,8 @@ def quantize_model(float_model: Path, out: Path, calibration: np.ndarray, check:
         check: held-out raw-pixel chips the int8 model is compared on.
         check_labels: their labels, to report accuracy (optional).
         temperature: applied to both models' logits before comparing probabilities.
-        metadata: ``vision.*`` entries to set (replacing the float model's of the same key).
+        metadata: `ModelMetadata` fields to change from the float model's (e.g.
+            `quantization_metadata`).
         min_agreement: least share of check chips with an unchanged top-1 class.
 
     Raises:
@@ -125,13 +126,9 @@ def quantize_model(float_model: Path, out: Path, calibration: np.ndarray, check:
             calibrate_method=CalibrationMethod.MinMax,
         )
         proto = onnx.load(str(q))
-    entries = {p.key: p.value for p in onnx.load_model_from_string(float_bytes).metadata_props}
-    entries.update(metadata or {})
-    del proto.metadata_props[:]
-    for k, v in entries.items():
-        if k.startswith("vision."):
-            e = proto.metadata_props.add()
-            e.key, e.value = k, v
+    float_props = {p.key: p.value for p in onnx.load_model_from_string(float_bytes).metadata_props}
+    meta = ModelMetadata.from_props(float_props, str(float_model)).with_(**(metadata or {}))
+    set_onnx_props(proto, meta)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
 
@@ -150,16 +147,16 @@ def quantize_model(float_model: Path, out: Path, calibration: np.ndarray, check:
             f"int8 model changes the top-1 class of {1 - agreement:.1%} of {len(x)} check chips "
             f"(at most {1 - min_agreement:.0%} allowed); keep the float model"
         )
-    atomic_write_bytes(out, data)
+    write_bytes_atomic(out, data)
     return report
 
 
-def quantization_metadata(n_calibration: int, source: str) -> dict[str, str]:
-    """The ``vision.*`` entries an int8 model carries besides the float model's."""
+def quantization_metadata(n_calibration: int, source: str) -> dict[str, Any]:
+    """The `ModelMetadata` fields an int8 model changes from the float model's."""
     info: dict[str, Any] = {
         "method": "static QDQ (ONNX Runtime), int8 per-channel weights (7-bit range), "
                   "uint8 per-tensor activations, MinMax",
         "calibration_chips": n_calibration,
         "calibration_data": source,
     }
-    return {"vision.precision": "int8", "vision.quantization": json.dumps(info)}
+    return {"precision": "int8", "quantization": info}

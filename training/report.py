@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.checkpoint import atomic_write_text  # noqa: E402
+from vision.atomic import write_text_atomic as atomic_write_text  # noqa: E402
 from vision.metrics import reliability_bins  # noqa: E402
 
 

@@ -35,20 +35,22 @@ from torch import nn
 from training import tracking
 from training.calibration import fit_temperature, operating_points
 from training.checkpoint import (
-    atomic_write_text,
     load_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
 from training.data import class_weights, eval_loader, open_splits, train_loader
-from training.export import build_metadata, export_onnx, file_sha256
+from training.export import export_onnx
 from training.loop import make_ema, param_groups, predict, train_one_epoch
 from training.report import plot_reliability, write_report
+from vision.atomic import write_text_atomic as atomic_write_text
 from vision.config import ExperimentConfig, dump_experiment
+from vision.contracts.model import ModelMetadata
 from vision.data import dataset_fingerprint
 from vision.data.stats import compute_band_stats
 from vision.errors import ConfigError
+from vision.hashing import file_sha256
 from vision.metrics import classification_report, softmax
 from vision.models import NormalizedClassifier, get_model
 from vision.models.depthwise import use_fast_depthwise
@@ -374,13 +376,13 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
     artifact_uri = tracking.run_artifact_uri(run_id) if run_id else ""
     version = tracking.register_version(cfg.model.name, run_id, artifact_uri,
                                         tags={"train_data_fingerprint": fingerprint}) if run_id else ""
-    meta = build_metadata(
-        classes=classes, bands=bands, input_size=list(cfg.model.input_size), mean=stats.mean,
-        std=stats.std, temperature=temperature, architecture=cfg.model.architecture,
-        model_name=cfg.model.name, model_version=version, mlflow_run_id=run_id or "",
-        train_data_fingerprint=fingerprint, checkpoint=str(best_path.resolve()),
-        thresholds=thresholds or None,
-        work_size=list(cfg.model.work_size) if cfg.model.work_size else None,
+    meta = ModelMetadata(
+        classes=tuple(classes), bands=tuple(bands), input_size=cfg.model.input_size,
+        mean=tuple(stats.mean), std=tuple(stats.std), temperature=temperature,
+        architecture=cfg.model.architecture, model_name=cfg.model.name, model_version=version,
+        mlflow_run_id=run_id or "", train_data_fingerprint=fingerprint,
+        checkpoint=str(best_path.resolve()), thresholds=thresholds or None,
+        work_size=cfg.model.work_size,
         tta=cfg.model.tta if cfg.model.tta != "none" else None)
     parity_x = torch.stack([eval_loader(splits.val, 1).dataset[i][0]
                             for i in range(min(len(splits.val), 256))])

@@ -28,8 +28,27 @@ class BandMismatchError(InputError, ValueError):
     """An input's band count or dtype does not fit what the model or dataset expects."""
 
 
+class UnsupportedFileError(InputError, ValueError):
+    """A file is not of a kind this project reads (not an image, not a raster)."""
+
+
+class NotGeoreferencedError(InputError, ValueError):
+    """A scene has no CRS or geotransform, so its windows cannot be placed."""
+
+
 class NoDataError(InputError):
-    """An input holds no valid pixels (all nodata or NaN)."""
+    """An input holds no valid pixels (all nodata or NaN).
+
+    Attributes:
+        sha256: of the input file, when it was read (the row still identifies it).
+        crs: its CRS, when georeferenced.
+        bounds: its ``(minx, miny, maxx, maxy)`` in that CRS.
+    """
+
+    def __init__(self, message: str, *, sha256: str | None = None, crs: str | None = None,
+                 bounds: tuple[float, float, float, float] | None = None):
+        super().__init__(message)
+        self.sha256, self.crs, self.bounds = sha256, crs, bounds
 
 
 class WeightsNotAvailableError(VisionError, FileNotFoundError):

@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 
+from vision.bands import raster_band_names, select_bands
 from vision.errors import BandMismatchError, UnreadableInputError
 
 #: Drivers we read. Anything else (VRT, HDF, netCDF, ...) is refused.
@@ -83,36 +84,6 @@ def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
             ds.close()
 
 
-def select_bands(
-    available: Sequence[str | None], wanted: Sequence[str | int] | None
-) -> list[int]:
-    """Resolve band names or 0-based indices to 0-based band indices.
-
-    Args:
-        available: band names (descriptions) of the raster, ``None`` where unnamed.
-        wanted: names (e.g. ``"B04"``) or 0-based indices; ``None`` means all bands.
-
-    Raises:
-        BandMismatchError: a name is unknown or an index is out of range.
-    """
-    n = len(available)
-    if wanted is None:
-        return list(range(n))
-    out: list[int] = []
-    for w in wanted:
-        if isinstance(w, int):
-            if not 0 <= w < n:
-                raise BandMismatchError(f"band index {w} out of range for {n} bands")
-            out.append(w)
-        else:
-            if w not in available:
-                raise BandMismatchError(
-                    f"band {w!r} not found; the raster's bands are {list(available)}"
-                )
-            out.append(list(available).index(w))
-    return out
-
-
 def read_chip(
     path: str | Path,
     bands: Sequence[int] | None = None,
@@ -130,10 +101,7 @@ def read_chip(
     """
     with open_raster(path) as ds:
         if band_names is not None:
-            names = list(ds.descriptions)
-            if all(d is None for d in names) and ds.count == len(EUROSAT_MS_BANDS):
-                names = list(EUROSAT_MS_BANDS)
-            bands = select_bands(names, list(band_names))
+            bands = select_bands(raster_band_names(ds.descriptions), list(band_names))
         idx = [b + 1 for b in bands] if bands is not None else None
         try:
             arr = ds.read(idx)
@@ -145,11 +113,3 @@ def read_chip(
             f"{path}: has {chip.shape[-1]} bands after selection, expected {expected_bands}"
         )
     return chip
-
-
-#: Band order of the EuroSAT MS release (B8A last).
-EUROSAT_MS_BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
-)
-#: Band names of EuroSAT RGB chips (JPEG R, G, B = Sentinel-2 B04, B03, B02).
-EUROSAT_RGB_BANDS: tuple[str, ...] = ("B04", "B03", "B02")

@@ -26,11 +26,14 @@ def make_model(path: Path, bands: Sequence[str], classes: Sequence[str] = CLASSE
                input_size: tuple[int, int] = (64, 64), temperature: float = 1.0,
                thresholds: dict[str, float] | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, seed: int = 0,
-               extra_meta: dict[str, str] | None = None) -> Path:
-    """Export a tiny classifier (normalise, 1x1 conv, ReLU, global pool, linear) to ONNX."""
+               extra_meta: dict[str, object] | None = None) -> Path:
+    """Export a tiny classifier (normalise, 1x1 conv, ReLU, global pool, linear) to ONNX,
+    with its `ModelMetadata` (``extra_meta``: more metadata fields, e.g. ``tta``)."""
     import onnx
     import torch
     from torch import nn
+
+    from vision.contracts.model import ModelMetadata, set_onnx_props
 
     c = len(bands)
     mean = list(mean) if mean is not None else [100.0] * c
@@ -58,19 +61,12 @@ def make_model(path: Path, bands: Sequence[str], classes: Sequence[str] = CLASSE
                       dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}},
                       external_data=False)
     proto = onnx.load(str(path))
-    meta = {
-        "schema_version": "1", "classes": json.dumps(list(classes)),
-        "bands": json.dumps(list(bands)), "input_size": json.dumps(list(input_size)),
-        "mean": json.dumps(mean), "std": json.dumps(std), "temperature": str(temperature),
-        "architecture": "tiny-test", "model_name": f"tiny-{c}band", "model_version": "1",
-        "mlflow_run_id": "", "train_data_fingerprint": "test", "created_at": "2024-01-01",
-    }
-    if thresholds is not None:
-        meta["thresholds"] = json.dumps(thresholds)
-    meta.update(extra_meta or {})
-    for k, v in meta.items():
-        p = proto.metadata_props.add()
-        p.key, p.value = f"vision.{k}", v
+    meta = ModelMetadata(
+        classes=tuple(classes), bands=tuple(bands), input_size=input_size, mean=tuple(mean),
+        std=tuple(std), temperature=temperature, thresholds=thresholds, architecture="tiny-test",
+        model_name=f"tiny-{c}band", model_version="1", train_data_fingerprint="test",
+        created_at="2024-01-01", **(extra_meta or {}))  # type: ignore[arg-type]
+    set_onnx_props(proto, meta)
     onnx.save(proto, str(path))
     return path
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from inference.model import load_model_info, resolve_model
+from inference.model import load_model_info
 from inference.session import choose_device
 from vision.errors import ConfigError, ModelFormatError
+from vision.model_uri import resolve_model
 
 from .conftest import RGB_BANDS
 

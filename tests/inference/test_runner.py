@@ -17,7 +17,7 @@ import rasterio
 from PIL import Image
 
 from inference.runner import JobOptions, run_job
-from inference.writers import PREDICTION_SCHEMA
+from vision.contracts.predictions import PREDICTION_SCHEMA
 from vision.errors import ConfigError
 from vision.metrics import softmax
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from inference.writers import PREDICTION_SCHEMA, column, rows_to_table, string_scalar
+from vision.contracts.predictions import PREDICTION_SCHEMA, column, rows_to_table, string_scalar
 
 from .conftest import random_chips
 

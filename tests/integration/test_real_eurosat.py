@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from training.evaluate import evaluate
-from training.export import read_metadata
 from training.trainer import run_training
 from vision.config import load_experiment
+from vision.contracts.model import read_model_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +55,8 @@ def test_short_finetune_on_real_eurosat_then_infer_agrees_with_evaluate(data_dir
     m = result.metrics
     # ImageNet Lite0, one epoch on 1,500 real chips: far above chance (10 %).
     assert m["test"]["accuracy"] >= 0.75, m["test"]
-    meta = read_metadata(tmp_path / "run" / "model.onnx")
-    assert meta["bands"] == ["B04", "B03", "B02"] and len(meta["classes"]) == 10
+    meta = read_model_file(tmp_path / "run" / "model.onnx").metadata
+    assert meta.bands == ("B04", "B03", "B02") and len(meta.classes) == 10
 
     chips = _extract_test_chips(data_dir, tmp_path / "chips", 400)
     job = tmp_path / "job"

@@ -37,7 +37,7 @@ PASSWORD = "correct-horse-battery-staple"
 SECRET = secrets.token_urlsafe(48)
 
 # The contract's table schema, from the writer of `predictions.parquet` (one definition).
-from inference.writers import PREDICTION_SCHEMA  # noqa: E402
+from vision.contracts.predictions import PREDICTION_SCHEMA  # noqa: E402
 
 
 def write_scene(path: Path, size: int = 128, seed: int = 0) -> None:

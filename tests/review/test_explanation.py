@@ -17,7 +17,8 @@ from review.db.engine import Database
 from review.db.models import Item
 from review.jobs.importer import import_job
 from training.checkpoint import save_checkpoint
-from training.export import build_metadata, export_onnx
+from training.export import export_onnx
+from vision.contracts.model import ModelMetadata
 from vision.models import NormalizedClassifier, get_model
 
 BANDS = ["B02", "B03", "B04", "B08"]  # the bands of the scene `write_job` makes
@@ -32,9 +33,9 @@ def _model(folder: Path) -> Path:
     save_checkpoint(ck, {"model": net.state_dict(), "architecture": "efficientnet_lite0", "classes": CLASSES,
                          "bands": BANDS, "mean": [1000.0] * 4, "std": [500.0] * 4, "input_size": [32, 32],
                          "temperature": 1.0, "thresholds": {}, "model_name": "landcover", "dropout": 0.2})
-    meta = build_metadata(classes=CLASSES, bands=BANDS, input_size=[32, 32], mean=[1000.0] * 4, std=[500.0] * 4,
-                          temperature=1.0, architecture="efficientnet_lite0", model_name="landcover",
-                          model_version="3", mlflow_run_id="", train_data_fingerprint="", checkpoint=str(ck))
+    meta = ModelMetadata(classes=tuple(CLASSES), bands=tuple(BANDS), input_size=(32, 32), mean=(1000.0,) * 4,
+                         std=(500.0,) * 4, temperature=1.0, architecture="efficientnet_lite0", model_name="landcover",
+                         model_version="3", checkpoint=str(ck))
     onnx_path = folder / "model.onnx"
     export_onnx(net, onnx_path, meta, torch.rand(4, 4, 32, 32) * 3000)
     return onnx_path

@@ -68,10 +68,10 @@ def test_training_logs_and_registers_on_a_real_server(tiny_recipe, mlflow_server
     assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
     assert any(a.path == "model/model.onnx" for a in c.list_artifacts(mv.run_id, "model"))
     # The registered model resolves through models:/ URIs to the ONNX file.
-    from training.evaluate import resolve_model_path
+    from training.evaluate import model_path
 
-    local = resolve_model_path("models:/served_model@challenger")
-    assert local.name == "model.onnx" and local.stat().st_size > 1_000_000
+    with model_path("models:/served_model@challenger") as local:
+        assert local.name == "model.onnx" and local.stat().st_size > 1_000_000
     # Promotion is the only way to champion.
     r = subprocess.run([sys.executable, "-m", "vision.cli", "models", "promote", "served_model", mv.version,
                         "--alias", "champion"], capture_output=True, text=True, timeout=120)

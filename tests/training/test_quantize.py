@@ -10,11 +10,11 @@ import onnx
 import pytest
 
 from training.evaluate import evaluate
-from training.export import read_metadata
 from training.exporting import export_checkpoint
 from training.quantize import quantize_model
 from training.trainer import run_training
 from vision.config import load_experiment
+from vision.contracts.model import read_model_file
 from vision.data import FolderSource
 from vision.errors import ConfigError, ParityError
 
@@ -32,12 +32,12 @@ def test_int8_export_keeps_the_contract_and_the_answers(tiny_recipe, mlflow_stor
     assert q.n_calibration == 64 and q.n_check > 0 and q.agreement >= 0.9
     assert q.size_int8 < q.size_float / 2
 
-    float_meta, meta = read_metadata(run / "model.onnx"), read_metadata(out)
-    assert meta["precision"] == "int8" and float_meta.get("precision", "fp32") == "fp32"
-    assert meta["quantization"]["calibration_chips"] == 64
-    assert meta["quantization"]["calibration_data"].endswith(":train")
+    float_meta, meta = read_model_file(run / "model.onnx").metadata, read_model_file(out).metadata
+    assert meta.precision == "int8" and float_meta.precision == "fp32"
+    assert meta.quantization is not None and meta.quantization["calibration_chips"] == 64
+    assert meta.quantization["calibration_data"].endswith(":train")
     for key in ("classes", "bands", "input_size", "mean", "std", "temperature", "tta", "thresholds"):
-        assert meta[key] == float_meta[key], key
+        assert getattr(meta, key) == getattr(float_meta, key), key
     graph = onnx.load(str(out)).graph
     ops = Counter(n.op_type for n in graph.node)
     assert ops["DequantizeLinear"] > ops["Conv"] > 0 and ops["QuantizeLinear"] > 0
@@ -54,12 +54,12 @@ def test_int8_export_keeps_the_contract_and_the_answers(tiny_recipe, mlflow_stor
         export_checkpoint(run, tmp_path / "x.onnx", fp16=True, int8=True)
 
     # A quantization that changes too many answers is refused, and nothing is written.
-    src = FolderSource(synthetic_root / "val", float_meta["classes"])
+    src = FolderSource(synthetic_root / "val", list(float_meta.classes))
     x = np.stack([src.read(i).transpose(2, 0, 1).astype(np.float32) for i in range(len(src))])
     refused = tmp_path / "refused.onnx"
     with pytest.raises(ParityError, match="changes the top-1 class"):
         # A bar above 100 %, which no quantized model meets.
         quantize_model(run / "model.onnx", refused, x[:16], x,
-                       temperature=float(float_meta["temperature"]), min_agreement=1.01)
+                       temperature=float_meta.temperature, min_agreement=1.01)
     assert not refused.exists() and not [p for p in tmp_path.iterdir() if "refused" in p.name]
     assert json.loads((run / "metrics.json").read_text())["status"] == "complete"

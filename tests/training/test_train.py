@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 from training.checkpoint import load_checkpoint
 from training.evaluate import evaluate
-from training.export import read_metadata
 from training.trainer import run_training
 from vision.config import load_experiment
+from vision.contracts.model import read_model_file
 from vision.data import FolderSource
 from vision.errors import ConfigError
 
@@ -38,16 +39,18 @@ def test_train_exports_registers_and_matches_evaluate(tiny_recipe, mlflow_store,
     assert m["status"] == "complete" and m["onnx_parity_max_abs"] <= 1e-4
     assert m["test"]["accuracy"] > 0.5  # 4 classes, learnable cues; chance is 0.25
 
-    meta = read_metadata(out / "model.onnx")
-    assert set(meta) >= CONTRACT_KEYS
-    assert meta["classes"] == ["Cropland", "Forest", "Urban", "Water"]
-    assert meta["bands"] == ["B02", "B03", "B04", "B08", "B11", "B12"]
-    assert meta["input_size"] == [32, 32] and meta["model_version"] == "1"
-    assert meta["temperature"] == pytest.approx(m["temperature"]) and set(meta["thresholds"]) == {"Cropland"}
-    assert Path(meta["checkpoint"]).exists()
+    props = {p.key for p in onnx.load(str(out / "model.onnx"), load_external_data=False).metadata_props}
+    assert props >= {f"vision.{k}" for k in CONTRACT_KEYS}
+    meta = read_model_file(out / "model.onnx").metadata
+    assert meta.classes == ("Cropland", "Forest", "Urban", "Water")
+    assert meta.bands == ("B02", "B03", "B04", "B08", "B11", "B12")
+    assert meta.input_size == (32, 32) and meta.model_version == "1"
+    assert meta.temperature == pytest.approx(m["temperature"])
+    assert meta.thresholds is not None and set(meta.thresholds) == {"Cropland"}
+    assert meta.checkpoint is not None and Path(meta.checkpoint).exists()
 
     # A plain onnxruntime session on raw pixels gives the same top-1 as `vision evaluate`.
-    src = FolderSource(synthetic_root / "test", meta["classes"])
+    src = FolderSource(synthetic_root / "test", list(meta.classes))
     x = np.stack([src.read(i).transpose(2, 0, 1).astype(np.float32) for i in range(len(src))])
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].name == "pixels" and sess.get_outputs()[0].name == "logits"
@@ -120,9 +123,9 @@ def test_resume_continues_exactly(tiny_recipe, mlflow_store, tmp_path, monkeypat
         if best["epoch"] == cfg.train.epochs:  # the best checkpoint holds the average
             assert all(torch.equal(best["model"][k], eb[f"module.{k}"]) for k in best["model"])
             assert not all(torch.equal(best["model"][k], b[k]) for k in b)
-        meta = read_metadata(part / "model.onnx")
-        assert meta["input_size"] == [32, 32] and meta["work_size"] == [40, 40]
-        assert meta["tta"] == "d8" and best["tta"] == "d8"
+        meta = read_model_file(part / "model.onnx").metadata
+        assert meta.input_size == (32, 32) and meta.work_size == (40, 40)
+        assert meta.tta == "d8" and best["tta"] == "d8"
         sess = ort.InferenceSession(str(part / "model.onnx"), providers=["CPUExecutionProvider"])
         assert sess.get_inputs()[0].shape[1:] == [6, 32, 32]
         assert resumed.metrics["onnx_parity_max_abs"] <= 1e-4

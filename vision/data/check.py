@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import math
 import multiprocessing
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -55,6 +53,7 @@ from rich.progress import (
 from rich.table import Table
 
 from vision import settings
+from vision.atomic import write_json_atomic
 from vision.data.decode import decode_image_bytes
 from vision.data.sources import (
     ChipSource,
@@ -65,6 +64,7 @@ from vision.data.sources import (
     read_table,
 )
 from vision.errors import ConfigError, UnreadableInputError
+from vision.hashing import sha256_bytes
 from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
 
 _T = TypeVar("_T")
@@ -451,7 +451,7 @@ def _inspect(raw: _Raw, split: str) -> tuple[_Chip | None, Issue | None]:
     pixels.update(f"{arr.shape}{arr.dtype}".encode())
     chip = _Chip(
         split, raw.path, raw.label, int(bands), str(arr.dtype), size,
-        hashlib.sha256(raw.data).hexdigest(), pixels.hexdigest(), empty is not None,
+        sha256_bytes(raw.data), pixels.hexdigest(), empty is not None,
     )
     return chip, (Issue("nodata", raw.path, empty, split) if empty else None)
 
@@ -848,16 +848,6 @@ def _print_issues(console: Console, title: str, issues: list[Issue], colour: str
 
 
 def write_json(report: CheckReport, path: str | Path) -> None:
-    """Write the report as JSON, atomically (a temp file then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the report as JSON, atomically (`vision.atomic`)."""
+    write_json_atomic(path, report.to_dict())
 

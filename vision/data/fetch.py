@@ -23,11 +23,9 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -50,7 +48,9 @@ from rich.progress import (
 )
 
 from vision import __version__, settings
+from vision.atomic import atomic_dir
 from vision.errors import ConfigError, VisionError
+from vision.hashing import file_sha256
 
 
 class ChecksumMismatchError(VisionError, ValueError):
@@ -292,14 +292,10 @@ def _verify(part: Path, expected: str, where: str, progress: bool, console: Cons
 
 
 def _hash_file(path: Path, bar: Progress | None = None) -> str:
-    h = hashlib.sha256()
-    task = bar.add_task(f"verifying {path.name}", total=path.stat().st_size) if bar else None
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-            if bar is not None and task is not None:
-                bar.advance(task, len(block))
-    return h.hexdigest()
+    if bar is None:
+        return file_sha256(path, _CHUNK)
+    task = bar.add_task(f"verifying {path.name}", total=path.stat().st_size)
+    return file_sha256(path, _CHUNK, lambda n: bar.advance(task, n))
 
 
 def _progress(enabled: bool, console: Console) -> Progress:
@@ -471,11 +467,8 @@ def extract_archive(
     if out.exists():
         console.print(f"{out} exists: not extracting again (delete it to re-extract)")
         return out
-    tmp = out.with_name(f".{out.name}.extracting")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     try:
-        with zipfile.ZipFile(src) as zf:
+        with atomic_dir(out) as tmp, zipfile.ZipFile(src) as zf:
             members = zf.infolist()
             for m in members:
                 _check_member(m, src)
@@ -485,12 +478,8 @@ def extract_archive(
                 for m in members:
                     zf.extract(m, tmp)
                     bar.advance(task, m.file_size)
-        os.replace(tmp, out)
     except zipfile.BadZipFile as exc:
         raise DownloadError(f"{src}: not a readable zip ({exc})") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     console.print(f"extracted to {out}")
     return out
 
@@ -501,13 +490,6 @@ def _check_member(member: zipfile.ZipInfo, archive: Path) -> None:
     is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts or is_link:
         raise DownloadError(f"{archive}: unsafe member {member.filename!r}; nothing extracted")
-
-
-def describe_releases() -> str:
-    """One line per known release: name, file, where from, and the sha256 checked."""
-    return "\n".join(
-        f"{r.name}: {r.filename} from {r.urls[0]} (sha256 {r.sha256})" for r in RELEASES.values()
-    )
 
 
 __all__ = [

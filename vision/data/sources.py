@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from vision import settings
+from vision.bands import EUROSAT_RGB_BANDS, display_names
 from vision.data.decode import decode_file, decode_image_bytes
 from vision.errors import ConfigError, UnreadableInputError
-from vision.raster import EUROSAT_MS_BANDS, EUROSAT_RGB_BANDS, IMAGE_SUFFIXES, open_raster
+from vision.raster import IMAGE_SUFFIXES, open_raster
 
 
 @dataclass(frozen=True)
@@ -279,12 +279,9 @@ def _guess_band_names(refs: list[SampleRef], select: list[str | int] | None) -> 
     if first.suffix.lower() in (".tif", ".tiff"):
         try:
             with open_raster(first) as ds:
-                names = [d or "" for d in ds.descriptions]
+                names = display_names(ds.descriptions)
         except UnreadableInputError:
             names = []
-        if names and not any(names) and len(names) == len(EUROSAT_MS_BANDS):
-            names = list(EUROSAT_MS_BANDS)
-        names = [n or f"band{i + 1}" for i, n in enumerate(names)]
     else:
         names = list(EUROSAT_RGB_BANDS)
     if select is None:
@@ -379,6 +376,3 @@ def open_data_spec(
         f"cannot open {spec!r}: expected eurosat-rgb:SPLIT, shards, a manifest or a folder"
     )
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

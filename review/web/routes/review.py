@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from inference.writers import write_bytes_atomic
 from review.auth.permissions import Action
 from review.db.models import SECOND, Decision, Item, Job, User, utcnow
 from review.queue import DecisionInput, claim_next, decide, release
@@ -30,6 +29,7 @@ from review.render import (
 from review.web.app import Services
 from review.web.guard import Principal, principal, request_id
 from review.web.routes.common import make_router, page, services
+from vision.atomic import write_bytes_atomic
 from vision.errors import InputError, VisionError
 
 router = make_router()
