@@ -93,7 +93,7 @@ def _geodesic_pixel(crs: CRS, t: Affine, width: int, height: int) -> tuple[float
     except (CRSError, ProjError):
         return None
     cc, cr = width / 2.0, height / 2.0
-    pts = [t * (cc - 0.5, cr), t * (cc + 0.5, cr), t * (cc, cr - 0.5), t * (cc, cr + 0.5)]
+    pts = [t @ (cc - 0.5, cr), t @ (cc + 0.5, cr), t @ (cc, cr - 0.5), t @ (cc, cr + 0.5)]
     lon, lat = to_ll.transform([p[0] for p in pts], [p[1] for p in pts])
     if not all(math.isfinite(v) for v in [*lon, *lat]):
         return None
@@ -261,8 +261,8 @@ def read_aoi(path: str | Path, id_field: str | None = None, strict: bool = False
         raise
     except Exception as exc:  # pyogrio raises DataSourceError, FieldError, ... for a bad file
         raise AoiError(f"{p}: unreadable AOI file ({exc})") from exc
-    if meta.get("driver") not in (driver, "GeoJSON", "GPKG"):
-        raise AoiError(f"{p}: read as {meta.get('driver')!r}; only GeoJSON and GeoPackage are accepted")
+    if info.get("driver") != driver:
+        raise AoiError(f"{p}: read as {info.get('driver')!r}; only GeoJSON and GeoPackage are accepted")
     if geoms is None or len(geoms) == 0:
         raise AoiError(f"{p}: no features: an AOI file needs at least one polygon")
     crs_text = meta.get("crs")
@@ -332,7 +332,7 @@ def reproject(geom: BaseGeometry, src: Any, dst: Any) -> BaseGeometry:
 def footprint(crs: Any, transform: Affine | Sequence[float], width: int, height: int) -> BaseGeometry:
     """A grid's outline, as a polygon in its CRS."""
     t = transform if isinstance(transform, Affine) else Affine(*transform[:6])
-    return shapely.Polygon([t * (0, 0), t * (width, 0), t * (width, height), t * (0, height)])
+    return shapely.Polygon([t @ (0, 0), t @ (width, 0), t @ (width, height), t @ (0, height)])
 
 
 def aoi_in_scene(aoi: Aoi, aoi_crs: Any, scene_crs: Any, scene_footprint: BaseGeometry) -> BaseGeometry | None:

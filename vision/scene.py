@@ -181,12 +181,12 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         t = self.affine
-        corners = [t * (c, r) for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))]
+        corners = [t @ (c, r) for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))]
         xs, ys = [p[0] for p in corners], [p[1] for p in corners]
         return min(xs), min(ys), max(xs), max(ys)
 
     def window_transform(self, window: tuple[int, int, int, int]) -> Affine:
-        return self.affine * Affine.translation(window[1], window[0])
+        return self.affine @ Affine.translation(window[1], window[0])
 
     @classmethod
     def of(cls, ds: Any) -> Grid:
@@ -403,7 +403,7 @@ def _coverage(ds: Any, grid: Grid) -> tuple[float, float, float, float]:
     """A file's extent in the grid's pixel coordinates: ``(col0, col1, row0, row1)``."""
     inv = ~grid.affine
     t = ds.transform
-    (ca, ra), (cb, rb) = (inv * (t * (c, r)) for c, r in ((0, 0), (ds.width, ds.height)))
+    (ca, ra), (cb, rb) = (inv @ (t @ (c, r)) for c, r in ((0, 0), (ds.width, ds.height)))
     return min(ca, cb), max(ca, cb), min(ra, rb), max(ra, rb)
 
 

@@ -254,16 +254,22 @@ def _read_object(href: str, io: LocalStacIO) -> pystac.STACObject:
 
 
 def band_id(name: Any, common_name: Any = None) -> str | None:
-    """The Sentinel-2 band id (``B8A``) an ``eo:bands`` name or common name stands for
-    (``nir08``, ``B08A``, ``b8a``), else the name itself (``rededge`` names no band)."""
-    for n in (name, common_name):
-        if not isinstance(n, str) or not n:
-            continue
-        cid = canonical_band(n)
+    """The Sentinel-2 band id (``B8A``) an ``eo:bands`` entry stands for, else its name.
+
+    The common name decides when it names one band (``nir08``; not ``rededge``, the common
+    name of B05-B07): a Landsat ``B5`` is ``nir``, not Sentinel-2's B05. Otherwise the name:
+    a Sentinel-2 id or alias (``B04``, ``red``, ``rededge1``) or spelling (``B08A``, ``b8a``).
+    """
+    if isinstance(common_name, str) and common_name:
+        cid = canonical_band(common_name)
         if cid in _S2_IDS:
             return cid
-        m = re.fullmatch(r"[Bb]0?(\d{1,2})([Aa]?)", n.strip())
-        if m:  # "B08A", "b8a", "B8"
+    if isinstance(name, str) and name:
+        cid = canonical_band(name)
+        if cid in _S2_IDS:
+            return cid
+        m = re.fullmatch(r"[Bb]0?(\d{1,2})([Aa]?)", name.strip())
+        if m:  # "B08A", "b8a"
             cand = f"B{int(m.group(1)):02d}" if not m.group(2) else f"B{int(m.group(1))}A"
             if cand in _S2_IDS:
                 return cand
