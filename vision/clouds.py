@@ -179,3 +179,15 @@ def to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
     if offset:
         out += np.float32(offset)
     return out
+
+
+def cloud_method(has_scl: bool, level: str | None, band_names: Sequence[str | None]) -> str | None:
+    """How an input's cloud fractions are computed: ``scl`` when it has a scene
+    classification layer, ``s2cloudless`` for L1C data with s2cloudless' 10 bands (L2A
+    surface reflectance is not what its model was trained on), else ``None`` (null
+    ``cloud_fraction``)."""
+    if has_scl:
+        return "scl"
+    if level == "L1C" and s2cloudless_band_indices(band_names) is not None:
+        return "s2cloudless"
+    return None

@@ -335,13 +335,16 @@ def item_from_pystac(item: pystac.Item, href: str, roots: Sequence[Path] | None 
                     tuple(item.bbox) if item.bbox else None)
 
 
-def _asset_dtype(asset: StacAsset) -> str | None:
-    if asset.data_type:
-        return asset.data_type
-    if asset.path is None:
-        return None
+def _file_dtype(asset: StacAsset) -> tuple[str, list[str]]:
+    """The asset file's data type (its header is the truth), and a warning when the catalog's
+    ``raster:bands`` ``data_type`` says otherwise."""
+    assert asset.path is not None
     with open_raster(asset.path) as ds:
-        return str(ds.dtypes[0])
+        dtype = str(ds.dtypes[0])
+    declared = asset.data_type
+    if declared and declared != dtype:
+        return dtype, [f"asset {asset.key!r}: raster:bands says {declared}, the file is {dtype}; the file is used"]
+    return dtype, []
 
 
 @dataclass(frozen=True)
@@ -355,8 +358,10 @@ class _Candidate:
 def _radiometry(item: StacItem, asset: StacAsset, cache: dict[str, Derived]) -> Derived:
     if asset.key not in cache:
         rb = asset.raster_bands[0] if asset.raster_bands else None
-        cache[asset.key] = stac_radiometry(item.properties, rb, _asset_dtype(asset), asset.roles,
-                                           [b.band_id for b in asset.bands], f"{item.id}/{asset.key}")
+        dtype, warn = _file_dtype(asset)
+        d = stac_radiometry(item.properties, rb, dtype, asset.roles, [b.band_id for b in asset.bands],
+                            f"{item.id}/{asset.key}")
+        cache[asset.key] = Derived(d.radiometry, (*warn, *d.warnings))
     return cache[asset.key]
 
 

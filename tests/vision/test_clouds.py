@@ -138,3 +138,13 @@ def test_band_indices_for_s2cloudless() -> None:
     idx = s2cloudless_band_indices(EUROSAT_MS_BANDS)
     assert idx == [0, 1, 3, 4, 7, 12, 8, 9, 10, 11]
     assert s2cloudless_band_indices(["B04", "B03", "B02"]) is None
+
+
+def test_which_cloud_method() -> None:
+    from vision.bands import EUROSAT_MS_BANDS
+    from vision.clouds import cloud_method
+
+    assert cloud_method(True, "L2A", ["B04"]) == "scl"
+    assert cloud_method(False, "L1C", EUROSAT_MS_BANDS) == "s2cloudless"
+    assert cloud_method(False, "L2A", EUROSAT_MS_BANDS) is None  # not what s2cloudless was trained on
+    assert cloud_method(False, "L1C", ["B04", "B03", "B02"]) is None

@@ -208,3 +208,24 @@ def test_start_datetime_and_stac_1_1_bands(tmp_path: Path, write_tif: Any) -> No
     assert it.acquired == datetime(2021, 6, 1, 10, tzinfo=UTC)
     plan = plan_item(it, ["B08", "B04"], Radiometry("reflectance", scale=1e-4, offset=0.0))
     assert [s.index for s in plan.sources] == [1, 0]
+
+
+def test_an_asset_whose_catalog_entry_lies(data_dir: Path, tmp_path: Path) -> None:
+    from vision.errors import UnreadableInputError
+    from vision.scene import open_scene
+
+    d = _item_dict(data_dir)
+    p = _write_item(tmp_path, d, data_dir)
+    d = json.loads(p.read_text())
+    d["assets"]["visual"]["href"] = d["assets"]["red"]["href"]  # one uint16 band, "uint8 red/green/blue" declared
+    d["assets"]["visual"]["raster:bands"] = [{"data_type": "uint8"}] * 3
+    p.write_text(json.dumps(d))
+    item = read_stac(p).items[0]
+    # the file's header decides: 16-bit reflectance, refused for the 8-bit model
+    with pytest.raises(RadiometryMismatch, match=r"asset 'visual': .*reflectance"):
+        plan_item(item, ["B04", "B03", "B02"], EUROSAT_RGB)
+    plan = plan_item(item, ["B04", "B03"], L2A)
+    assert [s.asset for s in plan.sources] == ["visual", "visual"]  # fewest files: the 'visual' asset
+    assert any("raster:bands says uint8, the file is uint16" in w for w in plan.warnings)
+    with pytest.raises(UnreadableInputError, match=r"has 1 bands, no band 2 for B03"), open_scene(plan):
+        pass
