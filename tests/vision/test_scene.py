@@ -254,3 +254,30 @@ def test_a_fine_aerial_scene_read_at_the_models_gsd(data_dir: Path) -> None:
         ref = ds.read(window=Window(0, 0, 48 * g.res[0] / native.res[0], 48 * g.res[1] / native.res[1]),
                       out_shape=(3, 48, 48), resampling=Resampling.average)
         assert np.array_equal(px.data[:, :48, :48], ref)
+
+
+def test_only_chunks_over_an_aoi_are_read(data_dir: Path) -> None:
+    """An AOI in EPSG:4326 over a corner of 29RKH: the chunks without any of its windows are
+    never read (the read hook sees only the AOI's chunks)."""
+    import shapely
+
+    from vision.geo import Aoi, aoi_in_scene, assign_windows, footprint, reproject, window_polygons
+
+    plan = plan_item(_item(data_dir), ["B04", "B03", "B02"], EUROSAT_RGB)
+    grid = grid_for(plan)
+    aoi = Aoi("corner", reproject(shapely.box(200000, 2760000, 240000, 2800000), grid.crs, "EPSG:4326"))
+    part = aoi_in_scene(aoi, "EPSG:4326", grid.crs, footprint(grid.crs, grid.affine, grid.width, grid.height))
+    assert part is not None
+    chunks = [(r, c, 512, 512) for r in range(0, 1098, 512) for c in range(0, 1098, 512)]
+    wanted = []
+    for ch in chunks:
+        windows = [(r, c, 64, 64) for r in range(ch[0], min(1098, ch[0] + 512), 64)
+                   for c in range(ch[1], min(1098, ch[1] + 512), 64)]
+        if any(assign_windows(window_polygons(grid.affine, windows), [(aoi.id, part)])):
+            wanted.append(ch)
+    seen: list[tuple[float, float, float, float]] = []
+    with open_scene(plan, grid=grid, on_read=lambda path, win: seen.append(win)) as scene:
+        for ch in wanted:
+            scene.read(ch)
+    assert wanted == [(0, 0, 512, 512)] and scene.reads == 1  # 40 km x 40 km of a 110 km tile
+    assert seen == [(0.0, 0.0, 512.0, 512.0)]
