@@ -126,3 +126,40 @@ def test_a_row_has_every_column_and_rejects_unknown_ones() -> None:
     with pytest.raises(KeyError, match="not a prediction column"):
         new_row("a.jpg", "ok", None, colour="red")
     assert pa.types.is_list(PREDICTION_SCHEMA.field("probs").type)
+
+
+def test_schema_2_radiometry_and_gsd_round_trip_through_onnx(tmp_path: Path) -> None:
+    from vision.contracts.model import SCHEMA_VERSION
+    from vision.radiometry import EUROSAT_MS
+
+    meta = ModelMetadata(**BASE, radiometry=EUROSAT_MS, gsd_m=10.0)
+    assert meta.schema_version == SCHEMA_VERSION == 2
+    props = meta.to_onnx_props()
+    assert json.loads(props["vision.radiometry"])["level"] == "L1C" and props["vision.gsd_m"] == "10.0"
+    back = read_model_file(_onnx(tmp_path / "m.onnx", 3, meta)).metadata
+    assert back == meta and back.pixel_radiometry == EUROSAT_MS and back.gsd_m == 10.0
+
+
+def test_a_schema_1_model_has_unknown_radiometry_and_gsd() -> None:
+    from vision.radiometry import UNKNOWN
+
+    props = {"vision.schema_version": "1", "vision.classes": '["a", "b"]', "vision.bands": '["B04"]',
+             "vision.input_size": "[32, 32]"}
+    meta = ModelMetadata.from_props(props)
+    assert meta.schema_version == 1 and meta.radiometry is None and meta.gsd_m is None
+    assert meta.pixel_radiometry == UNKNOWN
+    assert "vision.radiometry" not in meta.to_onnx_props()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("vision.radiometry", '{"kind": "radiance"}', "not a radiometry"),
+    ("vision.radiometry", '{"kind": "reflectance", "level": "L9"}', "radiometry level"),
+    ("vision.radiometry", "[1]", "not a radiometry"),
+    ("vision.gsd_m", "-10", "gsd_m"),
+    ("vision.gsd_m", '"ten"', "gsd_m"),
+])
+def test_bad_schema_2_fields_are_refused(key: str, value: str, message: str) -> None:
+    props = ModelMetadata(**BASE).to_onnx_props()
+    props[key] = value
+    with pytest.raises(ModelFormatError, match=message):
+        ModelMetadata.from_props(props)

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from vision.errors import ModelFormatError
+from vision.radiometry import UNKNOWN, Radiometry
 from vision.views import TTA_VIEWS, view_count
 
 PREFIX = "vision."
 #: The metadata schema this version writes, and the ones it reads (ARCHITECTURE.md §5:
 #: readers accept 1 and 2; a schema-1 model has no radiometry).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 READABLE_SCHEMAS = frozenset({1, 2})
 #: Largest input side a model may claim: a window of 4096 x 4096 pixels per band is
 #: already far beyond any chip classifier; a larger claim is a lie or a mistake, and
@@ -68,6 +69,9 @@ class ModelMetadata:
         work_size: ``(H, W)`` the network runs at inside the graph, when not ``input_size``.
         tta: test-time views inside the graph (``flips`` or ``d8``), ``None`` for one pass.
         quantization: how an int8 model was quantized (informational).
+        radiometry: what the pixel values fed to ``pixels`` mean, as trained (schema 2;
+            ``None``: not recorded, e.g. a schema-1 model: treat it as unknown).
+        gsd_m: the training ground sampling distance in metres (schema 2; ``None``: unknown).
         schema_version: of this metadata (`SCHEMA_VERSION` when written by this version).
         extra: ``vision.*`` keys this version does not know, as read (kept on rewrite).
     """
@@ -90,6 +94,8 @@ class ModelMetadata:
     work_size: tuple[int, int] | None = None
     tta: str | None = None
     quantization: Mapping[str, Any] | None = None
+    radiometry: Radiometry | None = None
+    gsd_m: float | None = None
     schema_version: int = SCHEMA_VERSION
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -137,6 +143,11 @@ class ModelMetadata:
             raise ModelFormatError(f"vision.precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.tta is not None and self.tta not in TTA_VIEWS:
             raise ModelFormatError(f"vision.tta must be one of {sorted(TTA_VIEWS)}, not {self.tta!r}")
+        if self.radiometry is not None and not isinstance(self.radiometry, Radiometry):
+            raise ModelFormatError(f"vision.radiometry must be a Radiometry, not {type(self.radiometry).__name__}")
+        if self.gsd_m is not None and not (isinstance(self.gsd_m, (int, float)) and math.isfinite(self.gsd_m)
+                                           and 0 < self.gsd_m <= 1e6):
+            raise ModelFormatError(f"vision.gsd_m must be a positive number of metres, not {self.gsd_m!r}")
         if self.schema_version not in READABLE_SCHEMAS:
             raise ModelFormatError(
                 f"vision.schema_version {self.schema_version} is not one this version reads "
@@ -147,6 +158,11 @@ class ModelMetadata:
     @property
     def num_bands(self) -> int:
         return len(self.bands)
+
+    @property
+    def pixel_radiometry(self) -> Radiometry:
+        """What the model's input values mean; `vision.radiometry.UNKNOWN` when not recorded."""
+        return self.radiometry if self.radiometry is not None else UNKNOWN
 
     @property
     def views(self) -> int:
@@ -221,6 +237,8 @@ def _check_size(name: str, size: Sequence[int]) -> None:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, Radiometry):
+        return v.to_obj()
     if isinstance(v, tuple):
         return [_plain(x) for x in v]
     if isinstance(v, Mapping):
@@ -267,6 +285,14 @@ def _parse_field(key: str, value: str) -> Any:
         return {str(c): float(t) for c, t in v.items()}
     if key == "quantization":
         return v if isinstance(v, dict) else None
+    if key == "radiometry":
+        return None if v is None else Radiometry.from_obj(v)
+    if key == "gsd_m":
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("vision.gsd_m must be a JSON number")
+        return float(v)
     return v
 
 
