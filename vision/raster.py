@@ -26,7 +26,7 @@ GDAL_ENV: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_TIMEOUT": 1,
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".none",
-    "GDAL_CACHEMAX": 256,
+    "GDAL_CACHEMAX": 256 * 2**20,  # bytes: rasterio passes an int through as bytes, not MB
     "GDAL_NUM_THREADS": 1,
 }
 
