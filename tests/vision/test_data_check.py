@@ -491,3 +491,24 @@ def test_eurosat_ms_counts_and_its_missing_val_classes() -> None:
         "class Highway has no samples in this split",
         "class Industrial has no samples in this split",
     ]
+
+
+# --- data specs -------------------------------------------------------------------------------
+
+
+def test_one_split_of_a_split_root_by_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ROOT:SPLIT`` was "not found" before: only the known datasets took ``:SPLIT``."""
+    root = tmp_path / "dataset"
+    class_folders(root / "train", {"Forest": 2, "River": 2})
+    class_folders(root / "test", {"Forest": 1, "River": 3}, seed=100)
+
+    report = check(Path(f"{root}:test"))
+
+    assert report.splits == ["test"]
+    assert report.class_counts == {"test": {"Forest": 1, "River": 3}}
+    code, out = run_check(f"{root}:train", f"{root}:test")
+    assert code == 0 and "no leakage" in out
+    assert _main_exit_code(monkeypatch, f"{root}:holdout") == 2
+    assert "has no split 'holdout'" in " ".join(capsys.readouterr().err.split())
