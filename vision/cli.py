@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vision.errors import ConfigError, VisionError
 
@@ -64,10 +65,10 @@ def main() -> None:
         console.print("[red]aborted[/red]")
         sys.exit(EXIT_USAGE)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # paths are not markup
         sys.exit(EXIT_USAGE)
     except VisionError as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # paths are not markup
         sys.exit(EXIT_PARTIAL)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

@@ -491,3 +491,58 @@ def test_eurosat_ms_counts_and_its_missing_val_classes() -> None:
         "class Highway has no samples in this split",
         "class Industrial has no samples in this split",
     ]
+
+
+# --- data specs, the --json file, what is printed -----------------------------------------
+
+
+def test_one_split_of_a_split_root_by_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ROOT:SPLIT`` was "not found" before: only the known datasets took ``:SPLIT``."""
+    root = tmp_path / "dataset"
+    class_folders(root / "train", {"Forest": 2, "River": 2})
+    class_folders(root / "test", {"Forest": 1, "River": 3}, seed=100)
+
+    report = check(Path(f"{root}:test"))
+
+    assert report.splits == ["test"]
+    assert report.class_counts == {"test": {"Forest": 1, "River": 3}}
+    code, out = run_check(f"{root}:train", f"{root}:test")
+    assert code == 0 and "no leakage" in out
+    assert _main_exit_code(monkeypatch, f"{root}:holdout") == 2
+    assert "has no split 'holdout'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_json_report_is_not_replaced_without_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = class_folders(tmp_path / "chips", {"Forest": 2})
+    out = tmp_path / "check.json"
+    out.write_text("keep me")
+
+    assert _main_exit_code(monkeypatch, str(root), "--json", str(out)) == 2
+
+    assert "exists; pass --overwrite" in " ".join(capsys.readouterr().err.split())
+    assert out.read_text() == "keep me"
+    code, _ = run_check(str(root), "--json", str(out), "--overwrite")
+    assert code == 0 and json.loads(out.read_text())["ok"] is True
+
+
+def test_paths_and_names_print_literally_not_as_markup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rich read ``[red]...[/red]`` in a path or class name as markup (and dropped it), and a
+    stray ``[/x]`` in an error message crashed `vision` with a MarkupError."""
+    root = tmp_path / "[red]odd[/red]"  # a folder "[red]odd[" holding "red]"
+    class_folders(root, {"[bold]Forest": 2, "River": 1})
+    (root / "[bold]Forest" / "[red]empty.jpg").write_bytes(b"")
+
+    code, out = run_check(str(root))
+
+    flat = "".join(out.split())
+    assert code == 1
+    assert "".join(str(root).split()) in flat  # the summary line
+    assert "[bold]Forest" in out and "[red]empty.jpg" in flat  # class counts, errors table
+    assert _main_exit_code(monkeypatch, str(tmp_path / "[/x]missing")) == 2
+    assert "[/x]missing" in capsys.readouterr().err

@@ -363,6 +363,26 @@ def test_cli_fetches_extracts_and_says_how_to_check(
     assert f"vision data check {tmp_path / 'EuroSAT' / '2750'}" in result.output
 
 
+def test_cli_prints_a_folder_with_markup_characters_literally(
+    server: Server, archive: bytes, tmp_path: Path
+) -> None:
+    """``[red]dl[/red]`` in --to was read as Rich markup: the brackets vanished from every
+    line that named the folder (saved, extracted, how to check)."""
+    url = server.serve("/EuroSAT.zip", archive)
+    to = tmp_path / "[red]dl[/red]"  # the folder "[red]dl[" holding "red]"
+
+    result = CliRunner().invoke(data_app, [
+        "fetch", "eurosat-rgb", "--from", url, "--to", str(to), "--sha256", sha256(archive),
+        "--extract", "--no-progress",
+    ], env={"COLUMNS": "250"})
+
+    assert result.exit_code == 0, result.output
+    flat = "".join(result.output.split())
+    for line in (f"saved{to / 'EuroSAT.zip'}", f"extractedto{to / 'EuroSAT'}",
+                 f"visiondatacheck{to / 'EuroSAT' / '2750'}"):
+        assert "".join(line.split()) in flat, line
+
+
 def _main_exit_code(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     import vision.cli
 

@@ -1,4 +1,7 @@
-"""Labelled chip datasets: readers, splits, normalisation statistics, checks and fetching."""
+"""Labelled chip datasets: readers, data specs, splits, normalisation statistics, checks and
+fetching. `vision.data.spec` is the one parser of what names data (a spec on the command
+line, a recipe's ``data`` section); `vision.data.sources` holds the shared types
+(`ChipSource`, `SampleRef`) and the readers."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -8,9 +11,8 @@ from vision.data.sources import (
     ManifestSource,
     SampleRef,
     ShardSource,
-    open_data_spec,
-    open_split,
 )
+from vision.data.spec import open_data_spec, open_spec, open_split, resolve_spec
 from vision.data.stats import BandStats, compute_band_stats, dataset_fingerprint
 
 if TYPE_CHECKING:
@@ -37,5 +39,7 @@ __all__ = [
     "compute_band_stats",
     "dataset_fingerprint",
     "open_data_spec",
+    "open_spec",
     "open_split",
+    "resolve_spec",
 ]

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from vision.cli_options import overwrite_option, progress_option, refuse_overwrite
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -20,11 +23,13 @@ def check_command(
     paths: list[str] = typer.Argument(
         ...,
         metavar="PATH",
-        help="Dataset to check: a folder of .tar/.tar.gz shards (split from the name "
-        "NAME-SPLIT-NNNNNN.tar.gz), a root with split folders (root/train/<class>/...), a "
-        "folder of class folders, a manifest .csv/.parquet (path,label[,group][,split]), or "
-        "eurosat-rgb / eurosat-ms[:SPLIT] under VISION_DATA_DIR. Several PATHs are each a "
-        "split named after it, and are compared for leakage.",
+        help="Dataset to check, as a data spec TARGET[:SPLIT]. TARGET: a folder of "
+        ".tar/.tar.gz shards (split from the name NAME-SPLIT-NNNNNN.tar.gz) or a glob of "
+        "shards, a root with split folders (root/train/<class>/...), a folder of class "
+        "folders, a manifest .csv/.parquet (path,label[,group][,split]), or eurosat-rgb / "
+        "eurosat-ms under VISION_DATA_DIR. :SPLIT keeps one split (a split folder, a shard "
+        "name's split, a manifest's split value). Several PATHs are each a split named after "
+        "it, and are compared for leakage.",
     ),
     bands: int | None = typer.Option(
         None, "--bands", min=1, help="Band count every chip must have. Default: the majority."
@@ -45,6 +50,7 @@ def check_command(
     json_out: Path | None = typer.Option(
         None, "--json", metavar="FILE", help="Also write the full report (every issue) as JSON."
     ),
+    overwrite: bool = overwrite_option("an existing --json FILE"),
     workers: int = typer.Option(
         0,
         "--workers",
@@ -54,16 +60,23 @@ def check_command(
     max_rows: int = typer.Option(
         50, "--max-rows", min=1, help="Most errors and warnings listed on screen."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = progress_option(),
 ) -> None:
     """Validate a labelled dataset: unreadable files, band/dtype mismatches, nodata chips,
     duplicates and leakage between splits, class counts and imbalance.
 
     Exits 1 when it finds errors (warnings alone exit 0).
 
+    Every PATH is a data spec, the same grammar as `vision evaluate MODEL DATA` takes:
+    TARGET[:SPLIT], where TARGET is an existing file or folder, a glob of shards, or
+    eurosat-rgb / eurosat-ms (VISION_DATA_DIR/NAME); a spec that exists as a path is that
+    path, else the text after the last colon is the split.
+
     Examples:
 
         vision data check ../shared/data/eurosat-rgb
+
+        vision data check eurosat-rgb:test datasets/ms:test
 
         vision data check data/train data/val data/test --json check.json
 
@@ -71,6 +84,8 @@ def check_command(
     """
     from vision.data.check import check_dataset, render_report, write_json
 
+    if json_out is not None:  # before the scan, not after minutes of it
+        refuse_overwrite(json_out, overwrite)
     report = check_dataset(
         paths,
         bands=bands,
@@ -82,7 +97,7 @@ def check_command(
     render_report(report, Console(), max_rows=max_rows)
     if json_out is not None:
         write_json(report, json_out)
-        Console(stderr=True).print(f"report written to {json_out}")
+        Console(stderr=True).print(f"report written to {escape(str(json_out))}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -121,7 +136,7 @@ def fetch_command(
     timeout: float = typer.Option(
         60.0, "--timeout", min=1.0, help="Seconds without data before a connection is broken."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = progress_option(),
 ) -> None:
     """Download a public dataset release, verify its sha256, and optionally extract it.
 
@@ -158,7 +173,7 @@ def fetch_command(
         progress=progress,
     )
     out = Console()
-    out.print(f"{result.path}  sha256 {result.sha256}", highlight=False)
+    out.print(f"{escape(str(result.path))}  sha256 {result.sha256}", highlight=False)
     if result.extracted is not None:
-        chips = result.extracted / RELEASES[name].data_dir
+        chips = escape(str(result.extracted / RELEASES[name].data_dir))
         out.print(f"chips: {chips}\ncheck them with: vision data check {chips}", highlight=False)

@@ -23,42 +23,28 @@ Example:
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.markup import escape
+from rich.progress import Progress
 
-from vision import __version__, settings
+from vision import settings
 from vision.atomic import atomic_dir
+from vision.data.transfer import CHUNK, DownloadError, download, sync
+from vision.data.transfer import progress as _progress
 from vision.errors import ConfigError, VisionError
 from vision.hashing import file_sha256
 
 
 class ChecksumMismatchError(VisionError, ValueError):
     """A downloaded or given file does not have the sha256 it must have."""
-
-
-class DownloadError(VisionError, OSError):
-    """A download failed (network, HTTP status, unsafe archive) after the retries allowed."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +107,7 @@ RELEASES: dict[str, DatasetRelease] = {
 #: Pause before the first resume of a broken transfer (doubled each time, at most 10 s).
 RETRY_PAUSE_S = 0.5
 
-_CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 @dataclass(frozen=True)
@@ -213,13 +197,13 @@ def fetch_dataset(
                 f"{target} exists but its sha256 is {digest}, expected {expected}; "
                 "delete it to download again, or pass --sha256 if it is right"
             )
-        console.print(f"{target} is already here and verified (sha256 {expected[:12]}...)")
+        console.print(f"{escape(str(target))} is already here and verified (sha256 {expected[:12]}...)")
         result = FetchResult(target, digest, None, 0)
     else:
         result = _fetch(release, source, part, expected, retries, timeout, progress, console)
         os.replace(part, target)
         result = FetchResult(target, result.sha256, result.source, result.resumed_from)
-        console.print(f"saved {target} (sha256 verified: {expected})")
+        console.print(f"saved {escape(str(target))} (sha256 verified: {expected})")
     if extract:
         out = extract_archive(target, progress=progress, console=console)
         result = FetchResult(result.path, result.sha256, result.source, result.resumed_from, out)
@@ -253,11 +237,12 @@ def _fetch(
     failures: list[str] = []
     for url in urls:
         try:
-            resumed = _download(url, part, release.size, retries, timeout, progress, console)
+            resumed = download(url, part, release.size, retries, timeout, progress, console,
+                               RETRY_PAUSE_S)
         except DownloadError as exc:
             failures.append(str(exc))
             if url != urls[-1]:
-                console.print(f"[yellow]{exc}; trying the next mirror[/yellow]")
+                console.print(f"[yellow]{escape(str(exc))}; trying the next mirror[/yellow]")
             continue
         _verify(part, expected, url, progress, console)
         return FetchResult(part, expected, url, resumed)
@@ -293,154 +278,19 @@ def _verify(part: Path, expected: str, where: str, progress: bool, console: Cons
 
 def _hash_file(path: Path, bar: Progress | None = None) -> str:
     if bar is None:
-        return file_sha256(path, _CHUNK)
-    task = bar.add_task(f"verifying {path.name}", total=path.stat().st_size)
-    return file_sha256(path, _CHUNK, lambda n: bar.advance(task, n))
-
-
-def _progress(enabled: bool, console: Console) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=True,
-    )
+        return file_sha256(path, CHUNK)
+    task = bar.add_task(f"verifying {escape(path.name)}", total=path.stat().st_size)
+    return file_sha256(path, CHUNK, lambda n: bar.advance(task, n))
 
 
 def _copy_local(src: Path, part: Path, progress: bool, console: Console) -> None:
     """Copy ``src`` into ``part`` from the start (a local copy is quick to redo)."""
     with _progress(progress, console) as bar, src.open("rb") as fin, part.open("wb") as fout:
-        task = bar.add_task(f"copying {src.name}", total=src.stat().st_size)
-        for block in iter(lambda: fin.read(_CHUNK), b""):
+        task = bar.add_task(f"copying {escape(src.name)}", total=src.stat().st_size)
+        for block in iter(lambda: fin.read(CHUNK), b""):
             fout.write(block)
             bar.advance(task, len(block))
-        _sync(fout)
-
-
-def _open_part(part: Path, offset: int) -> BinaryIO:
-    """The partial file opened to continue at ``offset`` (truncated there)."""
-    f = part.open("r+b" if offset and part.exists() else "wb")
-    f.truncate(offset)
-    f.seek(offset)
-    return f
-
-
-def _sync(f: BinaryIO) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _download(
-    url: str,
-    part: Path,
-    size: int,
-    retries: int,
-    timeout: float,
-    progress: bool,
-    console: Console,
-) -> int:
-    """Download ``url`` into ``part``, resuming the partial file; return the bytes kept.
-
-    A broken transfer is resumed with a Range request up to ``retries`` times. A server
-    that ignores Range (status 200) gets the file from the start again.
-    """
-    resume = _Resume(part.stat().st_size if part.exists() else 0)
-    if resume.kept:
-        console.print(f"resuming {part.name} at {resume.kept:,} bytes")
-    attempt = 0
-    with _progress(progress, console) as bar:
-        task = bar.add_task(f"downloading {PurePosixPath(url).name}", total=size or None)
-        while True:
-            try:
-                _transfer(url, part, timeout, resume, bar, task)
-                return resume.kept
-            except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, urllib.error.HTTPError) and exc.code < 500:
-                    raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-                attempt += 1
-                if attempt > retries:
-                    raise DownloadError(f"{url}: {_reason(exc)}") from exc
-                console.print(
-                    f"[yellow]transfer broken ({_reason(exc)}); resuming "
-                    f"({attempt}/{retries})[/yellow]"
-                )
-            time.sleep(min(RETRY_PAUSE_S * 2 ** (attempt - 1), 10.0))
-
-
-@dataclass
-class _Resume:
-    """Bytes of an earlier partial download that the result keeps (0 once the file restarts)."""
-
-    kept: int
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        return str(exc.reason)
-    return str(exc) or type(exc).__name__
-
-
-def _transfer(
-    url: str, part: Path, timeout: float, resume: _Resume, bar: Progress, task: TaskID
-) -> None:
-    """One HTTP request that continues ``part`` from its end until the file is complete.
-
-    Raises:
-        OSError, http.client.HTTPException: the connection broke, the body was short, or
-            the server answered with another range than the one asked for.
-    """
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": f"vision-pipeline/{__version__}"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # nothing after offset: the part is complete already
-            return
-        raise
-    with response:
-        start, total = _range_of(response)
-        if start == 0 and offset:  # 200: the server sent the whole file, start over
-            offset, resume.kept = 0, 0
-        elif start != offset:
-            raise http.client.HTTPException(f"asked for bytes {offset}-, got {start}-")
-        if total is not None:
-            bar.update(task, total=total)
-        bar.update(task, completed=offset)
-        received = offset
-        with _open_part(part, offset) as f:
-            for block in _blocks(response):
-                f.write(block)
-                received += len(block)
-                bar.update(task, completed=received)
-            _sync(f)
-    if total is not None and received < total:
-        raise http.client.IncompleteRead(b"", total - received)
-
-
-def _range_of(response: http.client.HTTPResponse) -> tuple[int, int | None]:
-    """Where the body starts in the file, and the file's full size if the server says."""
-    if response.status == 206:
-        m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if m is None:
-            raise http.client.HTTPException("206 response without a usable Content-Range")
-        return int(m.group(1)), None if m.group(3) == "*" else int(m.group(3))
-    length = response.headers.get("Content-Length")
-    return 0, int(length) if length is not None and length.isdigit() else None
-
-
-def _blocks(response: http.client.HTTPResponse) -> Iterator[bytes]:
-    while True:
-        block = response.read(_CHUNK)
-        if not block:
-            return
-        yield block
+        sync(fout)
 
 
 # --- extraction ---------------------------------------------------------------------------
@@ -465,7 +315,7 @@ def extract_archive(
     console = console or Console(stderr=True)
     out = src.with_suffix("")
     if out.exists():
-        console.print(f"{out} exists: not extracting again (delete it to re-extract)")
+        console.print(f"{escape(str(out))} exists: not extracting again (delete it to re-extract)")
         return out
     try:
         with atomic_dir(out) as tmp, zipfile.ZipFile(src) as zf:
@@ -474,13 +324,13 @@ def extract_archive(
                 _check_member(m, src)
             with _progress(progress, console) as bar:
                 total = sum(m.file_size for m in members)
-                task = bar.add_task(f"extracting {src.name}", total=total)
+                task = bar.add_task(f"extracting {escape(src.name)}", total=total)
                 for m in members:
                     zf.extract(m, tmp)
                     bar.advance(task, m.file_size)
     except zipfile.BadZipFile as exc:
         raise DownloadError(f"{src}: not a readable zip ({exc})") from exc
-    console.print(f"extracted to {out}")
+    console.print(f"extracted to {escape(str(out))}")
     return out
 
 

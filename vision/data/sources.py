@@ -1,19 +1,22 @@
-"""Where labelled chips come from.
+"""Where labelled chips come from: the shared types and the readers.
 
 A `ChipSource` is a list of `SampleRef`s (what and which label) plus the means to read one
-chip as raw pixels. Four readers cover the layouts we meet:
+chip as raw pixels. Three readers cover the layouts we meet:
 
 - `ShardSource`: WebDataset tar shards (``<key>.jpg`` + ``<key>.cls``), read as a stream
   straight from the (gzip) tar files: nothing is unpacked to disk;
 - `FolderSource`: ``root/<class>/*.jpg|png|tif`` like torchvision's ``ImageFolder``;
   GeoTIFF chips of any band count and dtype, with band selection by name or index;
 - `ManifestSource`: a CSV or Parquet table ``path,label[,group][,split]``.
+
+Which reader opens which path, and how a data spec (``eurosat-rgb:test``, a split root,
+a manifest...) or a recipe's ``data`` section names a split, is `vision.data.spec`'s
+business (`open_split` and `open_data_spec` here are its entry points, kept for callers).
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vision import settings
 from vision.bands import EUROSAT_RGB_BANDS, display_names
 from vision.data.decode import decode_file, decode_image_bytes
 from vision.errors import ConfigError, UnreadableInputError
@@ -119,29 +121,39 @@ class ShardSource(ChipSource):
 
     The shards are streamed once; the (compressed) JPEG bytes are kept in memory and decoded
     on access, so training can shuffle freely without unpacking anything to disk.
+
+    Args:
+        shards: the shard files, read in this order.
+        classes: class names in label order; ``None`` names them by index (``"0"``,
+            ``"1"``...) up to the largest label seen.
+        bands: the band names of the images (EuroSAT RGB's by default).
     """
 
     def __init__(
         self,
         shards: Sequence[str | Path],
-        classes: Sequence[str],
+        classes: Sequence[str] | None = None,
         bands: Sequence[str] = EUROSAT_RGB_BANDS,
     ):
         if not shards:
             raise ConfigError("no shards given")
         self.shards = [str(s) for s in shards]
-        self.classes, self.bands = list(classes), list(bands)
+        self.bands = list(bands)
         self.refs, self._data = [], []
         for shard in self.shards:
             for key, parts in iter_shard(shard):
                 img = next((parts[e] for e in ("jpg", "jpeg", "png") if e in parts), None)
                 if img is None or "cls" not in parts:
                     raise UnreadableInputError(f"{shard}: sample {key!r} lacks an image or .cls")
-                label = int(parts["cls"].decode().strip())
-                if not 0 <= label < len(self.classes):
-                    raise UnreadableInputError(f"{shard}: sample {key!r} has label {label}")
+                text = parts["cls"].decode(errors="replace").strip()
+                label = int(text) if text.isdigit() else -1
+                if label < 0 or (classes is not None and label >= len(classes)):
+                    raise UnreadableInputError(f"{shard}: sample {key!r} has label {text!r}")
                 self.refs.append(SampleRef(f"{Path(shard).name}#{key}", label))
                 self._data.append(img)
+        if classes is None:
+            classes = [str(i) for i in range(max((r.label for r in self.refs), default=-1) + 1)]
+        self.classes = list(classes)
 
     def read(self, index: int) -> np.ndarray:
         return decode_image_bytes(self._data[index], self.refs[index].path)
@@ -150,7 +162,8 @@ class ShardSource(ChipSource):
         return self._data[index]
 
 
-def _class_dirs(root: Path) -> list[str]:
+def class_folders(root: Path) -> list[str]:
+    """Names of the sub-folders of ``root`` (hidden ones left out), sorted: class folders."""
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -175,7 +188,7 @@ class FolderSource(ChipSource):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"dataset folder not found: {self.root}")
-        found = _class_dirs(self.root)
+        found = class_folders(self.root)
         self.classes = list(classes) if classes is not None else found
         unknown = sorted(set(found) - set(self.classes))
         if unknown:
@@ -199,7 +212,9 @@ class ManifestSource(ChipSource):
     """A CSV or Parquet table with columns ``path,label[,group][,split]``.
 
     ``path`` is relative to the manifest's folder unless absolute; ``label`` is a class
-    index or a class name; rows are filtered by ``split`` when a split is asked for.
+    index or a class name; rows are filtered by ``split`` when a split is asked for. The
+    class list is that of the whole table (`manifest_classes`), so every split of one
+    manifest labels a class the same way.
     """
 
     def __init__(
@@ -217,20 +232,14 @@ class ManifestSource(ChipSource):
         for col in ("path", "label"):
             if col not in rows[0]:
                 raise ConfigError(f"{self.manifest}: missing column {col!r} (need path,label)")
-        if split is not None and "split" in rows[0]:
-            rows = [r for r in rows if str(r["split"]) == split]
-        labels = [str(r["label"]) for r in rows]
-        numeric = all(lab.lstrip("-").isdigit() for lab in labels)
-        if classes is None:
-            if numeric:
-                n = max(int(x) for x in labels) + 1 if labels else 0
-                classes = [str(i) for i in range(n)]
-            else:
-                classes = sorted(set(labels))
-        self.classes = list(classes)
+        self.classes = list(classes) if classes is not None else manifest_classes(rows)
+        numeric = all(_is_index(str(r["label"])) for r in rows)
+        if split is not None:
+            rows = _rows_of_split(self.manifest, rows, split)
         base = self.manifest.parent
         self.refs = []
-        for r, lab in zip(rows, labels, strict=True):
+        for r in rows:
+            lab = str(r["label"])
             idx = int(lab) if numeric else self._index(lab)
             if not 0 <= idx < len(self.classes):
                 raise ConfigError(f"{self.manifest}: label {lab!r} out of range")
@@ -251,16 +260,88 @@ class ManifestSource(ChipSource):
         return _read_selected(self.refs[index].path, self._select)
 
 
-def read_table(path: Path) -> list[dict[str, object]]:
-    """Rows of a CSV or Parquet file as dicts."""
+def _is_index(label: str) -> bool:
+    return label.lstrip("-").isdigit()
+
+
+def _rows_of_split(manifest: Path, rows: list[dict[str, object]], split: str) -> list[dict[str, object]]:
+    """The rows of one split; a split the table does not have is an error, not an empty set."""
+    if "split" not in rows[0]:
+        raise ConfigError(
+            f"{manifest} has no 'split' column, so it has no split {split!r}: add the "
+            "column, or name the manifest file itself to use all its rows"
+        )
+    kept = [r for r in rows if str(r["split"]) == split]
+    if not kept:
+        names = ", ".join(dict.fromkeys(str(r["split"]) for r in rows))
+        raise ConfigError(f"{manifest} has no split {split!r} (its splits: {names})")
+    return kept
+
+
+def manifest_classes(rows: list[dict[str, object]]) -> list[str]:
+    """Class names of a manifest, in label order, from all its rows (every split).
+
+    Numeric labels with a ``class_name`` column that names each index consistently take
+    those names; other numeric labels are named by index (``"0"`` .. the largest); class
+    name labels are sorted.
+    """
+    labels = [str(r["label"]) for r in rows]
+    if not all(_is_index(lab) for lab in labels):
+        return sorted(set(labels))
+    names = _class_name_column(rows)
+    if names is not None:
+        return names
+    n = max(int(x) for x in labels) + 1 if labels else 0
+    return [str(i) for i in range(n)]
+
+
+def _class_name_column(rows: list[dict[str, object]]) -> list[str] | None:
+    """Names from a ``class_name`` column beside numeric labels, when it is consistent.
+
+    ``None`` without the column, when an index has two names, or when an index below the
+    largest has no row (its name is unknown).
+    """
+    if not rows or "class_name" not in rows[0]:
+        return None
+    names: dict[int, str] = {}
+    for r in rows:
+        label, name = str(r["label"]), str(r["class_name"])
+        if not label.isdigit() or names.setdefault(int(label), name) != name:
+            return None
+    if sorted(names) != list(range(len(names))):
+        return None
+    return [names[i] for i in range(len(names))]
+
+
+def read_table(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, object]]:
+    """Rows of a CSV or Parquet file as dicts.
+
+    Args:
+        path: the table.
+        columns: read only these columns of a Parquet file (those it has); a CSV is read
+            whole.
+
+    Raises:
+        ConfigError: the file is missing or not a readable table.
+    """
     if not path.exists():
         raise ConfigError(f"manifest not found: {path}")
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+            try:
+                if columns is not None:
+                    names = set(pq.read_schema(path).names)
+                    columns = [c for c in columns if c in names]
+                return pq.read_table(path, columns=columns).to_pylist()
+            except pa.ArrowException as exc:
+                raise ConfigError(f"{path}: not a readable Parquet table ({exc})") from exc
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read the table ({exc})") from exc
 
 
 def _read_selected(path: str, select: list[str | int] | None) -> np.ndarray:
@@ -289,14 +370,7 @@ def _guess_band_names(refs: list[SampleRef], select: list[str | int] | None) -> 
     return [names[b] if isinstance(b, int) and b < len(names) else str(b) for b in select]
 
 
-# --- recipe and CLI entry points -------------------------------------------------------
-
-
-def eurosat_classes(root: Path) -> list[str]:
-    f = root / "classes.txt"
-    if f.exists():
-        return [c.strip() for c in f.read_text().splitlines() if c.strip()]
-    return _class_dirs(root / "train")
+# --- the two entry points, kept here for their callers ----------------------------------
 
 
 def open_split(
@@ -306,73 +380,16 @@ def open_split(
     bands: Sequence[str | int] | None = None,
     classes: Sequence[str] | None = None,
 ) -> ChipSource:
-    """Open one split of a dataset declared in a recipe's ``data`` section."""
-    if source in ("eurosat-rgb", "eurosat-ms"):
-        base = Path(root) if root else settings.data_dir() / source
-        if not base.is_dir():
-            raise ConfigError(
-                f"{source} not found at {base}; set VISION_DATA_DIR to the folder that holds it"
-            )
-    else:
-        if root is None:
-            raise ConfigError(f"data.root is required for source {source!r}")
-        base = Path(root)
-    if source == "eurosat-rgb":
-        p = Path(split)
-        if p.suffix in (".gz", ".tar") or "*" in split:
-            shards = sorted(glob.glob(split))
-        else:
-            shards = sorted(glob.glob(str(base / f"eurosat-rgb-{split}-*.tar*")))
-        if not shards:
-            raise ConfigError(f"no shards for split {split!r} under {base}")
-        src: ChipSource = ShardSource(shards, classes or eurosat_classes(base))
-        if bands is not None:
-            raise ConfigError("eurosat-rgb is RGB (B04,B03,B02): band selection is not supported")
-        return src
-    if source == "manifest":
-        p = Path(split)
-        if p.suffix.lower() in (".csv", ".parquet"):
-            return ManifestSource(p if p.is_absolute() else base / p, classes, bands=bands)
-        return ManifestSource(_find_manifest(base), classes, split=split, bands=bands)
-    folder = base / split
-    if source == "eurosat-ms":
-        return FolderSource(folder, classes or eurosat_classes(base), bands=bands)
-    return FolderSource(folder, classes, bands=bands)
+    """One split of a recipe's ``data`` section: `vision.data.spec.open_split`."""
+    from vision.data import spec  # spec builds on the readers here: imported when called
 
-
-def _find_manifest(base: Path) -> Path:
-    if base.is_file():
-        return base
-    for name in ("manifest.parquet", "manifest.csv"):
-        if (base / name).exists():
-            return base / name
-    raise ConfigError(f"no manifest.csv or manifest.parquet in {base}")
+    return spec.open_split(source, split, root, bands, classes)
 
 
 def open_data_spec(
     spec: str, classes: Sequence[str] | None = None, bands: Sequence[str | int] | None = None
 ) -> ChipSource:
-    """Open data named on the command line.
+    """Data named on the command line: `vision.data.spec.open_spec` (grammar there)."""
+    from vision.data import spec as specs
 
-    ``spec`` is one of: ``eurosat-rgb:test`` / ``eurosat-ms:val`` (a split of a known
-    dataset under VISION_DATA_DIR); a ``.tar``/``.tar.gz`` shard or glob of shards; a
-    manifest ``.csv``/``.parquet``; a folder of class folders.
-    """
-    name, sep, split = spec.partition(":")
-    if sep and name in ("eurosat-rgb", "eurosat-ms") and not Path(spec).exists():
-        return open_split(name, split, bands=bands, classes=classes)
-    p = Path(spec)
-    if spec.endswith((".tar", ".tar.gz", ".tgz")) or "*" in spec:
-        shards = sorted(glob.glob(spec))
-        if not shards:
-            raise ConfigError(f"no shards match {spec}")
-        base = Path(shards[0]).parent
-        return ShardSource(shards, classes or eurosat_classes(base))
-    if p.suffix.lower() in (".csv", ".parquet"):
-        return ManifestSource(p, classes, bands=bands)
-    if p.is_dir():
-        return FolderSource(p, classes, bands=bands)
-    raise ConfigError(
-        f"cannot open {spec!r}: expected eurosat-rgb:SPLIT, shards, a manifest or a folder"
-    )
-
+    return specs.open_spec(spec, classes, bands)
