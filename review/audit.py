@@ -226,8 +226,8 @@ class VerifyResult:
         """One line for people: what was found, and where."""
         if self.ok:
             return f"audit log intact: {self.rows} rows"
-        where = f"at row {self.bad_seq}: " if self.bad_seq is not None else ": "
-        return f"audit log BROKEN {where}{self.reason}"
+        where = f" at row {self.bad_seq}" if self.bad_seq is not None else ""
+        return f"audit log BROKEN{where}: {self.reason}"
 
 
 def verify(

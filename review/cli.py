@@ -73,8 +73,7 @@ def serve(
 ) -> None:
     """Serve the review web app (needs VISION_REVIEW_SECRET); prints the URL it listens on.
 
-    With --tls-cert/--tls-key it serves HTTPS, marks cookies Secure and sends HSTS. SIGTERM
-    or Ctrl-C stops the server and its worker.
+    With --tls-cert/--tls-key: HTTPS, Secure cookies and HSTS. SIGTERM or Ctrl-C stops it and its worker.
 
     Example: vision review serve --port 8443 --tls-cert /etc/vision/cert.pem --tls-key /etc/vision/key.pem
     """
@@ -179,8 +178,9 @@ def _verify(db: str | None, anchor_files: list[Path]) -> VerifyResult:
 def audit_verify(db: str | None = DB_OPTION, anchor: list[Path] = ANCHOR_OPTION) -> None:
     """Check the keyed audit chain, its head, anchored heads and the tables exports read.
 
-    Exit 1 naming the first bad row or table row. Needs the service's VISION_REVIEW_SECRET
-    (or VISION_REVIEW_AUDIT_KEY_FILE): the chain is keyed with it.
+    Exit 1 naming the first bad row or table row.
+
+    Needs the service's VISION_REVIEW_SECRET (or VISION_REVIEW_AUDIT_KEY_FILE): the chain is keyed with it.
 
     Example: vision review audit verify --anchor /mnt/offsite/review-anchors.jsonl
     """
@@ -196,8 +196,9 @@ def audit_anchor(
 ) -> None:
     """Verify the log, then print or append its head (row, hash, time) for keeping off-site.
 
-    Keep the anchors where the database's writers cannot reach (another host, write-once
-    storage); `audit verify --anchor FILE` then detects a log cut short or rolled back.
+    Keep the anchors where the database's writers cannot reach (another host, write-once storage).
+
+    `audit verify --anchor FILE` then detects a log cut short or rolled back.
 
     Example: vision review audit anchor --to /mnt/offsite/review-anchors.jsonl
     """
@@ -227,9 +228,9 @@ def users_add(
 ) -> None:
     """Add a person; the password is prompted for and stored as an argon2 hash.
 
-    Passwords need 12+ characters mixing 3 of lower-case, upper-case, digits and symbols (or a
-    16+ character passphrase), 8+ different characters, no runs like 'abcd', not the user
-    name, not a common password.
+    Passwords: 12+ characters mixing 3 of lower-case, upper-case, digits, symbols (or a 16+ passphrase).
+
+    Also: 8+ different characters, no runs like 'abcd', not the user name, not a common password.
 
     Example: vision users add ada --role reviewer
     """
@@ -273,8 +274,7 @@ def users_set(
 ) -> None:
     """Change a person's role, password, lock or active state (audited).
 
-    A new password, a role change, --disable or --enable signs the person out everywhere
-    (all their sessions are revoked).
+    A new password, a role change, --disable or --enable revokes all of the person's sessions.
 
     Example: vision users set ada --role admin --unlock
     """

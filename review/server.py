@@ -71,8 +71,8 @@ def run_server(
     from review.web.app import create_app
 
     _check_tls(tls_cert, tls_key)
-    private_files()
     settings = ReviewSettings.from_env(db_url, require_secret=True)
+    private_files()  # after the checks: a refused start changes nothing about the process
     if tls_cert is not None:
         settings = settings.with_(secure_cookies=True)
     database = open_database(settings.db_url, audit_key=settings.audit_key())
@@ -174,11 +174,11 @@ def run_worker(db_url: str | None, parent: int | None) -> None:
     from review.service import open_database, private_files
     from review.settings import ReviewSettings
 
-    private_files()
     settings = ReviewSettings.from_env(db_url, require_secret=False)
     key = audit_key_from_env()
     if key is None:
         raise AuditKeyError("the worker writes audit rows: set VISION_REVIEW_SECRET to the service's secret")
+    private_files()
     database = open_database(settings.db_url, audit_key=key)
     stop = threading.Event()
 

@@ -102,3 +102,34 @@ def test_failed_login_burst_keeps_the_loop_responsive_and_a_real_login_gets_a_tu
     assert order.index("probe") < ghosts[-1], f"a page view waited for the whole burst: {order}"
     after_good = sum(1 for i in ghosts if i > order.index("good"))
     assert after_good >= BURST // 2, f"the correct login was queued behind the burst: {order}"
+
+
+def test_waiting_logins_take_turns_between_lanes_and_a_full_queue_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from review.auth import hashing
+
+    async def scenario() -> list[str]:
+        scheduler = hashing._LaneScheduler(1)
+        served: list[str] = []
+
+        async def login(lane: str, name: str) -> None:
+            await scheduler.acquire(lane)
+            served.append(name)
+
+        await login("a", "a1")  # takes the only slot at once
+        waiting = [asyncio.create_task(login(lane, name)) for lane, name in [("a", "a2"), ("a", "a3"), ("b", "b1")]]
+        gone = asyncio.create_task(login("c", "c1"))
+        await asyncio.sleep(0)
+        gone.cancel()  # a client that went away gives up its place
+        await asyncio.sleep(0)
+        for _ in range(3):
+            scheduler.release()
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiting)
+        monkeypatch.setattr(hashing, "MAX_WAITING", 0)
+        with pytest.raises(hashing.HashQueueFullError):
+            await scheduler.acquire("z")
+        return served
+
+    assert asyncio.run(scenario()) == ["a1", "a2", "b1", "a3"]

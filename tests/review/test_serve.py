@@ -343,3 +343,14 @@ def test_anchor_and_verify_hold_across_a_service_restart(
             counts.append(len(s.execute(select(AuditEntry.seq)).all()))
     lines = [json.loads(x) for x in anchors.read_text().splitlines()]
     assert [a["seq"] for a in lines] == counts and counts[0] < counts[1], (lines, counts)
+
+
+def test_a_refused_start_leaves_the_process_umask_alone(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VISION_REVIEW_SECRET")
+    before = os.umask(0o022)
+    try:
+        code, out = run_cli("review", "serve", "--db", db.url, "--no-worker")
+        assert code == 2, out
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
