@@ -8,15 +8,12 @@ Examples::
     vision review serve --port 8000
     vision review export 1 --format dataset --out reviewed/2024-06
     vision review audit verify
+    vision review audit anchor --to /mnt/offsite/review-anchors.jsonl
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +21,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from review.audit import VerifyResult
     from review.db.engine import Database
     from review.settings import ReviewSettings
 
@@ -35,7 +33,7 @@ review_app = typer.Typer(
     no_args_is_help=True,
     help="The review service: serve the web app, import jobs, export results, verify the audit log.",
 )
-audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+audit_app = typer.Typer(no_args_is_help=True, help="The keyed, hash-chained audit log: verify and anchor it.")
 users_app = typer.Typer(no_args_is_help=True, help="People who sign in to the review service.")
 review_app.add_typer(audit_app, name="audit")
 
@@ -67,55 +65,37 @@ def _open(db_url: str | None, require_secret: bool = False) -> tuple[ReviewSetti
 @review_app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(8000, help="port to listen on"),
+    port: int = typer.Option(8000, help="port to listen on (0: any free port; the URL is printed)"),
     db: str | None = DB_OPTION,
     worker: bool = typer.Option(True, help="also start a worker process that runs submitted jobs"),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate (chain): serve HTTPS"),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
 ) -> None:
-    """Serve the review web app (needs VISION_REVIEW_SECRET).
+    """Serve the review web app (needs VISION_REVIEW_SECRET); prints the URL it listens on.
 
-    Example: vision review serve --port 8000 --db postgresql://review@localhost/review
+    With --tls-cert/--tls-key: HTTPS, Secure cookies and HSTS. SIGTERM or Ctrl-C stops it and its worker.
+
+    Example: vision review serve --port 8443 --tls-cert /etc/vision/cert.pem --tls-key /etc/vision/key.pem
     """
-    import uvicorn
+    from review.server import run_server
 
-    from review.service import preflight
-    from review.web.app import create_app
-
-    settings, database = _open(db, require_secret=True)
-    preflight(settings, database)
-    proc = None
-    if worker:
-        env = dict(os.environ, VISION_REVIEW_DB=settings.db_url)
-        proc = subprocess.Popen([sys.executable, "-m", "vision.cli", "review", "worker"], env=env)
-    try:
-        uvicorn.run(
-            create_app(settings, database),
-            host=host,
-            port=port,
-            log_level="warning",
-            proxy_headers=False,
-            server_header=False,
-        )
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+    run_server(host=host, port=port, db_url=db, worker=worker, tls_cert=tls_cert, tls_key=tls_key)
 
 
 @review_app.command("worker")
-def worker_cmd(db: str | None = DB_OPTION) -> None:
+def worker_cmd(
+    db: str | None = DB_OPTION,
+    parent: int | None = typer.Option(None, "--parent", hidden=True, help="stop when this process is gone"),
+) -> None:
     """Run submitted jobs through `vision infer` (started by `serve`; run more for more throughput).
+
+    SIGTERM or Ctrl-C: take no new job, finish the running one, exit.
 
     Example: vision review worker --db postgresql://review@localhost/review
     """
-    from review.jobs.worker import Worker
+    from review.server import run_worker
 
-    settings, database = _open(db)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        Worker(database, engine=settings.infer_engine).run_forever(stop)
-    except KeyboardInterrupt:
-        stop.set()
+    run_worker(db, parent)
 
 
 @review_app.command("import")
@@ -175,22 +155,62 @@ def export_cmd(
     typer.echo(f"{n} items written to {out}")
 
 
-@audit_app.command("verify")
-def audit_verify(db: str | None = DB_OPTION) -> None:
-    """Check the audit log's hash chain; exit 1 naming the first bad row.
+ANCHOR_OPTION = typer.Option(
+    [], "--anchor", help="file of heads written by `audit anchor --to` (repeatable); fail if the log lost any"
+)
 
-    Example: vision review audit verify --db sqlite:///review-data/review.db
-    """
+
+def _verify(db: str | None, anchor_files: list[Path]) -> VerifyResult:
     from review.audit import verify
+    from review.audit_anchor import read_anchors
 
+    anchors = [a for f in anchor_files for a in read_anchors(f)]
     _, database = _open(db)
-    with database.read() as s:
-        result = verify(s)
-    if result.ok:
-        typer.echo(f"audit log intact: {result.rows} rows")
+    with database.snapshot() as s:
+        result = verify(s, anchors=anchors)
+    if not result.ok:
+        typer.echo(result.message, err=True)
+        raise typer.Exit(1)
+    return result
+
+
+@audit_app.command("verify")
+def audit_verify(db: str | None = DB_OPTION, anchor: list[Path] = ANCHOR_OPTION) -> None:
+    """Check the keyed audit chain, its head, anchored heads and the tables exports read.
+
+    Exit 1 naming the first bad row or table row.
+
+    Needs the service's VISION_REVIEW_SECRET (or VISION_REVIEW_AUDIT_KEY_FILE): the chain is keyed with it.
+
+    Example: vision review audit verify --anchor /mnt/offsite/review-anchors.jsonl
+    """
+    result = _verify(db, anchor)
+    extra = f", {len(anchor)} anchor file(s) matched" if anchor else ""
+    typer.echo(f"{result.message}{extra}")
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    to: Path | None = typer.Option(None, "--to", help="append the head to this file (O_APPEND) instead of printing"),
+    db: str | None = DB_OPTION,
+) -> None:
+    """Verify the log, then print or append its head (row, hash, time) for keeping off-site.
+
+    Keep the anchors where the database's writers cannot reach (another host, write-once storage).
+
+    `audit verify --anchor FILE` then detects a log cut short or rolled back.
+
+    Example: vision review audit anchor --to /mnt/offsite/review-anchors.jsonl
+    """
+    from review.audit_anchor import append_anchor, make_anchor
+
+    result = _verify(db, [])
+    anchor = make_anchor(result.rows, result.head_hash)
+    if to is None:
+        typer.echo(anchor.line())
         return
-    typer.echo(f"audit log BROKEN at row {result.bad_seq}: {result.reason}", err=True)
-    raise typer.Exit(1)
+    append_anchor(to, anchor)
+    typer.echo(f"anchored row {anchor.seq} ({anchor.hash[:16]}...) to {to}")
 
 
 def _password(prompt: bool, stdin: bool) -> str:
@@ -207,6 +227,10 @@ def users_add(
     db: str | None = DB_OPTION,
 ) -> None:
     """Add a person; the password is prompted for and stored as an argon2 hash.
+
+    Passwords: 12+ characters mixing 3 of lower-case, upper-case, digits, symbols (or a 16+ passphrase).
+
+    Also: 8+ different characters, no runs like 'abcd', not the user name, not a common password.
 
     Example: vision users add ada --role reviewer
     """
@@ -249,6 +273,8 @@ def users_set(
     db: str | None = DB_OPTION,
 ) -> None:
     """Change a person's role, password, lock or active state (audited).
+
+    A new password, a role change, --disable or --enable revokes all of the person's sessions.
 
     Example: vision users set ada --role admin --unlock
     """

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import audit
+from review.audit_state import item_fingerprint
 from review.db.models import DECISIONS, DONE, PENDING, SECOND, Decision, Item, Job
 from vision.errors import VisionError
 
@@ -244,7 +245,14 @@ def decide(
     except IntegrityError as exc:
         raise DecisionConflictError(f"item {item_id} was decided concurrently; reload it") from exc
     db.refresh(item)
-    after = _state(item) | {"predicted": item.class_name, "comment": comment}
+    # The decision time and the item's imported content are recorded so `audit verify` can
+    # check the decision and item rows that exports read against this row.
+    after = _state(item) | {
+        "predicted": item.class_name,
+        "comment": comment,
+        "decided_at": now.isoformat(timespec="microseconds"),
+        "item": item_fingerprint(item),
+    }
     audit.append(
         db,
         user.name,

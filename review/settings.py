@@ -11,7 +11,12 @@ Environment:
 - ``VISION_REVIEW_ROOTS``: allow-listed folders (``os.pathsep``-separated) from which
   analysts may submit batches on the web page; default ``DATA/incoming``.
 - ``VISION_REVIEW_ENGINE``: ``local`` (default) or ``ray``, passed to ``vision infer``.
-- ``VISION_REVIEW_SECURE_COOKIES``: ``1`` to mark cookies ``Secure`` (behind HTTPS).
+- ``VISION_REVIEW_SECURE_COOKIES``: ``1`` to mark cookies ``Secure`` and send HSTS (behind
+  an HTTPS reverse proxy; ``vision review serve --tls-cert/--tls-key`` turns both on itself).
+- ``VISION_REVIEW_AUDIT_KEY_FILE``: optional file holding the audit chain's key (owner-only,
+  at least 32 bytes). Without it the audit key is derived from ``VISION_REVIEW_SECRET``.
+  Choose once, before the first keyed audit row: rows verify only with the key they were
+  written with.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class ReviewSettings:
         session_seconds: lifetime of a login session.
         secure_cookies: mark cookies ``Secure`` (HTTPS deployments).
         infer_engine: ``local`` or ``ray`` for the worker's ``vision infer`` runs.
+        audit_key_file: dedicated audit key file (``None``: derive it from the secret).
     """
 
     secret_key: str
@@ -55,6 +61,7 @@ class ReviewSettings:
     session_seconds: int = 12 * 3600
     secure_cookies: bool = False
     infer_engine: str = "local"
+    audit_key_file: Path | None = None
 
     @classmethod
     def from_env(cls, db_url: str | None = None, require_secret: bool = True) -> ReviewSettings:
@@ -75,6 +82,7 @@ class ReviewSettings:
         secret = os.environ.get("VISION_REVIEW_SECRET", "")
         if require_secret:
             check_secret(secret)
+        key_file = os.environ.get("VISION_REVIEW_AUDIT_KEY_FILE", "").strip()
         engine = os.environ.get("VISION_REVIEW_ENGINE", "local")
         if engine not in ("local", "ray"):
             raise ConfigError(f"VISION_REVIEW_ENGINE must be local or ray, not {engine!r}")
@@ -85,7 +93,18 @@ class ReviewSettings:
             job_roots=roots,
             secure_cookies=os.environ.get("VISION_REVIEW_SECURE_COOKIES", "") in ("1", "true"),
             infer_engine=engine,
+            audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
         )
+
+    def audit_key(self) -> bytes:
+        """The audit chain's key (see `review.auth.keys`); never stored in the database.
+
+        Raises:
+            ConfigError: no usable secret or key file.
+        """
+        from review.auth.keys import audit_key
+
+        return audit_key(self.secret_key, self.audit_key_file)
 
     def with_(self, **changes: object) -> ReviewSettings:
         """A copy with some fields changed."""

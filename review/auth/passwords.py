@@ -18,9 +18,19 @@ HASHER = PasswordHasher()
 #: of logins must queue rather than exhaust memory.
 _HASH_SLOTS = threading.BoundedSemaphore(2)
 
-MIN_PASSWORD_LENGTH = 10
+#: The password rule, in words (error messages and the docs say exactly this).
+MIN_PASSWORD_LENGTH = 12
+PASSPHRASE_LENGTH = 16
+MIN_DISTINCT_CHARACTERS = 8
+PASSWORD_RULE = (
+    f"at least {MIN_PASSWORD_LENGTH} characters mixing at least 3 of lower-case letters, upper-case letters, "
+    f"digits and symbols (or a passphrase of at least {PASSPHRASE_LENGTH} characters); at least "
+    f"{MIN_DISTINCT_CHARACTERS} different characters; no runs like 'aaaa', 'abcd', '4321' or 'qwer'; "
+    "not containing the user name; not a common or default password"
+)
 
-#: Passwords refused outright: shipped defaults and the most common choices.
+#: Passwords refused outright: shipped defaults and the most common choices. `preflight`
+#: tries each against every admin's hash, so this list stays short (one hash per entry).
 DEFAULT_PASSWORDS = frozenset(
     {
         "admin",
@@ -51,23 +61,152 @@ DEFAULT_PASSWORDS = frozenset(
     }
 )
 
+#: Common words people build passwords on; compared after `_base` strips decoration.
+COMMON_BASES = DEFAULT_PASSWORDS | frozenset(
+    {
+        "iloveyou",
+        "monkey",
+        "dragon",
+        "football",
+        "baseball",
+        "soccer",
+        "hockey",
+        "sunshine",
+        "princess",
+        "shadow",
+        "master",
+        "superman",
+        "batman",
+        "trustno1",
+        "starwars",
+        "whatever",
+        "hello",
+        "helloworld",
+        "freedom",
+        "abc123",
+        "qwertyuiop",
+        "asdfghjkl",
+        "zxcvbnm",
+        "1q2w3e4r",
+        "1q2w3e4r5t",
+        "qazwsx",
+        "q1w2e3r4",
+        "michael",
+        "jennifer",
+        "computer",
+        "internet",
+        "summer",
+        "winter",
+        "spring",
+        "autumn",
+        "january",
+        "december",
+        "login",
+        "access",
+        "mustang",
+        "pokemon",
+        "charlie",
+        "liverpool",
+        "chelsea",
+        "arsenal",
+        "killer",
+        "pepper",
+        "cheese",
+        "solo",
+        "flower",
+        "lovely",
+        "tigger",
+        "service",
+        "database",
+        "satellite",
+        "imagery",
+    }
+)
+
+_LEET = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
+_SEQUENCES = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
+_RUN = 4
+
 #: A hash of nothing useful, verified when a user does not exist so timing does not tell.
 _DUMMY_HASH = HASHER.hash("not-a-real-password-0")
 
 
+def _classes(password: str) -> int:
+    return sum(
+        (
+            any(c.islower() for c in password),
+            any(c.isupper() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        )
+    )
+
+
+def _base(password: str) -> str:
+    """The word a password is built on: lower-cased, leetspeak undone, digits/symbols trimmed."""
+    low = password.lower()
+    trimmed = low.strip("0123456789!@#$%^&*()-_=+.,;:?'\" ~`")
+    return trimmed.translate(_LEET) if trimmed else low.translate(_LEET)
+
+
+def _predictable_run(password: str) -> str | None:
+    """A run of `_RUN` repeated or consecutive characters (alphabet, digits, keyboard rows)."""
+    low = password.lower()
+    for i in range(len(low) - _RUN + 1):
+        chunk = low[i : i + _RUN]
+        if len(set(chunk)) == 1:
+            return chunk
+        for seq in _SEQUENCES:
+            if chunk in seq or chunk[::-1] in seq:
+                return chunk
+    return None
+
+
+def password_problems(name: str, password: str) -> list[str]:
+    """What is wrong with ``password`` for the user ``name`` (empty when it is acceptable)."""
+    problems = []
+    low = password.lower()
+    if len(password) < MIN_PASSWORD_LENGTH:
+        problems.append(f"it has {len(password)} characters, at least {MIN_PASSWORD_LENGTH} are needed")
+    elif len(password) < PASSPHRASE_LENGTH and _classes(password) < 3:
+        problems.append(
+            f"it mixes {_classes(password)} kinds of characters: use 3 of lower-case, upper-case, digits and "
+            f"symbols, or at least {PASSPHRASE_LENGTH} characters"
+        )
+    if len(set(password)) < MIN_DISTINCT_CHARACTERS:
+        problems.append(f"it has {len(set(password))} different characters, at least {MIN_DISTINCT_CHARACTERS}")
+    run = _predictable_run(password)
+    if run is not None:
+        problems.append(f"it contains the predictable run {run!r}")
+    if name and (low == name.lower() or (len(name) >= 3 and name.lower() in low)):
+        problems.append("it contains the user name")
+    if low in COMMON_BASES or _base(password) in COMMON_BASES:
+        problems.append("it is a common or default password")
+    else:
+        word = _common_word(password)
+        if word is not None:
+            problems.append(f"it is the common word {word!r} with a few characters around it")
+    return problems
+
+
+def _common_word(password: str) -> str | None:
+    """A common word (5+ letters) that makes up all but a few characters of ``password``."""
+    plain = password.lower().translate(_LEET)
+    for word in COMMON_BASES:
+        if len(word) >= 5 and word in plain and len(plain) - len(word) < MIN_DISTINCT_CHARACTERS:
+            return word
+    return None
+
+
 def check_password_rules(name: str, password: str) -> None:
-    """Refuse default, common, short or name-derived passwords.
+    """Refuse weak passwords, saying what is wrong and what is required (`PASSWORD_RULE`).
 
     Raises:
-        ConfigError: saying what is wrong with the password.
+        ConfigError: the password breaks the rule.
     """
-    low = password.lower()
-    if low in DEFAULT_PASSWORDS or low.strip("0123456789!") in DEFAULT_PASSWORDS:
-        raise ConfigError("this password is a well-known default; choose another")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ConfigError(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
-    if name and name.lower() in low:
-        raise ConfigError("the password must not contain the user name")
+    problems = password_problems(name, password)
+    if problems:
+        raise ConfigError(f"password refused: {'; '.join(problems)}. Required: {PASSWORD_RULE}")
 
 
 def hash_password(password: str) -> str:

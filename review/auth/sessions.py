@@ -2,7 +2,11 @@
 
 The database keeps only the token's SHA-256, with the session's CSRF token, expiry and
 revocation, so logout really ends a session and a stolen database holds no usable cookie.
-Before login, a separate signed cookie carries the login form's CSRF token (double submit).
+Changing a person's password, role or active flag revokes all of their sessions
+(`revoke_user_sessions`, called by `review.auth.users.update_user`): a revoked session never
+comes back, even when the account is enabled again. Before login, a separate signed cookie
+carries the login form's CSRF token (double submit). Cookies are signed with a key derived
+from the service's secret for that purpose only (`review.auth.keys`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import secrets
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from review.auth.keys import COOKIE_PURPOSE, derive_key
 from review.db.models import LoginSession, User
 
 SESSION_COOKIE = "vision_review_session"
@@ -25,7 +30,7 @@ class CookieSigner:
     """Signs and checks cookie values with the service's secret key."""
 
     def __init__(self, secret: str, max_age: int):
-        self._s = URLSafeTimedSerializer(secret, salt="vision-review-cookie")
+        self._s = URLSafeTimedSerializer(derive_key(secret, COOKIE_PURPOSE), salt="vision-review-cookie")
         self.max_age = max_age
 
     def sign(self, value: str) -> str:
@@ -81,6 +86,17 @@ def end_session(db: Session, session_id: str, now: datetime) -> None:
     sess = db.get(LoginSession, session_id)
     if sess is not None and sess.revoked_at is None:
         sess.revoked_at = now
+
+
+def revoke_user_sessions(db: Session, user_id: int, now: datetime) -> int:
+    """Revoke every live session of a user (credentials or rights changed). Returns how many."""
+    res = db.execute(
+        update(LoginSession)
+        .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:

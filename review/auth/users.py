@@ -1,4 +1,9 @@
-"""Managing people: add, change role, disable, unlock. Every change is audited."""
+"""Managing people: add, change role, disable, unlock. Every change is audited.
+
+The same rules hold on the command line and on the web admin page, because both come here:
+passwords must pass `review.auth.passwords.check_password_rules`, and a new password, a
+role change or a disable revokes every session of that person.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from review import audit
 from review.auth.passwords import check_password_rules, hash_password
+from review.auth.sessions import revoke_user_sessions
 from review.db.models import ROLES, User, utcnow
 from vision.errors import ConfigError
 
@@ -70,13 +76,21 @@ def update_user(
 ) -> User:
     """Change a user's role, active flag, lock or password (audited; password never logged).
 
+    A new password, another role, or a disable (or enable) revokes all of the user's
+    sessions, so a stolen or left-open session does not outlive the change.
+
     Raises:
-        ConfigError: unknown role or weak password.
+        ConfigError: unknown role or weak password (nothing is changed).
     """
+    if role is not None and role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if password is not None:
+        check_password_rules(user.name, password)
     before = _public(user) | {"locked": user.locked_until is not None}
+    # Enabling revokes too: sessions left over from before the disable never come back.
+    revoke = (role is not None and role != user.role) or (active is not None and active != user.active)
+    revoke = revoke or password is not None
     if role is not None:
-        if role not in ROLES:
-            raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         user.role = role
     if active is not None:
         user.active = active
@@ -84,8 +98,9 @@ def update_user(
         user.locked_until, user.failed_logins = None, 0
     after: dict[str, object] = _public(user) | {"locked": user.locked_until is not None}
     if password is not None:
-        check_password_rules(user.name, password)
         user.password_hash = hash_password(password)
         after["password"] = "changed"
+    if revoke:
+        after["sessions_revoked"] = revoke_user_sessions(db, user.id, utcnow())
     audit.append(db, actor, "user.update", f"user:{user.name}", before, after, request_id)
     return user

@@ -53,26 +53,48 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+#: Key of the audit key in each session's ``info`` (read by `review.audit.session_key`).
+AUDIT_KEY_INFO = "review_audit_key"
+
+
 class Database:
     """An engine with a session factory for reads and one for writes.
 
     Args:
         url: SQLAlchemy URL.
+        pool_size: connections kept open.
+        audit_key: the audit chain's key, handed to every session (``info``) so that
+            `review.audit.append` signs rows with it; ``None``: taken from the environment.
     """
 
-    def __init__(self, url: str, pool_size: int = 20):
+    def __init__(self, url: str, pool_size: int = 20, audit_key: bytes | None = None):
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.is_sqlite = url.startswith("sqlite")
+        self.audit_key = audit_key
+        info = {AUDIT_KEY_INFO: audit_key} if audit_key is not None else {}
         writer = self.engine.execution_options(**{_IMMEDIATE: True})
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(writer, expire_on_commit=False)
+        self._read = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._write = sessionmaker(writer, expire_on_commit=False, info=info)
         self._writer_lock: AbstractContextManager[object] = threading.Lock() if self.is_sqlite else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading (rolled back at the end)."""
         with self._read() as s:
+            yield s
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A session that sees one consistent snapshot of the database, however long it reads.
+
+        SQLite's read transactions are snapshots already (WAL); PostgreSQL's default (read
+        committed) would let each statement see newer writes, so this asks for
+        ``REPEATABLE READ``. For checks that compare several tables (the audit check).
+        """
+        with self._read() as s:
+            if not self.is_sqlite:
+                s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield s
 
     @contextmanager

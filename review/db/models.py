@@ -167,11 +167,16 @@ class Decision(Base):
 
 
 class AuditEntry(Base):
-    """One state change. Append-only and hash-chained (see `review.audit`)."""
+    """One state change. Append-only and chained by keyed hashes (see `review.audit`).
+
+    ``version`` says how ``hash`` is computed: 1 = plain SHA-256 (rows written before the
+    keyed chain), 2 = HMAC-SHA256 with the audit key.
+    """
 
     __tablename__ = "audit_log"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
     at: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
@@ -184,10 +189,15 @@ class AuditEntry(Base):
 
 
 class AuditHead(Base):
-    """The single row naming the last audit entry; locking it serialises appends."""
+    """The single row naming the last audit entry; locking it serialises appends.
+
+    ``mac`` signs ``(seq, hash)`` with the audit key, so cutting rows off the end and
+    rewriting the head is detected by anyone holding the key.
+    """
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from review.auth.permissions import ROUTE_ACTIONS, Action, allowed
 from review.auth.sessions import SESSION_COOKIE, csrf_matches, load_session
 from review.db.models import utcnow
+from vision.errors import VisionError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -34,7 +35,7 @@ class RouteNotDeclaredError(LookupError):
     """A route was added without an entry in ``ROUTE_ACTIONS``."""
 
 
-class LoginRequiredError(Exception):
+class LoginRequiredError(VisionError):
     """The request needs a signed-in person and has none."""
 
 

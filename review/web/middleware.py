@@ -1,4 +1,9 @@
-"""Request ids and security headers, as plain ASGI middleware (no per-request task)."""
+"""Request ids and security headers, as plain ASGI middleware (no per-request task).
+
+``Strict-Transport-Security`` is sent on HTTPS requests (``vision review serve --tls-cert``)
+and, behind a TLS-terminating reverse proxy, whenever the service marks its cookies
+``Secure`` (``VISION_REVIEW_SECURE_COOKIES=1``): both mean browsers must only use HTTPS.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,16 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+#: Browsers remember for a year that this site is HTTPS-only.
+HSTS = "max-age=31536000"
+
+
+def _https(scope: Scope) -> bool:
+    if scope.get("scheme") == "https":
+        return True
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    return bool(getattr(getattr(services, "settings", None), "secure_cookies", False))
+
 
 class RequestIdMiddleware:
     """Give each request an id (``request.state.request_id``, ``X-Request-ID`` header).
@@ -35,6 +50,7 @@ class RequestIdMiddleware:
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         rid = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        https = _https(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -43,6 +59,8 @@ class RequestIdMiddleware:
                 for k, v in SECURITY_HEADERS.items():
                     headers.setdefault(k, v)
                 headers.setdefault("Cache-Control", "no-store")
+                if https:
+                    headers.setdefault("Strict-Transport-Security", HSTS)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -109,6 +109,13 @@ def db_url(tmp_path: Path, pg_server: str | None) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def service_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's secret in the environment, as in production: the audit chain is keyed with it."""
+    monkeypatch.setenv("VISION_REVIEW_SECRET", SECRET)
+    monkeypatch.delenv("VISION_REVIEW_AUDIT_KEY_FILE", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2 with the library's cheapest parameters: the tests are not about its cost."""
     monkeypatch.setattr(passwords, "HASHER", argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST))

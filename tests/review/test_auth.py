@@ -136,3 +136,77 @@ def test_admin_manages_people_on_the_web(client_for: Any, db: Database, users: d
     assert audit_rows[-1].action == "user.update" and '"role":"reviewer"' in audit_rows[-1].before
     with db.write() as s:
         add_user(s, "x2", "reviewer", PASSWORD, actor="test")
+
+
+WEAK = [
+    "aaaaaaaaaa",  # the example: short, one character
+    "aaaaaaaaaaaaaaaaaaaa",  # long but one character
+    "abcdefgh12345678",  # runs
+    "Password2024!",  # a common password with decoration
+    "P@ssw0rd-2024",  # the same in leetspeak
+    "Summer2024!x",  # a common word with a few characters around it
+    "lowercaseonly",  # 13 characters of one kind
+    "boss-the-great-one",  # contains the user name
+]
+
+
+@pytest.mark.parametrize("password", WEAK)
+def test_weak_passwords_are_refused_saying_what_is_required(db: Database, password: str) -> None:
+    code, out = run_cli(
+        "users", "add", "boss", "--role", "admin", "--password-stdin", "--db", db.url, input=password + "\n"
+    )
+    assert code == 2 and "password refused" in out and "Required: at least 12 characters" in out, out
+    with db.read() as s:
+        assert s.execute(select(User)).first() is None
+
+
+@pytest.mark.parametrize("password", ["correct-horse-battery-staple", "Kx9#mQ2vL7pz", "Tr0ub4dor&3x-later"])
+def test_strong_passwords_are_accepted(db: Database, password: str) -> None:
+    code, out = run_cli(
+        "users", "add", "boss", "--role", "admin", "--password-stdin", "--db", db.url, input=password + "\n"
+    )
+    assert code == 0, out
+
+
+def test_the_same_rule_holds_for_a_new_password_and_on_the_web(
+    client_for: Any, db: Database, users: dict[str, str]
+) -> None:
+    code, out = run_cli("users", "set", "rev", "--password-stdin", "--db", db.url, input="aaaaaaaaaa\n")
+    assert code == 2 and "at least 12 are needed" in out, out
+    adm, csrf = client_for("adm")
+    r = adm.post("/admin/users", data={"csrf_token": csrf, "name": "boss", "role": "admin", "password": "aaaaaaaaaa"})
+    assert r.status_code == 400 and "Required: at least 12 characters" in r.json()["detail"], r.text
+    with db.read() as s:
+        assert s.execute(select(User).where(User.name == "boss")).first() is None
+
+
+def test_login_required_is_a_vision_error() -> None:
+    from review.web.guard import LoginRequiredError
+    from vision.errors import VisionError
+
+    assert issubclass(LoginRequiredError, VisionError)
+
+
+def test_keys_are_hkdf_sha256_and_differ_per_purpose() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from review.auth.keys import AUDIT_PURPOSE, COOKIE_PURPOSE, derive_key
+
+    secret = "s" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz"
+    for purpose in (AUDIT_PURPOSE, COOKIE_PURPOSE):
+        expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret.encode())
+        assert derive_key(secret, purpose) == expected
+    assert derive_key(secret, AUDIT_PURPOSE) != derive_key(secret, COOKIE_PURPOSE)
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_behind_an_https_proxy_cookies_are_secure_and_hsts_is_sent(
+    settings: ReviewSettings, db: Database, users: dict[str, str], secure: bool
+) -> None:
+    from review.web.app import create_app
+
+    with TestClient(create_app(settings.with_(secure_cookies=secure), db)) as c:
+        r = c.get("/login")
+        assert ("strict-transport-security" in r.headers) is secure
+        assert ("; secure" in r.headers["set-cookie"].lower()) is secure

@@ -73,8 +73,8 @@ def update_user(
 
 @router.get("/admin/audit")
 def audit_page(request: Request, svc: Annotated[Services, Depends(services)], verify: bool = False) -> Response:
-    """The latest audit rows, and the chain check on demand."""
-    with svc.db.read() as s:
+    """The latest audit rows, and the full check (`review.audit.verify`) on demand."""
+    with svc.db.snapshot() as s:
         rows = s.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(200)).scalars().all()
         result = audit.verify(s) if verify else None
     return page(request, "audit.html", rows=rows, result=result)
