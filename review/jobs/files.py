@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from review.jobs.paths import PathRefusedError
+from review.jobs.paths import PathRefusedError, scan_links
 from vision.errors import ConfigError, InputError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -260,30 +260,17 @@ def write_in(folder: str | Path, name: str, data: bytes, roots: Sequence[Path]) 
         os.close(dfd)
 
 
-#: Most entries a submitted folder may hold for the link scan (larger batches: split them).
-MAX_SCAN = 200_000
-
-
-def check_tree(path: str | Path, roots: Sequence[Path], limit: int = MAX_SCAN) -> Path:
+def check_tree(path: str | Path, roots: Sequence[Path]) -> Path:
     """The resolved ``path``, refused when it, or any link inside it, leads out of the roots.
 
     Run again right before the worker starts ``vision infer``: a link planted in a submitted
     folder after it was accepted must not be followed.
 
     Raises:
-        InputRefusedError: see above, or the folder holds more than ``limit`` entries.
+        PathRefusedError: see above, or the folder holds more than `MAX_SCAN` entries.
     """
     real = Path(os.path.realpath(path))
     locate(real, roots)
-    if not real.is_dir():
-        return real
-    n = 0
-    for dirpath, dirnames, filenames in os.walk(real, followlinks=False):
-        for name in dirnames + filenames:
-            n += 1
-            if n > limit:
-                raise InputRefusedError(f"the folder holds more than {limit} entries")
-            entry = Path(dirpath) / name
-            if entry.is_symlink() and not is_inside(os.path.realpath(entry), roots):
-                raise InputRefusedError(f"{entry.relative_to(real)} links outside the allowed folders")
+    if real.is_dir():
+        scan_links(real, lambda p: is_inside(p, roots))
     return real

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ REQUIRED_COLUMNS = (
     "model_version",
     "model_sha256",
 )
+#: Longest time without a heartbeat while the inputs are checked (a worker's job is taken
+#: over by another after `review.jobs.worker.Worker.stale_after_s` without one).
+HEARTBEAT_S = 10.0
 #: Rows per insert transaction (each also records the progress and the heartbeat).
 INSERT_BATCH = 2000
 #: Largest manifest read (it lists every input of a job: megabytes for a large archive).
@@ -193,10 +197,14 @@ def _batches(table: pq.ParquetFile, columns: list[str]) -> Iterator[list[dict[st
         raise ConfigError(f"predictions.parquet cannot be read ({exc})") from exc
 
 
-def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[int], None]) -> _Scan:
+def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[], None]) -> _Scan:
     scan = _Scan()
+    last = time.monotonic()
     for rows in _batches(table, _SCAN_COLUMNS):
         for r in rows:
+            if time.monotonic() - last > HEARTBEAT_S:  # hashing relative inputs can be slow
+                heartbeat()
+                last = time.monotonic()
             i = scan.total
             scan.total += 1
             if not _assessable(r):
@@ -215,7 +223,6 @@ def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[int
             if isinstance(label, int) and 0 <= label < MAX_CLASSES and r.get("class_name"):
                 scan.classes[label] = str(r["class_name"])[:200]
             scan.width = min(MAX_CLASSES, max(scan.width, len(r.get("probs") or ())))
-        heartbeat(scan.total)
     return scan
 
 
@@ -272,7 +279,7 @@ def run_import(db: Database, job_id: int, roots: Sequence[Path], on_progress: Pr
         start = s.execute(select(func.max(Item.row_index)).where(Item.job_id == job_id)).scalar_one()
         start = -1 if start is None else int(start)
 
-    def heartbeat(_rows_seen: int) -> None:  # the first pass can take a while: stay alive
+    def heartbeat() -> None:  # the first pass can take a while: stay alive
         with db.write() as s:
             s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
                       .execution_options(synchronize_session=False))
@@ -354,8 +361,13 @@ def create_import_job(
     four_eyes: bool = False,
     request_id: str = "cli",
     again: bool = False,
+    queued: bool = True,
 ) -> int:
     """Check a finished job folder and queue it for import (audited); returns the job id.
+
+    Args:
+        queued: leave the rows to a worker; ``False`` when this process imports them next
+            (the job is then marked importing with a heartbeat, so no worker takes it too).
 
     Raises:
         ConfigError: not a finished job folder inside the roots, a malformed table, or a
@@ -370,6 +382,9 @@ def create_import_job(
         job = new_job(KIND_IMPORT, name or job_dir.name, actor, str(job_dir),
                       classes_of_interest=classes_of_interest or [], four_eyes=four_eyes)
         job.progress_total = rows
+        if not queued:
+            job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
+            job.worker_id = f"{actor}:{os.getpid()}"[:64]
         s.add(job)
         s.flush()
         audit.append(
@@ -402,7 +417,8 @@ def import_job(
     Raises:
         ConfigError: as the two do (the job is then marked failed).
     """
-    job_id = create_import_job(db, job_dir, actor, roots, name, classes_of_interest, four_eyes, request_id, again)
+    job_id = create_import_job(db, job_dir, actor, roots, name, classes_of_interest, four_eyes, request_id, again,
+                               queued=False)
     try:
         result = run_import(db, job_id, roots, on_progress)
     except ConfigError as exc:

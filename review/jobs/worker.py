@@ -165,8 +165,10 @@ class Worker:
         Raises:
             RunnerFailedError: the input now links outside the roots, or the runner failed.
         """
-        try:
-            checked = check_tree(input_path, self.roots)  # again: links may be planted after submission
+        try:  # again: links may have been planted since the submission was accepted
+            checked = check_tree(input_path, self.roots)
+            if not model.startswith("models:/"):
+                model = str(check_tree(model, self.roots))
         except (PermissionError, OSError) as exc:
             raise RunnerFailedError(f"the submitted input was refused: {exc}", None) from exc
         out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from cli_runner import run_cli
 from review_helpers import set_column, write_job, write_relative_job
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from review.db.engine import Database
 from review.db.models import AuditEntry, Decision, Item, Job
@@ -112,12 +112,15 @@ def test_nan_rows_imported_before_are_served_as_null_and_decisions_answer_200(
     with db.write() as s:
         first = s.execute(select(Item).where(Item.job_id == job_id).order_by(Item.confidence)).scalars().first()
         assert first is not None
-        s.execute(update(Item).values(confidence=math.nan, probs=None, minx=math.nan))
+        s.execute(update(Item).values(confidence=math.nan, minx=math.nan))
+        # what the old importer's json.dumps wrote for a NaN probability
+        s.execute(text("UPDATE items SET probs = '[NaN, 0.25, Infinity]'"))
     rev, csrf = client_for("rev")
     r = rev.post(f"/api/jobs/{job_id}/claim", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200, r.text
     item = json.loads(r.text)["item"]
-    assert item["confidence"] is None and item["bounds"] is None and item["top3"] == []
+    assert item["confidence"] is None and item["bounds"] is None
+    assert [t["p"] for t in item["top3"]] == [0.25], "non-finite probabilities are left out"
     r = rev.post(f"/api/items/{item['id']}/decision", json={"decision": "accept", "version": item["version"]},
                  headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200, r.text
@@ -215,3 +218,14 @@ def test_cli_import_needs_the_folder_under_the_allowed_roots(db: Database, tmp_p
     assert code == 2 and "outside the allowed folders" in out and "VISION_REVIEW_ROOTS" in out, out
     with db.read() as s:
         assert s.execute(select(Job)).first() is None
+
+
+def test_a_worker_does_not_take_an_import_the_cli_is_running(
+    db: Database, users: Any, roots: Path, allowed: tuple[Path, ...]
+) -> None:
+    folder = write_job(roots / "jobs" / "cli", n_windows=3, n_chips=0, n_bad=0)
+    job_id = create_import_job(db, folder, "cli:ada", allowed, queued=False)
+    assert Worker(db, roots=allowed).claim() is None, "the CLI's import is not taken twice"
+    assert run_import(db, job_id, allowed).items == 3
+    queued = create_import_job(db, folder, "ana", allowed, again=True)
+    assert Worker(db, roots=allowed).claim() == queued
