@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from review.formats import ExportFormat
+from vision.cli_options import progress_option
+
 if TYPE_CHECKING:
     from review.audit import VerifyResult
     from review.db.engine import Database
@@ -44,14 +47,6 @@ class Role(StrEnum):
     analyst = "analyst"
     reviewer = "reviewer"
     admin = "admin"
-
-
-class ExportFormat(StrEnum):
-    """Export formats, for option parsing."""
-
-    geojson = "geojson"
-    parquet = "parquet"
-    dataset = "dataset"
 
 
 def _open(db_url: str | None, require_secret: bool = False) -> tuple[ReviewSettings, Database]:
@@ -105,20 +100,42 @@ def import_cmd(
     name: str | None = typer.Option(None, help="job name (default: the folder name)"),
     interest: list[str] = typer.Option([], "--interest", help="class of interest (repeatable)"),
     four_eyes: bool = typer.Option(False, help="second review for positives of those classes"),
+    again: bool = typer.Option(False, "--again", help="import a folder that was imported before, as a new job"),
+    progress: bool = progress_option(),
 ) -> None:
     """Import a finished job folder; its rows enter the review queue.
 
+    As for imports from the web page, the folder and every input its table names must lie
+    inside the allowed folders (VISION_REVIEW_ROOTS and the service's DATA/jobs): add the
+    folder to VISION_REVIEW_ROOTS to import from elsewhere.
+
     Example: vision review import runs/2024-06 --interest AnnualCrop --four-eyes
     """
+    from rich.progress import Progress
+
+    from review.db.models import Job
+    from review.jobs.files import service_roots
     from review.jobs.importer import import_job
     from review.service import cli_actor
 
-    _, database = _open(db)
-    with database.write() as s:
-        job = import_job(s, job_dir, cli_actor(), name=name, classes_of_interest=interest, four_eyes=four_eyes)
+    settings, database = _open(db)
+    roots = service_roots(settings.job_roots, settings.data_dir)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("importing rows", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        job_id = import_job(
+            database, job_dir, cli_actor(), roots, name=name, classes_of_interest=interest, four_eyes=four_eyes,
+            again=again, on_progress=on_progress,
+        )
+    with database.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
         typer.echo(
             f"job {job.id}: {job.progress_total - job.rows_skipped} items queued for review, "
-            f"{job.rows_skipped} rows not assessed"
+            f"{job.rows_skipped} rows not assessed (nodata, error or non-finite numbers)"
         )
 
 
@@ -134,25 +151,24 @@ def export_cmd(
 
     Example: vision review export 3 --format dataset --out reviewed/job3
     """
-    from review import audit
-    from review.export import export_dataset, export_geojson, export_parquet
-    from review.service import cli_actor
-    from vision.errors import ConfigError
+    from rich.markup import escape
 
-    _, database = _open(db)
-    if fmt is not ExportFormat.dataset and out.exists() and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    from review import audit
+    from review.export import export_job
+    from review.jobs.files import service_roots
+    from review.service import cli_actor
+
+    settings, database = _open(db)
+    with database.read() as s:  # files are written outside any write transaction
+        done = export_job(s, job_id, fmt, out, service_roots(settings.job_roots, settings.data_dir), overwrite)
     with database.write() as s:
-        if fmt is ExportFormat.geojson:
-            n = export_geojson(s, job_id, out)
-        elif fmt is ExportFormat.parquet:
-            n = export_parquet(s, job_id, out)
-        else:
-            n = export_dataset(s, job_id, out, overwrite=overwrite)
-        audit.append(
-            s, cli_actor(), "export", f"job:{job_id}", None, {"format": fmt.value, "items": n, "out": str(out)}, "cli"
-        )
-    typer.echo(f"{n} items written to {out}")
+        audit.append(s, cli_actor(), "export", f"job:{job_id}", None,
+                     {"format": fmt.value, "items": done.items, "skipped": len(done.skipped), "out": str(out)}, "cli")
+    typer.echo(f"{done.items} items written to {out}")
+    if done.skipped:
+        typer.echo(f"{len(done.skipped)} labelled items skipped (listed in {out / 'skipped.csv'}):")
+        for reason, n in done.reasons()[:10]:
+            typer.echo(f"  {n} x {escape(reason)}")
 
 
 ANCHOR_OPTION = typer.Option(

@@ -6,7 +6,9 @@ reviewer, the time, the model version and the input hash. The labelled dataset i
 class name, paths relative to the manifest) and GeoTIFF chips of raw values, cut from the
 scene window or copied from the chip file. Rejected/unclear items carry no label and are
 left out of the dataset, as are chips whose band count differs from the model's (or, when
-the job does not say, from the first chip's): those are listed in ``skipped.csv``.
+the job does not say, from the first chip's) and inputs that cannot be read inside the
+allowed roots (`review.jobs.files.open_input`: outside them, behind a link, missing): those
+are listed in ``skipped.csv`` and returned, with their reasons, in `DatasetExport`.
 """
 
 from __future__ import annotations
@@ -14,27 +16,32 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from review.db.models import DONE, Item, Job, User
-from review.render import input_file
+from review.formats import ExportFormat
+from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input
+from review.jobs.importer import read_manifest
+from review.render import MAX_IMAGE_BYTES, item_input
 from vision.atomic import atomic_dir, atomic_path, write_text_atomic
+from vision.cli_options import refuse_overwrite
 from vision.contracts.predictions import PREDICTION_SCHEMA
-from vision.data.decode import decode_file
-from vision.errors import InputError, VisionError
-from vision.raster import RASTER_SUFFIXES, open_raster
+from vision.data.decode import decode_image_bytes
+from vision.errors import ConfigError, InputError
+from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
 
 
 @dataclass(frozen=True)
@@ -143,93 +150,115 @@ def export_parquet(db: Session, job_id: int, out: Path) -> int:
     return len(rows)
 
 
-class ExportError(VisionError):
-    """The dataset could not be written."""
+@dataclass
+class DatasetExport:
+    """What a dataset export wrote and left out.
+
+    Attributes:
+        written: chips in ``manifest.csv``.
+        skipped: ``(item_id, reason)`` of labelled items left out.
+    """
+
+    written: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
-def export_dataset(db: Session, job_id: int, out_dir: Path, overwrite: bool = False) -> int:
-    """Write the labelled dataset (manifest + GeoTIFF chips) of a job; returns the count.
+def export_dataset(
+    db: Session, job_id: int, out_dir: Path, roots: Sequence[Path], overwrite: bool = False
+) -> DatasetExport:
+    """Write the labelled dataset (manifest + GeoTIFF chips) of a job.
 
-    The folder is built beside ``out_dir`` and moved into place at the end (`vision.atomic.atomic_dir`).
+    The folder is built beside ``out_dir`` and moved into place at the end
+    (`vision.atomic.atomic_dir`). Inputs are read only inside ``roots``.
 
     Raises:
-        ExportError: ``out_dir`` exists and ``overwrite`` is false.
+        ConfigError: ``out_dir`` exists and ``overwrite`` is false, or there is no such job.
     """
-    job = db.get(Job, job_id)
-    if job is None:
-        raise ExportError(f"no job {job_id}")
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"{out_dir} exists; pass --overwrite to replace it")
+    job = _job(db, job_id)
+    refuse_overwrite(out_dir, overwrite)
+    result = DatasetExport()
     with atomic_dir(out_dir) as tmp:
         rows: list[tuple[str, str, str]] = []
-        skipped: list[tuple[int, str]] = []
-        wanted = _band_count(job)
+        wanted = _band_count(job, roots)
         for c in confirmed(db, job_id):
             it = c.item
             if it.final_class is None:
                 continue
-            src = input_file(Path(job.job_dir), it.path)
             try:
-                bands = _bands_of(src)
-            except InputError as exc:
-                skipped.append((it.id, str(exc)))
+                with open_input(item_input(job.job_dir, it.path), roots) as src:
+                    rel, bands = _export_one(src, it, job_id, tmp, wanted)
+                wanted = wanted or bands  # the first chip sets the band count of the dataset
+            except (InputRefusedError, InputMissingError) as exc:
+                result.skipped.append((it.id, f"input not read: {exc}"))
                 continue
-            if wanted is None:
-                wanted = bands  # the first chip sets the band count of the dataset
-            if bands != wanted:
-                skipped.append((it.id, f"{bands} bands, the dataset has {wanted}"))
-                continue
-            rel = Path("chips") / _safe(it.final_class) / f"{job_id}_{it.id}{_suffix(src, it)}"
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                _write_chip(src, it, tmp / rel)
-            except InputError as exc:
-                skipped.append((it.id, str(exc)))
+            except _Skip as exc:
+                result.skipped.append((it.id, str(exc)))
                 continue
             rows.append((rel.as_posix(), it.final_class, Path(it.path).stem))
         with (tmp / "manifest.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "label", "group"])
             w.writerows(rows)
-        if skipped:
+        if result.skipped:
             with (tmp / "skipped.csv").open("w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["item_id", "reason"])
-                w.writerows(skipped)
-        (tmp / "classes.txt").write_text("\n".join(json.loads(job.classes or "[]")) + "\n")
-    return len(rows)
+                w.writerows(result.skipped)
+        (tmp / "classes.txt").write_text("\n".join(job.classes or []) + "\n")
+    result.written = len(rows)
+    return result
 
 
-def _band_count(job: Job) -> int | None:
+class _Skip(Exception):
+    """This item is left out of the dataset (the message says why)."""
+
+
+def _export_one(src: SafeFile, it: Item, job_id: int, tmp: Path, wanted: int | None) -> tuple[Path, int]:
+    try:
+        bands = _bands_of(src)
+    except (InputError, RasterioError) as exc:
+        raise _Skip("input not readable as a GeoTIFF, PNG or JPEG") from exc
+    if wanted is not None and bands != wanted:
+        raise _Skip(f"{bands} bands, the dataset has {wanted}")
+    suffix = ".tif" if it.row_off is not None else src.suffix
+    if suffix not in IMAGE_SUFFIXES:
+        raise _Skip(f"input of type {suffix or '(none)'} is not a GeoTIFF, PNG or JPEG")
+    rel = Path("chips") / _safe(it.final_class or "_") / f"{job_id}_{it.id}{suffix}"
+    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_chip(src, it, tmp / rel)
+    except (InputError, RasterioError) as exc:
+        (tmp / rel).unlink(missing_ok=True)
+        raise _Skip("input not readable as a GeoTIFF, PNG or JPEG") from exc
+    return rel, bands
+
+
+def _band_count(job: Job, roots: Sequence[Path]) -> int | None:
     """The model's band count, when the job's manifest names its bands."""
-    from review.jobs.importer import read_manifest
-
-    model = read_manifest(Path(job.job_dir)).get("model")
+    model = read_manifest(Path(job.job_dir), roots).get("model")
     bands = model.get("bands") if isinstance(model, dict) else None
     return len(bands) if isinstance(bands, list) and bands else None
 
 
-def _bands_of(src: Path) -> int:
-    if src.suffix.lower() in RASTER_SUFFIXES:
-        with open_raster(src) as ds:
+def _bands_of(src: SafeFile) -> int:
+    if src.suffix in RASTER_SUFFIXES:
+        with open_raster(src.gdal_path) as ds:
             return int(ds.count)
-    return int(decode_file(src).shape[-1])
+    return int(decode_image_bytes(src.read_bytes(MAX_IMAGE_BYTES), Path(src.name).name).shape[-1])
 
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
 
 
-def _suffix(src: Path, it: Item) -> str:
-    return ".tif" if it.row_off is not None else src.suffix.lower()
-
-
-def _write_chip(src: Path, it: Item, dst: Path) -> None:
+def _write_chip(src: SafeFile, it: Item, dst: Path) -> None:
     if it.row_off is None or it.col_off is None or it.height is None or it.width is None:
-        shutil.copyfile(src, dst)
+        with dst.open("wb") as out:  # a byte-identical copy of the chip file opened inside the roots
+            for block in src.chunks():
+                out.write(block)
         return
     win = Window(it.col_off, it.row_off, it.width, it.height)
-    with open_raster(src) as ds:
+    with open_raster(src.gdal_path) as ds:
         data = ds.read(window=win)
         profile = {
             "driver": "GTiff",
@@ -247,3 +276,47 @@ def _write_chip(src: Path, it: Item, dst: Path) -> None:
         for i, d in enumerate(descriptions, start=1):
             if d:
                 out.set_band_description(i, d)
+
+
+def _job(db: Session, job_id: int) -> Job:
+    job = db.get(Job, job_id) if 1 <= job_id < 2**31 else None
+    if job is None:
+        raise ConfigError(f"no job {job_id}: the jobs page (or the job's import message) gives the number")
+    return job
+
+
+@dataclass(frozen=True)
+class ExportDone:
+    """One finished export.
+
+    Attributes:
+        items: items written (features, rows or chips).
+        skipped: for a dataset, the labelled items left out, with their reasons.
+    """
+
+    fmt: ExportFormat
+    out: Path
+    items: int
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def reasons(self) -> list[tuple[str, int]]:
+        """Distinct reasons for skipping, most frequent first, with their counts."""
+        return Counter(reason for _, reason in self.skipped).most_common()
+
+
+def export_job(
+    db: Session, job_id: int, fmt: ExportFormat, out: Path, roots: Sequence[Path], overwrite: bool = False
+) -> ExportDone:
+    """Write one export of a job (the CLI and the web app both call this).
+
+    Raises:
+        ConfigError: no such job, or ``out`` exists and ``overwrite`` is false.
+    """
+    _job(db, job_id)
+    refuse_overwrite(out, overwrite)
+    if fmt is ExportFormat.geojson:
+        return ExportDone(fmt, out, export_geojson(db, job_id, out))
+    if fmt is ExportFormat.parquet:
+        return ExportDone(fmt, out, export_parquet(db, job_id, out))
+    done = export_dataset(db, job_id, out, roots, overwrite=overwrite)
+    return ExportDone(fmt, out, done.written, done.skipped)

@@ -12,7 +12,6 @@ and ``decisions(item_id, item_version)`` is unique, so a concurrent decision is 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -173,7 +172,7 @@ def decide(
     assert job is not None
     if given.decision not in DECISIONS:
         raise InvalidDecisionError(f"decision must be one of {', '.join(DECISIONS)}")
-    classes = json.loads(job.classes or "[]")
+    classes = list(job.classes or [])
     final_class: str | None
     if given.decision == "accept":
         final_class = item.class_name
@@ -203,7 +202,7 @@ def decide(
             kind, status = "second", DONE
         else:
             kind = "first"
-            interest = set(json.loads(job.classes_of_interest or "[]"))
+            interest = set(job.classes_of_interest or [])
             positive = final_class is not None and final_class in interest
             status = SECOND if job.four_eyes and positive else DONE
     before = _state(item)

@@ -1,5 +1,9 @@
 """Pictures for reviewers: chips as RGB PNGs, scene overviews with the window marked.
 
+Every picture is drawn from a file opened by `review.jobs.files.open_input` (inside the
+allowed roots, no link followed); GDAL reads it through ``/proc/self/fd/N``, so only the
+window asked for is read, however large the scene.
+
 Bands are stretched per band between the 2nd and 98th percentile of valid pixels, which
 suits both 8-bit RGB and 12-bit Sentinel-2 reflectances. Multispectral rasters get a
 natural-colour default (B04, B03, B02 when the bands are named, else the first three) and
@@ -13,40 +17,48 @@ computes Grad-CAM from the PyTorch checkpoint behind the job's model (trust laye
 
 from __future__ import annotations
 
-import functools
 import io
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from threading import Lock
 
 import numpy as np
 from PIL import Image, ImageDraw
 from rasterio.windows import Window
 
-from vision.bands import display_bands, display_names, raster_band_names, stretch_uint8
+from review.jobs.files import InputRefusedError, SafeFile, is_inside, open_input
+from vision.bands import display_bands, display_names, match_bands, raster_band_names, stretch_uint8
 from vision.errors import BandMismatchError
 from vision.raster import RASTER_SUFFIXES, open_raster
 
 OVERVIEW_SIZE = 256
 CHIP_DISPLAY = 256
+#: Largest whole-file chip (PNG/JPEG) decoded in memory, and largest heatmap served.
+MAX_IMAGE_BYTES = 64 << 20
+#: Largest manifest parsed for the job's model.
+MAX_MANIFEST_BYTES = 64 << 20
+
+WindowSpec = tuple[int | None, int | None, int | None, int | None]
 
 
 class _LRU:
-    """A small thread-safe cache of rendered PNGs."""
+    """A small thread-safe cache of rendered PNGs (and other small values)."""
 
     def __init__(self, size: int):
-        self.size, self._d, self._lock = size, OrderedDict[tuple[object, ...], bytes](), Lock()
+        self.size, self._d, self._lock = size, OrderedDict[tuple[object, ...], object](), Lock()
 
-    def get(self, key: tuple[object, ...]) -> bytes | None:
+    def get(self, key: tuple[object, ...]) -> object | None:
         with self._lock:
             v = self._d.get(key)
             if v is not None:
                 self._d.move_to_end(key)
             return v
 
-    def put(self, key: tuple[object, ...], value: bytes) -> None:
+    def put(self, key: tuple[object, ...], value: object) -> None:
         with self._lock:
             self._d[key] = value
             while len(self._d) > self.size:
@@ -56,10 +68,16 @@ class _LRU:
 _CACHE = _LRU(1024)
 
 
-def band_names(path: Path) -> list[str]:
-    """Band names of a raster (`vision.bands.display_names`)."""
-    with open_raster(path) as ds:
-        return display_names(ds.descriptions)
+def band_names(src: SafeFile) -> list[str]:
+    """Band names of a raster (`vision.bands.display_names`), cached per file version."""
+    key = ("bands", src.key)
+    hit = _CACHE.get(key)
+    if isinstance(hit, list):
+        return hit
+    with open_raster(src.gdal_path) as ds:
+        names = display_names(ds.descriptions)
+    _CACHE.put(key, names)
+    return names
 
 
 def default_bands(names: Sequence[str | None]) -> list[int]:
@@ -85,20 +103,16 @@ def _png(rgb: np.ndarray, size: int | None = None) -> bytes:
 
 
 def _window(row_off: int | None, col_off: int | None, height: int | None, width: int | None) -> Window | None:
-    if None in (row_off, col_off, height, width):
+    if row_off is None or col_off is None or height is None or width is None:
         return None
     return Window(col_off, row_off, width, height)
 
 
-def render_chip(
-    path: Path,
-    window: tuple[int | None, int | None, int | None, int | None],
-    bands: Sequence[int] | None = None,
-) -> bytes:
+def render_chip(src: SafeFile, window: WindowSpec, bands: Sequence[int] | None = None) -> bytes:
     """A PNG of one item: the window of a scene, or a whole chip file.
 
     Args:
-        path: the raster or image.
+        src: the opened raster or image.
         window: ``(row_off, col_off, height, width)``, all ``None`` for a whole file.
         bands: three 1-based bands (R, G, B); default natural colour.
 
@@ -106,12 +120,11 @@ def render_chip(
         UnreadableInputError: the file cannot be read.
         BandMismatchError: a band is out of range.
     """
-    st = path.stat()
-    key = ("chip", str(path), st.st_mtime_ns, window, tuple(bands or ()))
+    key = ("chip", src.key, window, tuple(bands or ()))
     cached = _CACHE.get(key)
-    if cached is not None:
+    if isinstance(cached, bytes):
         return cached
-    with open_raster(path) as ds:
+    with open_raster(src.gdal_path) as ds:
         chosen = list(bands) if bands else default_bands(raster_band_names(ds.descriptions))
         if len(chosen) != 3 or any(not 1 <= b <= ds.count for b in chosen):
             raise BandMismatchError(f"bands must be three of 1..{ds.count}, got {chosen}")
@@ -123,15 +136,14 @@ def render_chip(
     return png
 
 
-def render_overview(path: Path, window: tuple[int | None, int | None, int | None, int | None]) -> bytes:
+def render_overview(src: SafeFile, window: WindowSpec) -> bytes:
     """A small PNG of the whole scene with the item's window outlined in red."""
-    st = path.stat()
-    key = ("overview", str(path), st.st_mtime_ns)
+    key = ("overview", src.key)
     base = _CACHE.get(key)
-    with open_raster(path) as ds:
+    with open_raster(src.gdal_path) as ds:
         scale = min(1.0, OVERVIEW_SIZE / max(ds.width, ds.height))
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
-        if base is None:
+        if not isinstance(base, bytes):
             chosen = default_bands(raster_band_names(ds.descriptions))
             arr = ds.read(chosen, out_shape=(3, h, w))
             base = _png(stretch(arr, ds.nodata))
@@ -148,43 +160,88 @@ def render_overview(path: Path, window: tuple[int | None, int | None, int | None
     return buf.getvalue()
 
 
-def heatmap_path(job_dir: Path, row_index: int) -> Path | None:
-    """The explanation heatmap of a row, when the job folder has one."""
-    p = job_dir / "explanations" / f"{row_index}.png"
-    return p if p.is_file() else None
+def explanations_dir(job_dir: Path) -> Path:
+    """Where a job's explanation heatmaps are kept."""
+    return job_dir / "explanations"
 
 
-@functools.lru_cache(maxsize=16)
-def _manifest_model_uri(path: str, _mtime_ns: int) -> str | None:
+def heatmap_name(row_index: int) -> str:
+    """The file name of a row's heatmap in `explanations_dir`."""
+    return f"{int(row_index)}.png"
+
+
+@dataclass(frozen=True)
+class JobModel:
+    """The model that explains a job's items, or why there is none.
+
+    Attributes:
+        model: a ``models:/`` URI or an ``.onnx``/``.pt`` path inside the roots; ``None``
+            when there is none.
+        reason: why there is none (shown on the review page).
+    """
+
+    model: str | None
+    reason: str = ""
+
+
+def _manifest_model_uri(job_dir: Path, roots: Sequence[Path]) -> str | None:
     """The model URI of a job manifest, parsed once per version of the file (a manifest
     lists every input: megabytes for a large archive, and item pages ask for it each time)."""
-    uri = json.loads(Path(path).read_text())["model"]["uri"]
-    return str(uri) if uri else None
+    with open_input(job_dir / "manifest.json", roots) as f:
+        key = ("manifest-model", f.key)
+        hit = _CACHE.get(key)
+        if hit is not None:
+            return hit if isinstance(hit, str) else None
+        uri = json.loads(f.read_bytes(MAX_MANIFEST_BYTES))["model"]["uri"]
+    value = str(uri) if uri else ""
+    _CACHE.put(key, value)
+    return value or None
 
 
-def job_model(job_dir: Path, submitted: str | None) -> str | None:
+def job_model(job_dir: Path, submitted: str | None, roots: Sequence[Path]) -> JobModel:
     """The model a job was classified with: the submitted one, else the job manifest's URI.
 
-    Relative paths are taken from the working directory (where `vision infer` ran), then
-    from beside the job folder.
+    A model file must lie inside the allowed roots. A relative path is taken from beside the
+    job folder, then from the folder holding it (never from the service's working directory).
     """
     uri = submitted
     if not uri:
         try:
-            manifest = job_dir / "manifest.json"
-            uri = _manifest_model_uri(str(manifest), manifest.stat().st_mtime_ns)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-    if not uri or uri.startswith("models:/") or Path(uri).is_absolute():
-        return uri
-    for base in (Path.cwd(), job_dir.parent):
-        if (base / uri).exists():
-            return str((base / uri).resolve())
-    return None
+            uri = _manifest_model_uri(job_dir, roots)
+        except (OSError, ValueError, KeyError, TypeError, InputRefusedError):
+            uri = None
+        if not uri:
+            return JobModel(None, "the job does not record which model classified it")
+    if uri.startswith("models:/"):
+        return JobModel(uri)
+    bases = [Path("/")] if PurePosixPath(uri).is_absolute() else [job_dir, job_dir.parent]
+    for base in bases:
+        real = os.path.realpath(base / uri)
+        if is_inside(real, roots) and os.path.isfile(real):
+            return JobModel(real)
+    return JobModel(None, "the job's model file is missing or outside the allowed folders")
 
 
-def explanation_png(model: str, path: Path,
-                    window: tuple[int | None, int | None, int | None, int | None]) -> bytes:
+def _pixels(src: SafeFile, bands: list[str], window: WindowSpec) -> np.ndarray:
+    """``H x W x C`` raw pixels of an opened image or GeoTIFF in the model's band order."""
+    win = _window(*window)
+    if src.suffix in RASTER_SUFFIXES:
+        with open_raster(src.gdal_path) as ds:
+            idx = match_bands(raster_band_names(ds.descriptions), bands)
+            arr = ds.read([i + 1 for i in idx], window=win)
+        return np.moveaxis(arr, 0, -1)
+    from vision.data.decode import decode_image_bytes
+
+    img = decode_image_bytes(src.read_bytes(MAX_IMAGE_BYTES), PurePosixPath(src.name).name)
+    if win is not None:
+        r, c, h, w = (int(v) for v in (win.row_off, win.col_off, win.height, win.width))
+        img = img[r:r + h, c:c + w]
+    if img.shape[-1] != len(bands):
+        raise BandMismatchError(f"the image has {img.shape[-1]} bands, the model takes {len(bands)} {bands}")
+    return img
+
+
+def explanation_png(model: str, src: SafeFile, window: WindowSpec) -> bytes:
     """Grad-CAM of one item as a jet-coloured PNG the size of the displayed chip.
 
     Raises:
@@ -192,12 +249,10 @@ def explanation_png(model: str, path: Path,
     """
     import matplotlib
 
-    from training.explain import gradcam, load_explainer, read_pixels
+    from training.explain import gradcam, load_explainer
 
     explainer = load_explainer(model)  # cached per checkpoint
-    win = None if window[0] is None else tuple(int(v or 0) for v in window)
-    chip = read_pixels(path, explainer.bands, win)  # type: ignore[arg-type]
-    heat = gradcam(explainer, chip)
+    heat = gradcam(explainer, _pixels(src, list(explainer.bands), window))
     rgb = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
     im = Image.fromarray(rgb).resize((CHIP_DISPLAY, CHIP_DISPLAY), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
@@ -205,16 +260,14 @@ def explanation_png(model: str, path: Path,
     return buf.getvalue()
 
 
-def is_scene(path: Path) -> bool:
+def is_scene(path: str | Path) -> bool:
     """Whether a path is a GeoTIFF (and so can have an overview)."""
-    return path.suffix.lower() in RASTER_SUFFIXES
+    return PurePosixPath(str(path)).suffix.lower() in RASTER_SUFFIXES
 
 
-def input_file(job_dir: Path, path: str) -> Path:
-    """Where an item's input lives: absolute as given, else relative to the job folder
-    (falling back to the working directory, where `vision infer` was run)."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    in_job = job_dir / p
-    return in_job if in_job.exists() else p.resolve()
+def item_input(job_dir: str | Path, path: str) -> str:
+    """Where an item's input lives: its stored absolute path; a relative one (rows imported
+    before paths were resolved at import) is taken from the job folder, never from the
+    service's working directory."""
+    return path if PurePosixPath(path).is_absolute() else str(PurePosixPath(str(job_dir)) / path)
+

@@ -170,6 +170,7 @@ def run_worker(db_url: str | None, parent: int | None) -> None:
     """
     from review.audit import AuditKeyError
     from review.auth.keys import audit_key_from_env
+    from review.jobs.files import service_roots
     from review.jobs.worker import Worker
     from review.service import open_database, private_files
     from review.settings import ReviewSettings
@@ -192,7 +193,8 @@ def run_worker(db_url: str | None, parent: int | None) -> None:
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
     try:
-        Worker(database, engine=settings.infer_engine).run_forever(stop)
+        roots = service_roots(settings.job_roots, settings.data_dir)
+        Worker(database, roots=roots, engine=settings.infer_engine).run_forever(stop)
     except KeyboardInterrupt:
         stop.set()
     finally:

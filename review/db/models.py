@@ -6,7 +6,9 @@ log stores its timestamp as text, because its hash covers the exact characters.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -19,7 +21,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 ROLES: tuple[str, ...] = ("analyst", "reviewer", "admin")
 
@@ -29,11 +33,28 @@ PENDING, SECOND, DONE = "pending", "second", "done"
 DECISIONS: tuple[str, ...] = ("accept", "correct", "reject")
 #: Job states.
 JOB_QUEUED, JOB_RUNNING, JOB_READY, JOB_FAILED = "queued", "running", "ready", "failed"
+#: A job whose table is being brought into the review queue (by the worker, in batches).
+JOB_IMPORTING = "importing"
 
 
 def utcnow() -> datetime:
     """Now, as a naive UTC datetime (the convention of every table here)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON value stored as text (the ``TEXT`` columns the first schema declared hold JSON
+    already, so no migration is needed). Assign a new value to change it: in-place edits
+    of a loaded list are not tracked."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, allow_nan=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None or value == "" else json.loads(value)
 
 
 class Base(DeclarativeBase):
@@ -83,8 +104,8 @@ class Job(Base):
     input_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_dir: Mapped[str] = mapped_column(Text)
-    classes: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, model order
-    classes_of_interest: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    classes: Mapped[list[str]] = mapped_column(JSONText, default=list)  # model order
+    classes_of_interest: Mapped[list[str]] = mapped_column(JSONText, default=list)
     four_eyes: Mapped[bool] = mapped_column(Boolean, default=False)
     model_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
@@ -126,7 +147,7 @@ class Item(Base):
     label: Mapped[int | None] = mapped_column(Integer, nullable=True)
     class_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
-    probs: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
+    probs: Mapped[list[float] | None] = mapped_column(JSONText, nullable=True)
     flagged: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     input_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model_name: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -1,22 +1,44 @@
 """Bring a finished job folder (ARCHITECTURE.md §3) into the review queue.
 
-Only rows with ``status == ok`` become review items; ``nodata`` and ``error`` rows are
-counted on the job. Class names come from ``manifest.json`` when it lists them, otherwise
-from the ``label``/``class_name`` pairs in the table (``probs`` fixes how many there are).
+Only rows with ``status == ok`` and finite numbers become review items; ``nodata`` and
+``error`` rows, and rows whose confidence or probabilities are NaN or infinite (an old or
+hostile table), are counted on the job as not assessed.
+
+Every input of a reviewable row must be a regular file inside the allowed roots (symlinks
+resolved; `review.jobs.inputs`); the path stored on the item is that resolved, absolute path.
+One input outside the roots or missing refuses the whole job, naming the first rows.
+
+Importing is split so that no request holds the database: `create_import_job` checks the
+folder and queues the job (fast); `run_import` (the worker, or the CLI) reads the table and
+inserts its rows in batches of `INSERT_BATCH`, each its own short write transaction that
+also records the progress shown on the job page. An interrupted import resumes after the
+last row inserted.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import insert, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from review import audit
-from review.db.models import JOB_READY, PENDING, Item, Job, utcnow
+from review.db.engine import Database
+from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, Item, Job, utcnow
+from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
+from review.jobs.inputs import InputResolver
+from review.jobs.records import KIND_IMPORT, new_job
+from vision.contracts.predictions import STATUS_OK
 from vision.errors import ConfigError
 
 REQUIRED_COLUMNS = (
@@ -40,15 +62,25 @@ REQUIRED_COLUMNS = (
     "model_version",
     "model_sha256",
 )
+#: Longest time without a heartbeat while the inputs are checked (a worker's job is taken
+#: over by another after `review.jobs.worker.Worker.stale_after_s` without one).
+HEARTBEAT_S = 10.0
+#: Rows per insert transaction (each also records the progress and the heartbeat).
+INSERT_BATCH = 2000
+#: Largest manifest read (it lists every input of a job: megabytes for a large archive).
+MANIFEST_LIMIT = 64 << 20
+#: Most classes a table may name (a hostile label must not size a list of a billion names).
+MAX_CLASSES = 10_000
+#: How many offending rows a refusal names.
+NAMED_ROWS = 5
 
-_INSERT_BATCH = 2000
+Progress = Callable[[int, int], None]
 
 
-def read_manifest(job_dir: Path) -> dict[str, Any]:
-    """The job's ``manifest.json`` (empty when absent or unreadable)."""
-    f = job_dir / "manifest.json"
+def read_manifest(job_dir: Path, roots: Sequence[Path]) -> dict[str, Any]:
+    """The job's ``manifest.json`` (empty when absent, unreadable or outside the roots)."""
     try:
-        data = json.loads(f.read_text())
+        data = json.loads(read_small(job_dir / "manifest.json", roots, MANIFEST_LIMIT))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -63,149 +95,343 @@ def _classes_from_manifest(manifest: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def check_job_dir(job_dir: Path, require_success: bool = True) -> Path:
-    """The ``predictions.parquet`` of a finished job folder.
+@contextmanager
+def open_table(job_dir: Path, roots: Sequence[Path]) -> Iterator[pq.ParquetFile]:
+    """``job_dir/predictions.parquet``, opened inside the roots, with its columns checked.
 
     Raises:
-        ConfigError: not a job folder, or not finished (no ``_SUCCESS``).
+        ConfigError: missing, outside the roots, not Parquet, or lacking required columns.
     """
-    table = job_dir / "predictions.parquet"
-    if not table.is_file():
-        raise ConfigError(f"{job_dir}: no predictions.parquet (is this a `vision infer` output?)")
-    if require_success and not (job_dir / "_SUCCESS").exists():
-        raise ConfigError(f"{job_dir}: the job has not finished (no _SUCCESS marker)")
-    return table
+    try:
+        with open_input(job_dir / "predictions.parquet", roots) as f, os.fdopen(os.dup(f.fd), "rb") as fobj:
+            try:
+                table = pq.ParquetFile(fobj)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise ConfigError(f"{job_dir}/predictions.parquet is not a readable Parquet table ({exc})") from exc
+            _check_columns(job_dir, table.schema_arrow)
+            yield table
+    except InputMissingError as exc:
+        raise ConfigError(f"{job_dir}: no predictions.parquet (is this a `vision infer` output?)") from exc
+    except InputRefusedError as exc:
+        raise ConfigError(f"{job_dir}/predictions.parquet: {exc}") from exc
 
 
-def import_rows(db: Session, job: Job, job_dir: Path) -> int:
-    """Insert the reviewable rows of ``job_dir`` as items of ``job``; returns their number.
-
-    Raises:
-        ConfigError: the table lacks required columns.
-    """
-    table = pq.read_table(check_job_dir(job_dir, require_success=False))
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+def _check_columns(job_dir: Path, schema: pa.Schema) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise ConfigError(f"{job_dir}/predictions.parquet lacks columns {missing}")
-    rows = table.to_pylist()
-    manifest = read_manifest(job_dir)
-    classes = _classes_from_manifest(manifest) or _classes_from_rows(rows)
-    interest = set(json.loads(job.classes_of_interest or "[]"))
-    batch: list[dict[str, Any]] = []
-    n_ok = 0
-    for i, r in enumerate(rows):
-        if r.get("status") != "ok":
-            continue
-        n_ok += 1
-        probs = r.get("probs")
-        batch.append(
-            {
-                "job_id": job.id,
-                "row_index": i,
-                "path": str(r["path"]),
-                "row_off": r.get("row_off"),
-                "col_off": r.get("col_off"),
-                "height": r.get("height"),
-                "width": r.get("width"),
-                "crs": r.get("crs"),
-                "minx": r.get("minx"),
-                "miny": r.get("miny"),
-                "maxx": r.get("maxx"),
-                "maxy": r.get("maxy"),
-                "label": r.get("label"),
-                "class_name": r.get("class_name"),
-                "confidence": r.get("confidence"),
-                "probs": json.dumps([round(float(p), 6) for p in probs]) if probs else None,
-                "flagged": r.get("flagged"),
-                "input_sha256": r.get("input_sha256"),
-                "model_name": r.get("model_name"),
-                "model_version": r.get("model_version"),
-                "model_sha256": r.get("model_sha256"),
-                "interest": r.get("class_name") in interest,
-                "status": PENDING,
-                "version": 0,
-            }
+    expect = {
+        "path": pa.types.is_string,
+        "status": pa.types.is_string,
+        "confidence": pa.types.is_floating,
+        "probs": lambda t: pa.types.is_list(t) and pa.types.is_floating(t.value_type),
+        "row_off": pa.types.is_integer,
+        "label": pa.types.is_integer,
+    }
+    wrong = [f"{c} ({schema.field(c).type})" for c, ok in expect.items() if not ok(schema.field(c).type)]
+    if wrong:
+        raise ConfigError(f"{job_dir}/predictions.parquet has columns of the wrong type: {', '.join(wrong)}")
+
+
+def check_job_dir(job_dir: Path, roots: Sequence[Path], require_success: bool = True) -> int:
+    """Check a finished job folder before queueing it; returns its number of rows.
+
+    Raises:
+        ConfigError: outside the roots, not a job folder, not finished (no ``_SUCCESS``), or
+            a malformed table.
+    """
+    if not is_inside(job_dir, roots):
+        raise ConfigError(
+            f"{job_dir} is outside the allowed folders ({', '.join(map(str, roots))}); "
+            "add its folder to VISION_REVIEW_ROOTS to import it"
         )
-        if len(batch) >= _INSERT_BATCH:
-            db.execute(insert(Item), batch)
-            batch = []
-    if batch:
-        db.execute(insert(Item), batch)
-    first = next((r for r in rows if r.get("status") == "ok"), rows[0] if rows else {})
-    job.classes = json.dumps(classes)
-    job.model_name = first.get("model_name")
-    job.model_version = first.get("model_version")
-    job.rows_skipped = len(rows) - n_ok
-    job.progress_done = job.progress_total = len(rows)
-    job.status, job.finished_at = JOB_READY, utcnow()
-    return n_ok
+    with open_table(job_dir, roots) as table:
+        rows = int(table.metadata.num_rows)
+    if require_success:
+        try:
+            with open_input(job_dir / "_SUCCESS", roots):
+                pass
+        except (InputMissingError, InputRefusedError) as exc:
+            raise ConfigError(f"{job_dir}: the job has not finished (no _SUCCESS marker)") from exc
+    return rows
 
 
-def _classes_from_rows(rows: list[dict[str, Any]]) -> list[str]:
-    names: dict[int, str] = {}
-    k = 0
-    for r in rows:
-        if r.get("label") is not None and r.get("class_name"):
-            names[int(r["label"])] = str(r["class_name"])
-        if r.get("probs"):
-            k = max(k, len(r["probs"]))
-    k = max(k, max(names) + 1 if names else 0)
-    return [names.get(i, f"class_{i}") for i in range(k)]
+def _finite(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and math.isfinite(v))
 
 
-def import_job(
-    db: Session,
+def _assessable(r: dict[str, Any]) -> bool:
+    """An ``ok`` row whose numbers are all finite (NaN is no prediction, and not JSON)."""
+    probs = r.get("probs")
+    return (
+        r.get("status") == STATUS_OK
+        and isinstance(r.get("path"), str)
+        and _finite(r.get("confidence"))
+        and (probs is None or all(_finite(p) and p is not None for p in probs))
+    )
+
+
+@dataclass
+class _Scan:
+    """What the first pass over the table found."""
+
+    total: int = 0
+    assessable: int = 0
+    classes: dict[int, str] = field(default_factory=dict)
+    width: int = 0
+    model_name: str | None = None
+    model_version: str | None = None
+    bad: list[str] = field(default_factory=list)
+    n_bad: int = 0
+
+
+_SCAN_COLUMNS = ["path", "status", "confidence", "probs", "label", "class_name", "input_sha256",
+                 "model_name", "model_version"]
+
+
+def _batches(table: pq.ParquetFile, columns: list[str]) -> Iterator[list[dict[str, Any]]]:
+    try:
+        for batch in table.iter_batches(batch_size=INSERT_BATCH, columns=columns):
+            yield batch.to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ConfigError(f"predictions.parquet cannot be read ({exc})") from exc
+
+
+def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[], None]) -> _Scan:
+    scan = _Scan()
+    last = time.monotonic()
+    for rows in _batches(table, _SCAN_COLUMNS):
+        for r in rows:
+            if time.monotonic() - last > HEARTBEAT_S:  # hashing relative inputs can be slow
+                heartbeat()
+                last = time.monotonic()
+            i = scan.total
+            scan.total += 1
+            if not _assessable(r):
+                continue
+            try:
+                inputs.resolve(r["path"], r.get("input_sha256"))
+            except (InputRefusedError, InputMissingError) as exc:
+                scan.n_bad += 1
+                if len(scan.bad) < NAMED_ROWS:
+                    scan.bad.append(f"row {i} ({r['path'][:300]!r}): {exc}")
+                continue
+            scan.assessable += 1
+            if scan.model_name is None:
+                scan.model_name, scan.model_version = r.get("model_name"), r.get("model_version")
+            label = r.get("label")
+            if isinstance(label, int) and 0 <= label < MAX_CLASSES and r.get("class_name"):
+                scan.classes[label] = str(r["class_name"])[:200]
+            scan.width = min(MAX_CLASSES, max(scan.width, len(r.get("probs") or ())))
+    return scan
+
+
+def _classes(manifest: dict[str, Any], scan: _Scan) -> list[str]:
+    named = _classes_from_manifest(manifest)
+    if named:
+        return named
+    k = max(scan.width, max(scan.classes) + 1 if scan.classes else 0)
+    return [scan.classes.get(i, f"class_{i}") for i in range(k)]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import brought in.
+
+    Attributes:
+        items: rows queued for review.
+        skipped: rows not assessed (nodata, error, or non-finite numbers).
+    """
+
+    items: int
+    skipped: int
+
+
+def _item(job: Job, i: int, r: dict[str, Any], path: str, interest: set[str]) -> dict[str, Any]:
+    probs = r.get("probs")
+    return {
+        "job_id": job.id,
+        "row_index": i,
+        "path": path,
+        **{k: r.get(k) for k in ("row_off", "col_off", "height", "width", "crs", "minx", "miny", "maxx", "maxy",
+                                 "label", "class_name", "confidence", "flagged", "input_sha256", "model_name",
+                                 "model_version", "model_sha256")},
+        "probs": [round(float(p), 6) for p in probs] if probs else None,
+        "interest": r.get("class_name") in interest,
+        "status": PENDING,
+        "version": 0,
+    }
+
+
+def run_import(db: Database, job_id: int, roots: Sequence[Path], on_progress: Progress | None = None) -> ImportResult:
+    """Read the table of a queued job's folder and queue its rows for review (see the module
+    docstring). The job ends ``ready``; on an error it is left as it was for `fail_import`.
+
+    Raises:
+        ConfigError: the folder or table is unusable, or an input is outside the roots or missing.
+    """
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise ConfigError(f"no job {job_id}")
+        job.status, job.heartbeat_at = JOB_IMPORTING, utcnow()
+        job_dir, interest = Path(job.job_dir), set(job.classes_of_interest)
+        start = s.execute(select(func.max(Item.row_index)).where(Item.job_id == job_id)).scalar_one()
+        start = -1 if start is None else int(start)
+
+    def heartbeat() -> None:  # the first pass can take a while: stay alive
+        with db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
+                      .execution_options(synchronize_session=False))
+
+    inputs = InputResolver(job_dir, roots)
+    with open_table(job_dir, roots) as table:
+        scan = _scan(table, inputs, heartbeat)
+        if scan.n_bad:
+            raise ConfigError(
+                (f"{scan.n_bad} rows have inputs" if scan.n_bad > 1 else "1 row has an input")
+                + " outside the allowed folders or missing, so the job is refused: "
+                + "; ".join(scan.bad)
+                + (" ..." if scan.n_bad > len(scan.bad) else "")
+                + ". Keep a job's inputs under an allowed folder and classify them with absolute paths."
+            )
+        i = 0
+        for rows in _batches(table, [*REQUIRED_COLUMNS, *(["flagged"] if "flagged" in table.schema_arrow.names
+                                                            else [])]):
+            batch: list[dict[str, Any]] = []
+            with db.write() as s:
+                job = s.get(Job, job_id)
+                assert job is not None
+                for r in rows:
+                    if i > start and _assessable(r):
+                        path = inputs.known(r["path"], r.get("input_sha256"))
+                        if path is None:  # the table changed under us since the first pass
+                            raise ConfigError(f"row {i} of predictions.parquet changed during the import")
+                        batch.append(_item(job, i, r, path, interest))
+                    i += 1
+                if batch:
+                    s.execute(insert(Item), batch)
+                job.progress_done, job.progress_total, job.heartbeat_at = i, scan.total, utcnow()
+            if on_progress is not None:
+                on_progress(i, scan.total)
+    manifest = read_manifest(job_dir, roots)
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.classes = _classes(manifest, scan)
+        job.model_name, job.model_version = scan.model_name, scan.model_version
+        job.rows_skipped = scan.total - scan.assessable
+        job.progress_done = job.progress_total = scan.total
+        job.status, job.finished_at, job.error = JOB_READY, utcnow(), None
+    return ImportResult(scan.assessable, scan.total - scan.assessable)
+
+
+def fail_import(db: Database, job_id: int, message: str, actor: str, request_id: str, rc: int | None = None) -> None:
+    """Mark a job failed with ``message``, drop the rows a partial import left (audited)."""
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return
+        before = {"status": job.status}
+        s.execute(delete(Item).where(Item.job_id == job_id))
+        job.status, job.error, job.finished_at = JOB_FAILED, message[-4000:], utcnow()
+        after: dict[str, Any] = {"status": JOB_FAILED}
+        if rc is not None:
+            after["rc"] = rc
+        audit.append(s, actor, "job.failed", f"job:{job_id}", before, after, request_id)
+
+
+def imported_before(db: Session, job_dir: Path) -> int | None:
+    """The id of a job already imported from ``job_dir`` (failed imports do not count)."""
+    return db.execute(
+        select(Job.id)
+        .where(Job.kind == KIND_IMPORT, Job.job_dir == str(job_dir), Job.status != JOB_FAILED)
+        .order_by(Job.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def create_import_job(
+    db: Database,
     job_dir: Path,
     actor: str,
+    roots: Sequence[Path],
     name: str | None = None,
     classes_of_interest: list[str] | None = None,
     four_eyes: bool = False,
     request_id: str = "cli",
-) -> Job:
-    """Create a job for a finished job folder and queue its rows for review (audited).
+    again: bool = False,
+    queued: bool = True,
+) -> int:
+    """Check a finished job folder and queue it for import (audited); returns the job id.
+
+    Args:
+        queued: leave the rows to a worker; ``False`` when this process imports them next
+            (the job is then marked importing with a heartbeat, so no worker takes it too).
 
     Raises:
-        ConfigError: not a finished job folder, or bad columns.
+        ConfigError: not a finished job folder inside the roots, a malformed table, or a
+            folder imported before (unless ``again``).
     """
-    job_dir = job_dir.resolve()
-    check_job_dir(job_dir)
-    job = Job(
-        name=name or job_dir.name,
-        kind="import",
-        status="importing",
-        job_dir=str(job_dir),
-        classes="[]",
-        classes_of_interest=json.dumps(sorted(classes_of_interest or [])),
-        four_eyes=four_eyes,
-        submitted_by=actor,
-        created_at=utcnow(),
-        progress_done=0,
-        progress_total=0,
-        rows_skipped=0,
-    )
-    db.add(job)
-    db.flush()
-    n = import_rows(db, job, job_dir)
-    audit.append(
-        db,
-        actor,
-        "job.import",
-        f"job:{job.id}",
-        None,
-        {
-            "job_dir": str(job_dir),
-            "items": n,
-            "skipped": job.rows_skipped,
-            "classes_of_interest": json.loads(job.classes_of_interest),
-            "four_eyes": four_eyes,
-        },
-        request_id,
-    )
-    return job
+    job_dir = Path(os.path.realpath(job_dir))
+    rows = check_job_dir(job_dir, roots)
+    with db.write() as s:
+        before = imported_before(s, job_dir)
+        if before is not None and not again:
+            raise ConfigError(f"{job_dir} was imported already as job {before}; import it again with --again")
+        job = new_job(KIND_IMPORT, name or job_dir.name, actor, str(job_dir),
+                      classes_of_interest=classes_of_interest or [], four_eyes=four_eyes)
+        job.progress_total = rows
+        if not queued:
+            job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
+            job.worker_id = f"{actor}:{os.getpid()}"[:64]
+        s.add(job)
+        s.flush()
+        audit.append(
+            s,
+            actor,
+            "job.import",
+            f"job:{job.id}",
+            None,
+            {"job_dir": str(job_dir), "rows": rows, "classes_of_interest": job.classes_of_interest,
+             "four_eyes": four_eyes, "again": before is not None},
+            request_id,
+        )
+        return int(job.id)
+
+
+def import_job(
+    db: Database,
+    job_dir: Path,
+    actor: str,
+    roots: Sequence[Path],
+    name: str | None = None,
+    classes_of_interest: list[str] | None = None,
+    four_eyes: bool = False,
+    request_id: str = "cli",
+    again: bool = False,
+    on_progress: Progress | None = None,
+) -> int:
+    """`create_import_job` and `run_import` in this process (the CLI); returns the job id.
+
+    Raises:
+        ConfigError: as the two do (the job is then marked failed).
+    """
+    job_id = create_import_job(db, job_dir, actor, roots, name, classes_of_interest, four_eyes, request_id, again,
+                               queued=False)
+    try:
+        result = run_import(db, job_id, roots, on_progress)
+    except ConfigError as exc:
+        fail_import(db, job_id, f"import failed: {exc}", actor, request_id)
+        raise
+    with db.write() as s:
+        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING},
+                     {"status": JOB_READY, "items": result.items, "skipped": result.skipped}, request_id)
+    return job_id
 
 
 def set_classes_of_interest(db: Session, job: Job, classes: list[str], four_eyes: bool) -> None:
     """Change a job's classes of interest and four-eyes flag, re-marking its items."""
-    job.classes_of_interest = json.dumps(sorted(classes))
+    job.classes_of_interest = sorted(classes)
     job.four_eyes = four_eyes
     db.execute(update(Item).where(Item.job_id == job.id).values(interest=Item.class_name.in_(classes)))

@@ -9,6 +9,7 @@ inside a submitted folder that point out of it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
@@ -64,7 +65,7 @@ def resolve_under(root: Path, user_path: str, scan_folder: bool = True) -> Path:
     if not target.exists():
         raise PathRefusedError(f"{user_path}: no such file or folder under the allowed root")
     if scan_folder and target.is_dir():
-        _scan(target, root_real)
+        scan_links(target, lambda p: _inside(p, root_real))
     return target
 
 
@@ -83,13 +84,18 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
 
 
-def _scan(folder: Path, root: Path) -> None:
+def scan_links(folder: Path, allowed: Callable[[Path], bool], limit: int = MAX_SCAN) -> None:
+    """Refuse ``folder`` when a symlink inside it resolves to a path ``allowed`` refuses.
+
+    Raises:
+        PathRefusedError: such a link, or more than ``limit`` entries.
+    """
     n = 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         for name in dirnames + filenames:
             n += 1
-            if n > MAX_SCAN:
-                raise PathRefusedError(f"the folder holds more than {MAX_SCAN} entries")
+            if n > limit:
+                raise PathRefusedError(f"the folder holds more than {limit} entries")
             entry = Path(dirpath) / name
-            if entry.is_symlink() and not _inside(Path(os.path.realpath(entry)), root):
-                raise PathRefusedError(f"{entry.relative_to(root)} links outside the allowed folder")
+            if entry.is_symlink() and not allowed(Path(os.path.realpath(entry))):
+                raise PathRefusedError(f"{entry.relative_to(folder)} links outside the allowed folders")

@@ -1,27 +1,28 @@
-"""Run submitted batches through ``vision infer`` in a worker process.
+"""Run submitted batches through ``vision infer``, and imports, in a worker process.
 
 The jobs table is the queue: a worker takes the oldest ``queued`` job with a
-compare-and-set update, runs ``python -m vision.cli infer INPUT --model MODEL --out DIR
-[--engine ray]`` as a subprocess (so the service never imports inference code and a crash
-cannot take the service down), reports progress and a heartbeat while it runs, and imports
-the finished table into the review queue. A job whose worker stopped heartbeating is
-queued again; ``vision infer`` resumes an interrupted job and a finished one is a no-op.
+compare-and-set update. An *inference* job runs ``python -m vision.cli infer INPUT --model
+MODEL --out DIR [--engine ray]`` as a subprocess (so the service never imports inference
+code and a crash cannot take the service down) and then imports the finished table; an
+*import* job (a finished folder queued by ``POST /jobs/import``) is imported directly. The
+import runs in batches (`review.jobs.importer.run_import`), so review requests never wait
+on one long write.
 
-Progress comes from ``N/M`` counters in the runner's output, or from the counts in
-``DIR/manifest.json`` when the runner keeps it up to date.
+Progress comes from ``DIR/progress.json``, which the runner rewrites while it runs
+(`vision.contracts.progress.JobProgress`), then from the import's own row count. The worker
+heartbeats while it works; a job whose worker stopped heartbeating is queued again:
+``vision infer`` resumes an interrupted job (a finished one is a no-op) and the import
+resumes after the last row it inserted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -31,15 +32,18 @@ from sqlalchemy import or_, select, update
 
 from review import audit
 from review.db.engine import Database
-from review.db.models import JOB_FAILED, JOB_QUEUED, JOB_RUNNING, Job, utcnow
-from review.jobs.importer import import_rows, read_manifest
-from vision.raster import IMAGE_SUFFIXES
+from review.db.models import JOB_IMPORTING, JOB_QUEUED, JOB_READY, JOB_RUNNING, Job, utcnow
+from review.jobs.files import check_tree
+from review.jobs.importer import fail_import, run_import
+from review.jobs.records import KIND_INFERENCE, new_job
+from vision.contracts.progress import JobProgress
 
 log = logging.getLogger(__name__)
 
-_COUNTER = re.compile(r"(\d+)\s*/\s*(\d+)")
-
 InferCommand = Callable[[str, str, Path, str], Sequence[str]]
+
+#: The worker's audit actor and request id.
+WORKER = "worker"
 
 
 def infer_command(input_path: str, model: str, out_dir: Path, engine: str) -> list[str]:
@@ -51,16 +55,12 @@ def infer_command(input_path: str, model: str, out_dir: Path, engine: str) -> li
     return argv
 
 
-def count_inputs(path: Path, limit: int = 100_000) -> int:
-    """How many image files a batch holds (the progress total before the runner says)."""
-    if path.is_file():
-        return 1
-    n = 0
-    for _dirpath, _dirs, files in os.walk(path):
-        n += sum(1 for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-        if n >= limit:
-            break
-    return n
+class RunnerFailedError(Exception):
+    """``vision infer`` did not leave a table behind."""
+
+    def __init__(self, message: str, rc: int | None):
+        super().__init__(message)
+        self.rc = rc
 
 
 class Worker:
@@ -68,22 +68,32 @@ class Worker:
 
     Args:
         db: the service database.
+        roots: where a job's files may lie (`review.jobs.files.service_roots`).
         engine: ``local`` or ``ray`` (passed to ``vision infer``).
         command: builds the runner's command line (tests swap in a stand-in).
         stale_after_s: a running job without heartbeat for this long is queued again.
+        poll_s: how long to wait for work when the queue is empty.
     """
 
     def __init__(
         self,
         db: Database,
+        *,
+        roots: Sequence[Path],
         engine: str = "local",
         command: InferCommand = infer_command,
         stale_after_s: float = 120.0,
         poll_s: float = 1.0,
     ):
-        self.db, self.engine, self.command = db, engine, command
+        self.db, self.roots, self.engine, self.command = db, tuple(roots), engine, command
         self.stale_after_s, self.poll_s = stale_after_s, poll_s
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+    def _takeable(self, stale: object) -> object:
+        return or_(
+            Job.status == JOB_QUEUED,
+            Job.status.in_((JOB_RUNNING, JOB_IMPORTING)) & (Job.heartbeat_at < stale),
+        )
 
     def claim(self) -> int | None:
         """Take the oldest queued (or abandoned) job; returns its id."""
@@ -91,30 +101,14 @@ class Worker:
         stale = now - timedelta(seconds=self.stale_after_s)
         with self.db.write() as s:
             candidates = (
-                s.execute(
-                    select(Job.id)
-                    .where(
-                        or_(
-                            Job.status == JOB_QUEUED,
-                            (Job.status == JOB_RUNNING) & (Job.heartbeat_at < stale),
-                        )
-                    )
-                    .order_by(Job.id)
-                    .limit(5)
-                )
+                s.execute(select(Job.id).where(self._takeable(stale)).order_by(Job.id).limit(5))  # type: ignore[arg-type]
                 .scalars()
                 .all()
             )
             for job_id in candidates:
                 res = s.execute(
                     update(Job)
-                    .where(
-                        Job.id == job_id,
-                        or_(
-                            Job.status == JOB_QUEUED,
-                            (Job.status == JOB_RUNNING) & (Job.heartbeat_at < stale),
-                        ),
-                    )
+                    .where(Job.id == job_id, self._takeable(stale))  # type: ignore[arg-type]
                     .values(status=JOB_RUNNING, worker_id=self.worker_id, heartbeat_at=now, started_at=now)
                     .execution_options(synchronize_session=False)
                 )
@@ -142,19 +136,45 @@ class Worker:
                 stop.wait(self.poll_s)
 
     def run_job(self, job_id: int) -> None:
-        """Run the runner for a claimed job, then import its rows or record the failure."""
+        """Run a claimed job (the runner, then the import) and record how it ended."""
         with self.db.read() as s:
             job = s.get(Job, job_id)
             assert job is not None
-            input_path, model, out_dir = str(job.input_path), str(job.model), Path(job.job_dir)
+            kind, input_path, model, out_dir = job.kind, job.input_path, job.model, Path(job.job_dir)
+        rc: int | None = None
+        try:
+            if kind == KIND_INFERENCE:
+                rc = self._infer(job_id, str(input_path), str(model), out_dir)
+            result = run_import(self.db, job_id, self.roots)
+        except RunnerFailedError as exc:
+            fail_import(self.db, job_id, str(exc), WORKER, WORKER, exc.rc)
+            return
+        except Exception as exc:  # a broken table fails this job, not the worker
+            log.warning("job %s: import failed: %s", job_id, exc)
+            fail_import(self.db, job_id, f"import failed: {exc}", WORKER, WORKER, rc)
+            return
+        after: dict[str, object] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
+        if rc is not None:
+            after["rc"] = rc
+        with self.db.write() as s:
+            audit.append(s, WORKER, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING}, after, WORKER)
+
+    def _infer(self, job_id: int, input_path: str, model: str, out_dir: Path) -> int:
+        """Run ``vision infer`` for a job, following its ``progress.json``; returns its exit code.
+
+        Raises:
+            RunnerFailedError: the input now links outside the roots, or the runner failed.
+        """
+        try:  # again: links may have been planted since the submission was accepted
+            checked = check_tree(input_path, self.roots)
+            if not model.startswith("models:/"):
+                model = str(check_tree(model, self.roots))
+        except (PermissionError, OSError) as exc:
+            raise RunnerFailedError(f"the submitted input was refused: {exc}", None) from exc
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        total = count_inputs(Path(input_path))
-        self._progress(job_id, 0, total)
-        argv = list(self.command(input_path, model, out_dir, self.engine))
+        argv = list(self.command(str(checked), model, out_dir, self.engine))
         log.info("job %s: %s", job_id, " ".join(argv))
         tail: deque[str] = deque(maxlen=40)
-        state = {"done": 0, "total": total}
-
         proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -164,65 +184,34 @@ class Worker:
             stdin=subprocess.DEVNULL,
         )
 
-        def read_output() -> None:
+        def keep_tail() -> None:  # the runner's last lines explain a failure on the job page
             assert proc.stdout is not None
             for line in proc.stdout:
-                tail.append(line.rstrip())
-                for done, tot in _COUNTER.findall(line)[-1:]:
-                    if int(tot) > 0:
-                        state["done"], state["total"] = int(done), int(tot)
+                tail.append(line.rstrip()[:500])
 
-        reader = threading.Thread(target=read_output, daemon=True)
+        reader = threading.Thread(target=keep_tail, daemon=True)
         reader.start()
-        while proc.poll() is None:
-            time.sleep(0.5)
-            counts = read_manifest(out_dir).get("counts")
-            if isinstance(counts, dict) and isinstance(counts.get("total"), int):
-                state["total"] = counts["total"]
-                state["done"] = sum(int(v) for k, v in counts.items() if k != "total" and isinstance(v, int))
-            self._progress(job_id, state["done"], state["total"])
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                self._progress(job_id, JobProgress.read(out_dir))
         reader.join(timeout=5)
+        self._progress(job_id, JobProgress.read(out_dir))
         rc = proc.returncode
-        ok = rc in (0, 1) and (out_dir / "predictions.parquet").is_file()
-        with self.db.write() as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            if ok:
-                try:
-                    n = import_rows(s, job, out_dir)
-                except Exception as exc:  # a broken table fails this job, not the worker
-                    ok, msg = False, f"import failed: {exc}"
-                else:
-                    audit.append(
-                        s,
-                        "worker",
-                        "job.ready",
-                        f"job:{job_id}",
-                        {"status": JOB_RUNNING},
-                        {"status": job.status, "items": n, "skipped": job.rows_skipped, "rc": rc},
-                        "worker",
-                    )
-                    return
-            else:
-                msg = f"`vision infer` exited with {rc}: " + "\n".join(tail)[-4000:]
-            job.status, job.error, job.finished_at = JOB_FAILED, msg, utcnow()
-            audit.append(
-                s,
-                "worker",
-                "job.failed",
-                f"job:{job_id}",
-                {"status": JOB_RUNNING},
-                {"status": JOB_FAILED, "rc": rc},
-                "worker",
-            )
+        # 1: finished with some inputs in error (their rows say so); anything else failed.
+        if rc not in (0, 1) or not (out_dir / "predictions.parquet").is_file():
+            raise RunnerFailedError(f"`vision infer` exited with {rc}: " + "\n".join(tail)[-4000:], rc)
+        return int(rc)
 
-    def _progress(self, job_id: int, done: int, total: int) -> None:
+    def _progress(self, job_id: int, progress: JobProgress | None) -> None:
+        values: dict[str, object] = {"heartbeat_at": utcnow()}
+        if progress is not None:
+            values.update(progress_done=progress.done, progress_total=progress.total)
         with self.db.write() as s:
             s.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(progress_done=done, progress_total=total, heartbeat_at=utcnow())
-                .execution_options(synchronize_session=False)
+                update(Job).where(Job.id == job_id).values(**values).execution_options(synchronize_session=False)
             )
 
 
@@ -239,25 +228,12 @@ def submit_job(
 ) -> int:
     """Queue a batch for the worker (audited); returns the job id."""
     with db.write() as s:
-        job = Job(
-            name=name or input_path.name,
-            kind="inference",
-            status=JOB_QUEUED,
-            input_path=str(input_path),
-            model=model,
-            job_dir="",
-            classes="[]",
-            classes_of_interest=json.dumps(sorted(classes_of_interest or [])),
-            four_eyes=four_eyes,
-            submitted_by=actor,
-            created_at=utcnow(),
-            progress_done=0,
-            progress_total=0,
-            rows_skipped=0,
-        )
+        job = new_job(KIND_INFERENCE, name or input_path.name, actor, "", input_path=str(input_path), model=model,
+                      classes_of_interest=classes_of_interest or [], four_eyes=four_eyes)
         s.add(job)
         s.flush()
-        job.job_dir = str(jobs_dir / f"job-{job.id:06d}")
+        # resolved: the job's files are later opened only inside the (resolved) roots
+        job.job_dir = os.path.join(os.path.realpath(jobs_dir), f"job-{job.id:06d}")
         audit.append(
             s,
             actor,
@@ -267,7 +243,7 @@ def submit_job(
             {
                 "input": str(input_path),
                 "model": model,
-                "classes_of_interest": classes_of_interest or [],
+                "classes_of_interest": job.classes_of_interest,
                 "four_eyes": four_eyes,
             },
             request_id,

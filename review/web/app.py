@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,24 @@ from review.audit import guard_audit_rows
 from review.auth.permissions import Action
 from review.auth.sessions import CookieSigner
 from review.db.engine import Database
+from review.jobs.files import InputMissingError, InputRefusedError, service_roots
 from review.jobs.paths import PathRefusedError
 from review.queue import DecisionConflictError, ReviewError
 from review.settings import ReviewSettings
+from review.web.deps import Services
 from review.web.guard import LoginRequiredError, check_all_guarded
 from review.web.middleware import RequestIdMiddleware
+from review.web.routes import admin, auth, jobs
+from review.web.routes import review as review_routes
 from vision.errors import ConfigError, InputError
 
 HERE = Path(__file__).parent
 
-
-@dataclass
-class Services:
-    """What routes need, held on ``app.state.services``."""
-
-    settings: ReviewSettings
-    db: Database
-    signer: CookieSigner
-    templates: Jinja2Templates
+__all__ = ["Services", "app_from_env", "create_app"]
 
 
 def create_app(settings: ReviewSettings, db: Database | None = None) -> FastAPI:
     """The review web app for ``settings`` (the database must be migrated already)."""
-    from review.web.routes import admin, auth, jobs, review
-
     guard_audit_rows()
     app = FastAPI(
         title="vision review",
@@ -54,8 +47,9 @@ def create_app(settings: ReviewSettings, db: Database | None = None) -> FastAPI:
         db=db or Database(settings.db_url),
         signer=CookieSigner(settings.secret_key, settings.session_seconds),
         templates=templates,
+        roots=service_roots(settings.job_roots, settings.data_dir),
     )
-    for module in (auth, jobs, review, admin):
+    for module in (auth, jobs, review_routes, admin):
         app.include_router(module.router)
     check_all_guarded(app.routes)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -98,6 +92,16 @@ def _exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(DecisionConflictError)
     async def _conflict(request: Request, exc: Exception) -> Response:
         return _error(request, 409, str(exc))
+
+    # A job file outside the roots (or behind a link) and a missing one: the messages are
+    # fixed texts, never the path, so they tell nothing about files outside the roots.
+    @app.exception_handler(InputRefusedError)
+    async def _refused(request: Request, exc: Exception) -> Response:
+        return _error(request, 403, f"not served: {exc}")
+
+    @app.exception_handler(InputMissingError)
+    async def _missing(request: Request, exc: Exception) -> Response:
+        return _error(request, 404, f"not found: {exc}")
 
     @app.exception_handler(PathRefusedError)
     async def _path(request: Request, exc: Exception) -> Response:

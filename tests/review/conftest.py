@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 from review.auth import passwords
 from review.auth.users import add_user
 from review.db.engine import Database
+from review.jobs.files import service_roots
 from review.jobs.importer import import_job
 from review.service import open_database
 from review.settings import ReviewSettings, normalize_db_url
@@ -129,6 +130,14 @@ def roots(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def review_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, roots: Path) -> None:
+    """The environment of the `vision review` commands the tests run: the same allowed root
+    and data folder as `settings`."""
+    monkeypatch.setenv("VISION_REVIEW_ROOTS", str(roots))
+    monkeypatch.setenv("VISION_REVIEW_DATA", str(tmp_path / "data"))
+
+
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path, roots: Path) -> ReviewSettings:
     """Service settings on the test database."""
@@ -138,6 +147,12 @@ def settings(db_url: str, tmp_path: Path, roots: Path) -> ReviewSettings:
         data_dir=tmp_path / "data",
         job_roots=(roots.resolve(),),
     )
+
+
+@pytest.fixture
+def allowed(settings: ReviewSettings) -> tuple[Path, ...]:
+    """Where the service may read a job's files (the roots and ``DATA/jobs``)."""
+    return service_roots(settings.job_roots, settings.data_dir)
 
 
 @pytest.fixture
@@ -159,12 +174,11 @@ def users(db: Database) -> dict[str, str]:
 
 
 @pytest.fixture
-def job_id(db: Database, tmp_path: Path, users: dict[str, str]) -> int:
-    """An imported job with 49 scene windows and 3 chips (2 more rows not assessed)."""
-    folder = write_job(tmp_path / "jobs" / "job1")
-    with db.write() as s:
-        job = import_job(s, folder, "test", classes_of_interest=["AnnualCrop"])
-        return int(job.id)
+def job_id(db: Database, roots: Path, allowed: tuple[Path, ...], users: dict[str, str]) -> int:
+    """An imported job with 49 scene windows and 3 chips (2 more rows not assessed), in a
+    folder under the allowed root."""
+    folder = write_job(roots / "jobs" / "job1")
+    return import_job(db, folder, "test", allowed, classes_of_interest=["AnnualCrop"])
 
 
 @pytest.fixture
@@ -194,8 +208,9 @@ def client_for(settings: ReviewSettings, db: Database) -> Iterator[object]:
         c.__exit__(None, None, None)
 
 
-def wait_for(predicate: object, timeout: float = 30.0, every: float = 0.2) -> bool:
-    """Poll ``predicate()`` until true or ``timeout``."""
+def wait_for(predicate: object, timeout: float = 600.0, every: float = 0.2) -> bool:
+    """Poll ``predicate()`` until true or ``timeout`` (generous: a loaded 2-core machine is
+    slow, and this is a safety net against a hang, not a speed check)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():  # type: ignore[operator]
@@ -215,7 +230,8 @@ def live_server(settings: ReviewSettings, db: Database) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    assert wait_for(lambda: server.started, timeout=20)
+    assert wait_for(lambda: server.started or not thread.is_alive())
+    assert server.started, "uvicorn did not start"
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)

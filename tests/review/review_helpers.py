@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,47 @@ def login(client: Any, name: str, password: str = PASSWORD) -> str:
     meta = _CSRF_META.search(home.text)
     assert meta and meta.group(1), home.text[:500]
     return meta.group(1)
+
+
+def rewrite_paths(job_dir: Path, paths: dict[int, str]) -> None:
+    """Change the ``path`` of some rows of a job's table (as an analyst with a text editor
+    and pyarrow could), keeping everything else."""
+    table = pq.read_table(job_dir / "predictions.parquet")
+    rows = table.to_pylist()
+    for i, p in paths.items():
+        rows[i]["path"] = p
+    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), job_dir / "predictions.parquet")
+
+
+def set_column(job_dir: Path, name: str, values: dict[int, Any]) -> None:
+    """Change one column of some rows of a job's table."""
+    table = pq.read_table(job_dir / "predictions.parquet")
+    rows = table.to_pylist()
+    for i, v in values.items():
+        rows[i][name] = v
+    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), job_dir / "predictions.parquet")
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file (what `vision infer` records as ``input_sha256``)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_relative_job(work: Path, seed: int = 0) -> Path:
+    """`cd work && vision infer chips/ --out out` by an older `vision infer`: three PNG chips
+    in ``work/chips`` and a job folder ``work/out`` whose paths are relative to ``work``
+    (with their real ``input_sha256``); returns the job folder."""
+    folder = write_job(work / "out", n_windows=0, n_chips=3, n_bad=0, seed=seed)
+    (work / "chips").mkdir()
+    table = pq.read_table(folder / "predictions.parquet").to_pylist()
+    paths, hashes = {}, {}
+    for i, row in enumerate(table):
+        src = Path(row["path"])
+        shutil.move(src, work / "chips" / src.name)
+        paths[i] = f"chips/{src.name}"
+        hashes[i] = sha256_of(work / "chips" / src.name)
+    rewrite_paths(folder, paths)
+    set_column(folder, "input_sha256", hashes)
+    return folder

@@ -41,15 +41,13 @@ def _model(folder: Path) -> Path:
     return onnx_path
 
 
-def test_heatmap_from_the_jobs_model_is_served_and_cached(db: Database, tmp_path: Path, users: Any,
-                                                          client_for: Any) -> None:
-    folder = write_job(tmp_path / "jobs" / "explained", n_windows=4, n_chips=0, n_bad=0)
+def test_heatmap_from_the_jobs_model_is_served_and_cached(db: Database, roots: Path, users: Any,
+                                                          client_for: Any, allowed: tuple[Path, ...]) -> None:
+    folder = write_job(roots / "jobs" / "explained", n_windows=4, n_chips=0, n_bad=0)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["model"]["uri"] = str(_model(tmp_path / "run"))
+    manifest["model"]["uri"] = str(_model(roots / "run"))
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with db.write() as s:
-        job = import_job(s, folder, "test")
-        job_id = int(job.id)
+    job_id = import_job(db, folder, "test", allowed)
     with db.read() as s:
         items = s.execute(select(Item).where(Item.job_id == job_id).order_by(Item.row_index)).scalars().all()
         item_id, row = items[0].id, items[0].row_index

@@ -71,6 +71,30 @@ def test_geojson_and_parquet_hold_only_human_decisions(db: Database, job_id: int
     assert code != 0, "an existing output is not overwritten without --overwrite"
 
 
+def test_export_of_a_job_that_does_not_exist_is_a_clear_error(db: Database, tmp_path: Path) -> None:
+    for fmt in ("geojson", "parquet", "dataset"):
+        code, out = run_cli("review", "export", "99", "--format", fmt, "--out", str(tmp_path / f"x.{fmt}"),
+                            "--db", db.url)
+        assert code == 2 and "no job 99" in out, out
+        assert "items written" not in out and not (tmp_path / f"x.{fmt}").exists()
+
+
+def test_dataset_export_says_what_it_skipped(db: Database, job_id: int, tmp_path: Path) -> None:
+    decided = _review_some(db, job_id, n=6)
+    with db.read() as s:
+        from review.db.models import Item
+
+        paths = {s.get(Item, i).path for i in decided}  # type: ignore[union-attr]
+    for p in paths:
+        Path(p).unlink()  # the inputs were moved away after review
+    labelled = sum(1 for _, c in decided.values() if c is not None)
+    code, out = run_cli("review", "export", str(job_id), "--format", "dataset", "--out", str(tmp_path / "d"),
+                        "--db", db.url)
+    assert code == 0, out
+    assert "0 items written" in out and f"{labelled} labelled items skipped" in out, out
+    assert f"{labelled} x input not read: the file is missing" in out, out
+
+
 def test_web_export_is_audited_and_for_analysts(client_for: Any, db: Database, job_id: int) -> None:
     decided = _review_some(db, job_id, n=3)
     ana, csrf = client_for("ana")
@@ -98,6 +122,8 @@ def test_dataset_export_loads_as_a_manifest_dataset(db: Database, job_id: int, t
     skipped = (out / "skipped.csv").read_text().splitlines()[1:] if (out / "skipped.csv").exists() else []
     assert len(src) + len(skipped) == len(labelled)
     assert all("3 bands, the dataset has 4" in line for line in skipped), "RGB chips beside a 4-band scene"
+    if skipped:  # the command says how many were left out and why, not only in skipped.csv
+        assert f"{len(skipped)} labelled items skipped" in text and "3 bands, the dataset has 4" in text, text
     assert set(src.classes) <= {c for _, c in labelled.values() if c}
     chip = src.read(0)
     assert chip.dtype == np.uint16 and chip.shape[-1] == 4, "raw values, all bands"

@@ -69,7 +69,7 @@ def test_route_role_matrix(clients: dict[str | None, tuple[TestClient, str]], db
     with db.read() as s:
         item_id = s.execute(select(Item.id).where(Item.job_id == job_id).limit(1)).scalar_one()
         user_id = s.execute(select(User.id).where(User.name == "rev2")).scalar_one()
-    ids = {"job_id": job_id, "item_id": item_id, "user_id": user_id}
+    ids = {"job_id": job_id, "item_id": item_id, "user_id": user_id, "fmt": "geojson"}
     routes = sorted(api_routes(clients[None][0].app), key=lambda r: r.name == "logout")  # logout last
     checked = 0
     for route in routes:
@@ -105,7 +105,7 @@ def test_state_changes_need_the_csrf_token(clients: dict[str | None, tuple[TestC
     unsafe = [r for r in api_routes(admin.app) if r.methods - SAFE and r.name != "login"]
     assert unsafe
     for route in unsafe:
-        path = route.path.format(job_id=1, item_id=1, user_id=1)
+        path = route.path.format(job_id=1, item_id=1, user_id=1, fmt="geojson")
         for headers in ({}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": csrf + "x"}):
             r = admin.post(path, headers=headers, data={"csrf_token": "nope"}, follow_redirects=False)
             assert r.status_code == 403, (path, headers, r.status_code)

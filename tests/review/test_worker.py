@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,26 @@ from review.jobs.worker import Worker, infer_command
 
 HERE = Path(__file__).parent
 
+# A stand-in for `vision infer`: reports progress in progress.json (the contract), prints
+# misleading "N/M" counters the worker must not read, and leaves a finished job folder.
 FAKE_RUNNER = """
-import sys, time
+import sys, time, pathlib
 sys.path.insert(0, {here!r})
 from review_helpers import write_job
-out = sys.argv[sys.argv.index("--out") + 1]
+from vision.contracts.progress import JobProgress
+out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+marks = pathlib.Path({marks!r})
 for i in range(1, 4):
-    print(f"classifying {{i}}/3", flush=True)
-    time.sleep(0.3)
-write_job(__import__("pathlib").Path(out), n_windows=10, n_chips=1, n_bad=1)
+    print(f"classifying 999/1000", flush=True)
+    JobProgress("running", done=i, total=3).write(out)
+    # wait until the test saw the worker show this step (it polls progress.json every 0.5 s);
+    # the cap only keeps a worker that never reads progress.json from hanging the test
+    t0 = time.monotonic()
+    while not (marks / str(i)).exists() and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+write_job(out, n_windows=10, n_chips=1, n_bad=1)
+JobProgress("finished", done=3, total=3).write(out)
 """
 
 
@@ -50,11 +63,30 @@ def _submit(client_for: Any, roots: Path) -> None:
 
 
 def test_worker_runs_a_submitted_job_and_queues_its_rows(
-    client_for: Any, users: Any, roots: Path, db: Database
+    client_for: Any, users: Any, roots: Path, db: Database, allowed: tuple[Path, ...], tmp_path: Path
 ) -> None:
     _submit(client_for, roots)
-    worker = Worker(db, command=fake_command(FAKE_RUNNER.format(here=str(HERE))))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    worker = Worker(db, roots=allowed, command=fake_command(FAKE_RUNNER.format(here=str(HERE), marks=str(marks))))
+    seen: list[tuple[int, int]] = []
+
+    def watch() -> None:  # what the job page would poll, step by step
+        for i in range(1, 4):
+            while True:
+                with db.read() as s:
+                    job = s.execute(select(Job)).scalar_one()
+                if (job.progress_done, job.progress_total) == (i, 3) or job.status in ("ready", "failed"):
+                    break
+                time.sleep(0.05)
+            seen.append((job.progress_done, job.progress_total))
+            (marks / str(i)).write_text("")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     assert worker.run_once()
+    watcher.join()
+    assert seen == [(1, 3), (2, 3), (3, 3)], "progress comes from progress.json, not from '999/1000' output"
     assert not worker.run_once(), "nothing else is queued"
     with db.read() as s:
         job = s.execute(select(Job)).scalar_one()
@@ -62,16 +94,18 @@ def test_worker_runs_a_submitted_job_and_queues_its_rows(
         actions = s.execute(select(AuditEntry.action)).scalars().all()
     assert job.status == "ready", job.error
     assert job.progress_done == job.progress_total == 12 and job.rows_skipped == 1
-    assert n_items == 11 and json.loads(job.classes) == CLASSES
+    assert n_items == 11 and job.classes == CLASSES
     assert "job.submit" in actions and "job.ready" in actions
     rev, csrf = client_for("rev")
     item = rev.post(f"/api/jobs/{job.id}/claim", headers={"X-CSRF-Token": csrf}).json()["item"]
     assert item is not None
 
 
-def test_a_failing_runner_fails_the_job_with_its_output(client_for: Any, users: Any, roots: Path, db: Database) -> None:
+def test_a_failing_runner_fails_the_job_with_its_output(
+    client_for: Any, users: Any, roots: Path, db: Database, allowed: tuple[Path, ...]
+) -> None:
     _submit(client_for, roots)
-    worker = Worker(db, command=fake_command("import sys; print('model not found: nope'); sys.exit(2)"))
+    worker = Worker(db, roots=allowed, command=fake_command("import sys; print('model not found: nope'); sys.exit(2)"))
     assert worker.run_once()
     with db.read() as s:
         job = s.execute(select(Job)).scalar_one()
@@ -138,7 +172,9 @@ def _tiny_model(path: Path, bands: list[str], classes: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_worker_with_the_real_vision_infer(client_for: Any, users: Any, roots: Path, db: Database) -> None:
+def test_worker_with_the_real_vision_infer(
+    client_for: Any, users: Any, roots: Path, db: Database, allowed: tuple[Path, ...]
+) -> None:
     probe = subprocess.run([sys.executable, "-m", "vision.cli", "infer", "--help"], capture_output=True, timeout=120)
     if probe.returncode != 0:
         pytest.skip("`vision infer` is not available yet")
@@ -150,7 +186,7 @@ def test_worker_with_the_real_vision_infer(client_for: Any, users: Any, roots: P
         "/jobs", data={"csrf_token": csrf, "root": "0", "path": "batch", "model": "tiny.onnx"}, follow_redirects=False
     )
     assert r.status_code == 303, r.text
-    assert Worker(db).run_once()
+    assert Worker(db, roots=allowed).run_once()
     with db.read() as s:
         job = s.execute(select(Job)).scalar_one()
         n_items = s.execute(select(func.count()).select_from(Item)).scalar_one()

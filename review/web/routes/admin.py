@@ -12,7 +12,7 @@ from review import audit
 from review.auth.users import add_user as create_user
 from review.auth.users import update_user as change_user
 from review.db.models import ROLES, AuditEntry, User
-from review.web.app import Services
+from review.web.deps import Services
 from review.web.guard import Principal, principal, request_id
 from review.web.routes.common import make_router, page, services
 

@@ -23,7 +23,7 @@ from review.auth.sessions import (
     start_session,
 )
 from review.db.models import User, utcnow
-from review.web.app import Services
+from review.web.deps import Services
 from review.web.guard import Principal, principal, request_id
 from review.web.routes.common import make_router, page, services
 

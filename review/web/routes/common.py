@@ -7,18 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from review.web.app import Services
+from review.web.deps import Services, get_services
 from review.web.guard import GuardedRoute
+
+#: FastAPI dependency: the service objects (`review.web.deps.ServicesDep` is the alias).
+services = get_services
 
 
 def make_router() -> APIRouter:
     """A router whose every route is guarded by the role table."""
     return APIRouter(route_class=GuardedRoute)
-
-
-def services(request: Request) -> Services:
-    """FastAPI dependency: the service objects."""
-    return request.app.state.services
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

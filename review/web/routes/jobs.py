@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Form, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi import Form, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
 from review import audit
 from review.db.models import Item, Job
-from review.export import export_dataset, export_geojson, export_parquet
-from review.jobs.importer import import_job, set_classes_of_interest
+from review.export import export_job
+from review.formats import ExportFormat
+from review.jobs.importer import create_import_job, set_classes_of_interest
 from review.jobs.paths import PathRefusedError, resolve_in_roots
 from review.jobs.worker import submit_job as queue_job
 from review.queue import agreement, job_counts
-from review.web.app import Services
-from review.web.guard import Principal, principal, request_id
-from review.web.routes.common import make_router, page, services, split_classes
+from review.web.deps import JobId, RequestId, Services, ServicesDep, Who
+from review.web.routes.common import make_router, page, split_classes
+from review.web.views import JobStatus
 
 router = make_router()
 
@@ -41,7 +41,7 @@ def _roots(svc: Services) -> list[tuple[int, str]]:
 
 
 @router.get("/")
-def home(request: Request, svc: Annotated[Services, Depends(services)]) -> Response:
+def home(request: Request, svc: ServicesDep) -> Response:
     """The list of jobs with their review progress."""
     with svc.db.read() as s:
         jobs = s.execute(select(Job).order_by(Job.id.desc()).limit(200)).scalars().all()
@@ -53,7 +53,7 @@ def home(request: Request, svc: Annotated[Services, Depends(services)]) -> Respo
 
 
 @router.get("/jobs/new")
-def new_job_form(request: Request, svc: Annotated[Services, Depends(services)]) -> Response:
+def new_job_form(request: Request, svc: ServicesDep) -> Response:
     """The submission form: a path under one of the allowed roots."""
     return page(request, "job_new.html", roots=_roots(svc), error=None)
 
@@ -70,9 +70,9 @@ def _model(svc: Services, root: int, model: str) -> str:
 
 @router.post("/jobs")
 def submit_job(
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
+    svc: ServicesDep,
+    who: Who,
+    rid: RequestId,
     path: Annotated[str, Form(max_length=1000)],
     model: Annotated[str, Form(max_length=1000)],
     root: Annotated[int, Form()] = 0,
@@ -99,47 +99,53 @@ def submit_job(
 
 @router.post("/jobs/import", name="import_job")
 def import_job_route(
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
+    svc: ServicesDep,
+    who: Who,
+    rid: RequestId,
     path: Annotated[str, Form(max_length=1000)],
     root: Annotated[int, Form()] = 0,
     name: Annotated[str, Form(max_length=200)] = "",
     classes_of_interest: Annotated[str, Form(max_length=2000)] = "",
     four_eyes: Annotated[bool, Form()] = False,
+    again: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Import a finished job folder found under an allowed root."""
+    """Queue a finished job folder found under an allowed root for import.
+
+    The folder and its table's columns are checked here (400 when unusable); the worker
+    reads the rows in batches and checks every input, with progress on the job page.
+    """
     target = resolve_in_roots(svc.settings.job_roots, root, path)
-    with svc.db.write() as s:
-        job = import_job(
-            s,
-            target,
-            who.name,
-            name=name.strip() or None,
-            classes_of_interest=split_classes(classes_of_interest),
-            four_eyes=four_eyes,
-            request_id=rid,
-        )
-        job_id = job.id
+    job_id = create_import_job(
+        svc.db,
+        target,
+        who.name,
+        svc.roots,
+        name=name.strip() or None,
+        classes_of_interest=split_classes(classes_of_interest),
+        four_eyes=four_eyes,
+        request_id=rid,
+        again=again,
+    )
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
-def _status(svc: Services, job_id: int) -> dict[str, object]:
+def _status(svc: Services, job_id: int) -> JobStatus:
     job = _job(svc, job_id)
     with svc.db.read() as s:
         counts = job_counts(s, job_id)
-    return {
-        "id": job.id,
-        "status": job.status,
-        "progress_done": job.progress_done,
-        "progress_total": job.progress_total,
-        "error": job.error,
-        "counts": counts,
-    }
+    return JobStatus(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        progress_done=job.progress_done,
+        progress_total=job.progress_total,
+        error=job.error,
+        counts=counts,
+    )
 
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: int, svc: Annotated[Services, Depends(services)]) -> Response:
+def job_page(request: Request, job_id: JobId, svc: ServicesDep) -> Response:
     """A job: live progress, review counts, model-vs-reviewer agreement, exports."""
     job = _job(svc, job_id)
     with svc.db.read() as s:
@@ -151,23 +157,23 @@ def job_page(request: Request, job_id: int, svc: Annotated[Services, Depends(ser
         job=job,
         counts=counts,
         agreement=agree,
-        classes=json.loads(job.classes or "[]"),
-        classes_of_interest=", ".join(json.loads(job.classes_of_interest or "[]")),
+        classes=job.classes or [],
+        classes_of_interest=", ".join(job.classes_of_interest or []),
     )
 
 
-@router.get("/api/jobs/{job_id}/status")
-def job_status(job_id: int, svc: Annotated[Services, Depends(services)]) -> JSONResponse:
+@router.get("/api/jobs/{job_id}/status", response_model=JobStatus)
+def job_status(job_id: JobId, svc: ServicesDep) -> JobStatus:
     """Progress of a job, polled by the job page."""
-    return JSONResponse(_status(svc, job_id))
+    return _status(svc, job_id)
 
 
 @router.post("/jobs/{job_id}/settings")
 def job_settings(
-    job_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
+    job_id: JobId,
+    svc: ServicesDep,
+    who: Who,
+    rid: RequestId,
     classes_of_interest: Annotated[str, Form(max_length=2000)] = "",
     four_eyes: Annotated[bool, Form()] = False,
 ) -> Response:
@@ -176,7 +182,7 @@ def job_settings(
     with svc.db.write() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        before = {"classes_of_interest": json.loads(job.classes_of_interest), "four_eyes": job.four_eyes}
+        before = {"classes_of_interest": list(job.classes_of_interest), "four_eyes": job.four_eyes}
         wanted = split_classes(classes_of_interest)
         set_classes_of_interest(s, job, wanted, four_eyes)
         audit.append(
@@ -191,62 +197,31 @@ def job_settings(
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
-def _export_dir(svc: Services, job_id: int) -> Path:
-    d = svc.settings.data_dir / "exports" / f"job-{job_id:06d}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+_MEDIA = {
+    ExportFormat.geojson: ("application/geo+json", "confirmed.geojson"),
+    ExportFormat.parquet: ("application/vnd.apache.parquet", "confirmed.parquet"),
+    ExportFormat.dataset: ("application/zip", "dataset.zip"),
+}
 
 
-def _export(svc: Services, who: Principal, rid: str, job_id: int, fmt: str) -> Path:
+@router.post("/jobs/{job_id}/export/{fmt}", name="export_results")
+def export_results(job_id: JobId, fmt: ExportFormat, svc: ServicesDep, who: Who, rid: RequestId) -> Response:
+    """Download the confirmed results (GeoJSON or Parquet: human-decided items only) or the
+    reviewed items as a labelled dataset (manifest.csv + chips, zipped).
+
+    A dataset answer says in ``X-Export-Skipped`` how many labelled items were left out
+    (``skipped.csv`` in the archive says why).
+    """
     _job(svc, job_id)
-    out_dir = _export_dir(svc, job_id)
+    out_dir = svc.settings.data_dir / "exports" / f"job-{job_id:06d}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    media, filename = _MEDIA[fmt]
+    target = out_dir / ("dataset" if fmt is ExportFormat.dataset else filename)
+    with svc.db.read() as s:  # files are written outside any write transaction
+        done = export_job(s, job_id, fmt, target, svc.roots, overwrite=True)
+    out = Path(shutil.make_archive(str(target), "zip", root_dir=target)) if fmt is ExportFormat.dataset else target
     with svc.db.write() as s:
-        if fmt == "geojson":
-            out = out_dir / "confirmed.geojson"
-            n = export_geojson(s, job_id, out)
-        elif fmt == "parquet":
-            out = out_dir / "confirmed.parquet"
-            n = export_parquet(s, job_id, out)
-        else:
-            folder = out_dir / "dataset"
-            n = export_dataset(s, job_id, folder, overwrite=True)
-            archive = shutil.make_archive(str(out_dir / "dataset"), "zip", root_dir=folder)
-            out = Path(archive)
-        audit.append(s, who.name, "export", f"job:{job_id}", None, {"format": fmt, "items": n}, rid)
-    return out
-
-
-@router.post("/jobs/{job_id}/export/geojson", name="export_geojson")
-def export_geojson_route(
-    job_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
-) -> Response:
-    """Download the confirmed results as GeoJSON (human-decided items only)."""
-    out = _export(svc, who, rid, job_id, "geojson")
-    return FileResponse(out, media_type="application/geo+json", filename=f"job-{job_id}-confirmed.geojson")
-
-
-@router.post("/jobs/{job_id}/export/parquet", name="export_parquet")
-def export_parquet_route(
-    job_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
-) -> Response:
-    """Download the confirmed results as Parquet (human-decided items only)."""
-    out = _export(svc, who, rid, job_id, "parquet")
-    return FileResponse(out, media_type="application/vnd.apache.parquet", filename=f"job-{job_id}-confirmed.parquet")
-
-
-@router.post("/jobs/{job_id}/export/dataset", name="export_dataset")
-def export_dataset_route(
-    job_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
-) -> Response:
-    """Download the reviewed items as a labelled dataset (manifest.csv + chips, zipped)."""
-    out = _export(svc, who, rid, job_id, "dataset")
-    return FileResponse(out, media_type="application/zip", filename=f"job-{job_id}-dataset.zip")
+        audit.append(s, who.name, "export", f"job:{job_id}", None,
+                     {"format": fmt.value, "items": done.items, "skipped": len(done.skipped)}, rid)
+    headers = {"X-Export-Skipped": str(len(done.skipped))} if fmt is ExportFormat.dataset else None
+    return FileResponse(out, media_type=media, filename=f"job-{job_id}-{filename}", headers=headers)

@@ -1,40 +1,52 @@
-"""The review queue: claim, decide, override, and the pictures of an item."""
+"""The review queue: claim, decide, override, and the pictures of an item.
+
+Pictures are read only through `review.jobs.files.open_input` (inside the allowed roots, no
+link followed). A decision is refused when the item's pixels cannot be read: nobody can
+accept what they could not see.
+"""
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Body, Depends, Form, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi import Body, Form, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from review.auth.permissions import Action
-from review.db.models import SECOND, Decision, Item, Job, User, utcnow
+from review.db.models import JOB_READY, SECOND, Decision, Item, Job, User, utcnow
+from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input, read_small, write_in
 from review.queue import DecisionInput, claim_next, decide, release
 from review.render import (
+    MAX_IMAGE_BYTES,
     band_names,
     explanation_png,
-    heatmap_path,
-    input_file,
+    explanations_dir,
+    heatmap_name,
     is_scene,
+    item_input,
     job_model,
     render_chip,
     render_overview,
 )
-from review.web.app import Services
-from review.web.guard import Principal, principal, request_id
-from review.web.routes.common import make_router, page, services
-from vision.atomic import write_bytes_atomic
-from vision.errors import InputError, VisionError
+from review.web.deps import ItemId, JobId, RequestId, Services, ServicesDep, Who
+from review.web.guard import Principal
+from review.web.routes.common import make_router, page
+from review.web.views import ClaimAnswer, DecisionAnswer, ItemView, ReleaseAnswer, Top, WindowView
+from vision.errors import BandMismatchError, VisionError
 
+log = logging.getLogger(__name__)
 router = make_router()
 
 _IMAGE_CACHE = "private, max-age=600"
+_UNREADABLE = "the item's pixels cannot be read (not a readable GeoTIFF, PNG or JPEG file)"
 
 
 def _load(svc: Services, item_id: int) -> tuple[Item, Job]:
@@ -46,92 +58,117 @@ def _load(svc: Services, item_id: int) -> tuple[Item, Job]:
     return item, job
 
 
-@lru_cache(maxsize=256)
-def _bands_of(path: str, mtime_ns: int) -> list[str]:
-    try:
-        return band_names(Path(path))
-    except InputError:
-        return []
+def _window(item: Item) -> tuple[int | None, int | None, int | None, int | None]:
+    return (item.row_off, item.col_off, item.height, item.width)
 
 
-def item_view(item: Item, job: Job) -> dict[str, Any]:
-    """What the review page shows of an item (JSON)."""
-    classes: list[str] = json.loads(job.classes or "[]")
-    probs: list[float] = json.loads(item.probs) if item.probs else []
-    ranked = sorted(range(len(probs)), key=lambda i: -probs[i])[:3]
-    src = input_file(Path(job.job_dir), item.path)
+@contextmanager
+def _input(svc: Services, item: Item, job: Job) -> Iterator[SafeFile]:
+    """The item's input, opened inside the roots; failures become 403/404 with fixed texts."""
     try:
-        bands = _bands_of(str(src), src.stat().st_mtime_ns)
-    except OSError:
-        bands = []
+        with open_input(item_input(job.job_dir, item.path), svc.roots) as src:
+            yield src
+    except InputRefusedError as exc:
+        raise HTTPException(403, f"the item's input is not served: {exc}") from exc
+    except InputMissingError as exc:
+        raise HTTPException(404, f"the item's input file is missing: {exc}") from exc
+
+
+def _bands(svc: Services, item: Item, job: Job) -> list[str]:
+    try:
+        with _input(svc, item, job) as src:
+            return band_names(src)
+    except (HTTPException, VisionError, OSError):
+        return []  # the chip route says what is wrong
+
+
+def item_view(svc: Services, item: Item, job: Job) -> ItemView:
+    """What the review page shows of an item."""
+    classes = list(job.classes or [])
+    probs = [p if isinstance(p, int | float) and math.isfinite(p) else -1.0 for p in (item.probs or [])]
+    ranked = [i for i in sorted(range(len(probs)), key=lambda i: -probs[i])[:3] if probs[i] >= 0]
     window = None
-    if item.row_off is not None:
-        window = {"row_off": item.row_off, "col_off": item.col_off, "height": item.height, "width": item.width}
-    bounds = None
-    if item.minx is not None:
-        bounds = [item.minx, item.miny, item.maxx, item.maxy]
-    has_heatmap = (heatmap_path(Path(job.job_dir), item.row_index) is not None
-                   or job_model(Path(job.job_dir), job.model) is not None)
-    return {
-        "id": item.id,
-        "version": item.version,
-        "job_id": item.job_id,
-        "stage": "second review" if item.status == SECOND else "first review",
-        "file": Path(item.path).name,
-        "class_name": item.class_name,
-        "confidence": item.confidence,
-        "interest": item.interest,
-        "top3": [{"class_name": classes[i] if i < len(classes) else str(i), "p": probs[i]} for i in ranked],
-        "classes": classes,
-        "bands": bands,
-        "window": window,
-        "bounds": bounds,
-        "crs": item.crs,
-        "chip_url": f"/items/{item.id}/chip.png",
-        "overview_url": f"/items/{item.id}/overview.png" if window and is_scene(src) else None,
-        "heatmap_url": f"/items/{item.id}/heatmap.png" if has_heatmap else None,
-    }
+    if item.row_off is not None and item.col_off is not None and item.height is not None and item.width is not None:
+        window = WindowView(row_off=item.row_off, col_off=item.col_off, height=item.height, width=item.width)
+    box = (item.minx, item.miny, item.maxx, item.maxy)
+    bounds = [float(v) for v in box] if all(v is not None and math.isfinite(v) for v in box) else None  # type: ignore[arg-type]
+    heatmap_note = None
+    if not _has_cached_heatmap(svc, job, item):
+        heatmap_note = job_model(Path(job.job_dir), job.model, svc.roots).reason or None
+    return ItemView(
+        id=item.id,
+        version=item.version,
+        job_id=item.job_id,
+        stage="second review" if item.status == SECOND else "first review",
+        file=Path(item.path).name,
+        class_name=item.class_name,
+        confidence=item.confidence,
+        interest=item.interest,
+        top3=[Top(class_name=classes[i] if i < len(classes) else str(i), p=probs[i]) for i in ranked],
+        classes=classes,
+        bands=_bands(svc, item, job),
+        window=window,
+        bounds=bounds,
+        crs=item.crs,
+        chip_url=f"/items/{item.id}/chip.png",
+        overview_url=f"/items/{item.id}/overview.png" if window and is_scene(item.path) else None,
+        heatmap_url=None if heatmap_note else f"/items/{item.id}/heatmap.png",
+        heatmap_note=f"No heatmap: {heatmap_note}." if heatmap_note else None,
+    )
 
 
-def _claim(svc: Services, job_id: int, user: Principal) -> dict[str, Any] | None:
+def _has_cached_heatmap(svc: Services, job: Job, item: Item) -> bool:
+    try:
+        with open_input(explanations_dir(Path(job.job_dir)) / heatmap_name(item.row_index), svc.roots):
+            return True
+    except (InputRefusedError, InputMissingError):
+        return False
+
+
+def _claim(svc: Services, job_id: int, user: Principal) -> ItemView | None:
     with svc.db.write() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
+        if job.status != JOB_READY:
+            raise HTTPException(409, f"job {job_id} is not ready for review (it is {job.status})")
         item = claim_next(s, job_id, user, utcnow(), svc.settings.claim_seconds)
-        return item_view(item, job) if item is not None else None
+    return item_view(svc, item, job) if item is not None else None
+
+
+def _require_pixels(svc: Services, item: Item, job: Job) -> None:
+    """Refuse (422) a decision on an item whose picture cannot be drawn."""
+    try:
+        with _input(svc, item, job) as src:
+            render_chip(src, _window(item))  # cached: the reviewer's page drew it already
+    except HTTPException as exc:
+        raise HTTPException(422, f"no decision recorded: {exc.detail}") from exc
+    except (VisionError, OSError) as exc:
+        raise HTTPException(422, f"no decision recorded: {_UNREADABLE}") from exc
 
 
 @router.get("/jobs/{job_id}/review")
-def review_page(request: Request, job_id: int, svc: Annotated[Services, Depends(services)]) -> Response:
+def review_page(request: Request, job_id: JobId, svc: ServicesDep) -> Response:
     """The review page; items are claimed and decided by its script."""
     with svc.db.read() as s:
         job = s.get(Job, job_id)
     if job is None:
         raise HTTPException(404, f"no job {job_id}")
-    return page(request, "review.html", job=job, classes=json.loads(job.classes or "[]"))
+    return page(request, "review.html", job=job, classes=list(job.classes or []))
 
 
-@router.post("/api/jobs/{job_id}/claim")
-def claim_item(
-    job_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-) -> JSONResponse:
+@router.post("/api/jobs/{job_id}/claim", response_model=ClaimAnswer)
+def claim_item(job_id: JobId, svc: ServicesDep, who: Who) -> ClaimAnswer:
     """Claim the next item that most needs a human (``item`` is null when none is left)."""
-    return JSONResponse({"item": _claim(svc, job_id, who)})
+    return ClaimAnswer(item=_claim(svc, job_id, who))
 
 
-@router.post("/api/items/{item_id}/release")
-def release_item(
-    item_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-) -> JSONResponse:
+@router.post("/api/items/{item_id}/release", response_model=ReleaseAnswer)
+def release_item(item_id: ItemId, svc: ServicesDep, who: Who) -> ReleaseAnswer:
     """Give an item back to the queue (the reviewer skipped it or left)."""
     with svc.db.write() as s:
         held = release(s, item_id, who)
-    return JSONResponse({"released": held})
+    return ReleaseAnswer(released=held)
 
 
 class DecisionBody(BaseModel):
@@ -142,37 +179,42 @@ class DecisionBody(BaseModel):
     decision: str = Field(pattern="^(accept|correct|reject)$")
     class_name: str | None = Field(default=None, max_length=200)
     comment: str | None = Field(default=None, max_length=2000)
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=2**31 - 1)
     next: bool = Field(default=True, description="claim and return the next item")
 
 
-@router.post("/api/items/{item_id}/decision")
+@router.post("/api/items/{item_id}/decision", response_model=DecisionAnswer)
 def decide_item(
-    item_id: int,
+    item_id: ItemId,
     body: Annotated[DecisionBody, Body()],
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
-) -> JSONResponse:
-    """Record a decision; answer with the next claimed item so the page moves on at once."""
-    user = who
+    svc: ServicesDep,
+    who: Who,
+    rid: RequestId,
+) -> DecisionAnswer:
+    """Record a decision; answer with the next claimed item so the page moves on at once.
+
+    Once the decision is committed the answer is 200 whatever happens next: a failure to
+    claim the next item is reported in ``next_error``, never as an error for a saved write.
+    """
+    item, job = _load(svc, item_id)
+    _require_pixels(svc, item, job)
+    given = DecisionInput(body.decision, body.class_name, body.comment, body.version)
     with svc.db.write() as s:
-        dec = decide(
-            s,
-            item_id,
-            user,
-            DecisionInput(body.decision, body.class_name, body.comment, body.version),
-            utcnow(),
-            rid,
-        )
-        job_id = s.get(Item, item_id).job_id  # type: ignore[union-attr]
-        decision_id = dec.id
-    nxt = _claim(svc, job_id, user) if body.next else None
-    return JSONResponse({"decision_id": decision_id, "item_id": item_id, "next": nxt})
+        decision_id = decide(s, item_id, who, given, utcnow(), rid).id
+    nxt, error = None, None
+    if body.next:
+        try:
+            nxt = _claim(svc, job.id, who)
+        except HTTPException as exc:
+            error = f"decision saved; the next item could not be loaded: {exc.detail}"
+        except Exception:  # the decision is committed: say so, and log what went wrong
+            log.exception("claim after decision %s failed", decision_id)
+            error = "decision saved; the next item could not be loaded: reload the page"
+    return DecisionAnswer(decision_id=decision_id, item_id=item_id, next=nxt, next_error=error)
 
 
 @router.get("/items/{item_id}")
-def item_page(request: Request, item_id: int, svc: Annotated[Services, Depends(services)]) -> Response:
+def item_page(request: Request, item_id: ItemId, svc: ServicesDep) -> Response:
     """One item with its decision history (and the override form for admins)."""
     item, job = _load(svc, item_id)
     reviewer = aliased(User)
@@ -189,7 +231,7 @@ def item_page(request: Request, item_id: int, svc: Annotated[Services, Depends(s
         "item.html",
         item=item,
         job=job,
-        view=item_view(item, job),
+        view=item_view(svc, item, job),
         history=history,
         can_override=bool(p and p.may(Action.OVERRIDE_REVIEW)),
     )
@@ -197,27 +239,21 @@ def item_page(request: Request, item_id: int, svc: Annotated[Services, Depends(s
 
 @router.post("/items/{item_id}/override")
 def override_item(
-    item_id: int,
-    svc: Annotated[Services, Depends(services)],
-    who: Annotated[Principal, Depends(principal)],
-    rid: Annotated[str, Depends(request_id)],
+    item_id: ItemId,
+    svc: ServicesDep,
+    who: Who,
+    rid: RequestId,
     decision: Annotated[str, Form(pattern="^(accept|correct|reject)$")],
-    version: Annotated[int, Form(ge=0)],
+    version: Annotated[int, Form(ge=0, le=2**31 - 1)],
     class_name: Annotated[str, Form(max_length=200)] = "",
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Replace a finished review with an admin's decision (kept in the history)."""
-    user = who
+    item, job = _load(svc, item_id)
+    _require_pixels(svc, item, job)
     with svc.db.write() as s:
-        decide(
-            s,
-            item_id,
-            user,
-            DecisionInput(decision, class_name or None, comment, version),
-            utcnow(),
-            rid,
-            override=True,
-        )
+        decide(s, item_id, who, DecisionInput(decision, class_name or None, comment, version), utcnow(), rid,
+               override=True)
     return RedirectResponse(f"/items/{item_id}", status_code=303)
 
 
@@ -237,52 +273,60 @@ def _png(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
 
 
-def _window(item: Item) -> tuple[int | None, int | None, int | None, int | None]:
-    return (item.row_off, item.col_off, item.height, item.width)
-
-
 @router.get("/items/{item_id}/chip.png")
 def item_chip(
-    item_id: int,
-    svc: Annotated[Services, Depends(services)],
+    item_id: ItemId,
+    svc: ServicesDep,
     bands: Annotated[str | None, Query(max_length=20, description="e.g. 8,4,3 (1-based)")] = None,
 ) -> Response:
     """The item's pixels as an RGB PNG (percentile stretch, chosen band triple)."""
     item, job = _load(svc, item_id)
-    src = input_file(Path(job.job_dir), item.path)
-    return _png(render_chip(src, _window(item), _bands_param(bands)))
+    wanted = _bands_param(bands)
+    with _input(svc, item, job) as src:
+        try:
+            return _png(render_chip(src, _window(item), wanted))
+        except BandMismatchError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except (VisionError, OSError) as exc:
+            raise HTTPException(404, _UNREADABLE) from exc
 
 
 @router.get("/items/{item_id}/overview.png")
-def item_overview(item_id: int, svc: Annotated[Services, Depends(services)]) -> Response:
+def item_overview(item_id: ItemId, svc: ServicesDep) -> Response:
     """A small view of the whole scene with the item's window outlined."""
     item, job = _load(svc, item_id)
-    src = input_file(Path(job.job_dir), item.path)
-    if item.row_off is None or not is_scene(src):
+    if item.row_off is None or not is_scene(item.path):
         raise HTTPException(404, "this item is a whole file: no scene overview")
-    return _png(render_overview(src, _window(item)))
+    with _input(svc, item, job) as src:
+        try:
+            return _png(render_overview(src, _window(item)))
+        except (VisionError, OSError) as exc:
+            raise HTTPException(404, _UNREADABLE) from exc
 
 
 @router.get("/items/{item_id}/heatmap.png")
-def item_heatmap(item_id: int, svc: Annotated[Services, Depends(services)]) -> Response:
-    """The explanation heatmap written beside the job, when there is one."""
+def item_heatmap(item_id: ItemId, svc: ServicesDep) -> Response:
+    """The explanation heatmap written beside the job, when there is one (else computed)."""
     item, job = _load(svc, item_id)
     job_dir = Path(job.job_dir)
-    p = heatmap_path(job_dir, item.row_index)
-    if p is not None:
-        return FileResponse(p, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
-    model = job_model(job_dir, job.model)
-    if model is None:
-        raise HTTPException(404, "no explanation for this item (the job's model is unknown)")
+    folder, name = explanations_dir(job_dir), heatmap_name(item.row_index)
     try:
-        data = explanation_png(model, input_file(job_dir, item.path), _window(item))
-    except (VisionError, OSError) as exc:
-        raise HTTPException(404, f"no explanation for this item: {exc}") from exc
-    # Cache beside the job (atomically), so the next reviewer gets it at once.
-    out = job_dir / "explanations" / f"{item.row_index}.png"
-    try:
-        out.parent.mkdir(exist_ok=True)
-        write_bytes_atomic(out, data)
-    except OSError:
-        pass  # a read-only job folder still gets the picture, just not cached
+        return _png(read_small(folder / name, svc.roots, MAX_IMAGE_BYTES))
+    except InputRefusedError as exc:
+        raise HTTPException(403, f"the heatmap is not served: {exc}") from exc
+    except InputMissingError:
+        pass  # not computed yet
+    found = job_model(job_dir, job.model, svc.roots)
+    if found.model is None:
+        raise HTTPException(404, f"no explanation for this item: {found.reason}")
+    with _input(svc, item, job) as src:
+        try:
+            data = explanation_png(found.model, src, _window(item))
+        except (VisionError, OSError) as exc:  # the model's checkpoint is gone, or bands differ
+            why = str(exc).replace(src.gdal_path, Path(item.path).name)
+            raise HTTPException(404, f"no explanation for this item: {why}") from exc
+    # Cache beside the job, so the next reviewer gets it at once; a read-only job folder
+    # still gets the picture, just not cached.
+    with suppress(OSError, VisionError):
+        write_in(folder, name, data, svc.roots)
     return _png(data)

@@ -18,6 +18,8 @@
       bar.max = Math.max(1, s.progress_total);
       bar.value = s.progress_done;
       text.textContent = `${s.progress_done} / ${s.progress_total}`;
+      const unit = document.getElementById("job-progress-unit");
+      if (unit) unit.textContent = (s.status === "importing" || s.kind === "import") ? "rows imported" : "items classified";
       status.textContent = s.status;
       error.textContent = s.error || "";
       for (const k of ["pending", "second", "done"]) {

@@ -10,6 +10,8 @@
   const comment = $("comment");
   let current = null;
   let busy = false;
+  // Decisions are only possible once the item's picture has loaded: nobody decides blind.
+  let ready = false;
   let decided = 0;
   let combos = [];
   let comboIndex = 0;
@@ -33,6 +35,21 @@
     return { status: r.status, data: data };
   }
 
+  function setReady(on) {
+    ready = on;
+    for (const id of ["btn-accept", "btn-reject", "btn-correct"]) $(id).disabled = !on;
+    $("decide").classList.toggle("waiting", !on);
+  }
+
+  // An <img> that failed says nothing of why: ask the server for its message.
+  async function whyNot(url) {
+    try {
+      const r = await fetch(url, { credentials: "same-origin" });
+      const d = await r.json();
+      return (d && d.detail) || `HTTP ${r.status}`;
+    } catch (e) { return "the server gave no reason"; }
+  }
+
   function bandCombos(bands) {
     const idx = (name) => bands.indexOf(name) + 1;
     const out = [];
@@ -52,11 +69,26 @@
   function setChip() {
     if (!current) return;
     const c = combos[comboIndex];
-    $("chip").src = current.chip_url + (c && combos.length > 1 && comboIndex > 0 ? "?bands=" + c.v.join(",") : "");
+    const chip = $("chip");
+    const url = current.chip_url + (c && combos.length > 1 && comboIndex > 0 ? "?bands=" + c.v.join(",") : "");
+    const item = current;
+    setReady(false);
+    $("chip-error").hidden = true;
+    chip.onload = () => { if (current === item && chip.naturalWidth > 0) setReady(true); };
+    chip.onerror = async () => {
+      if (current !== item) return;
+      setReady(false);
+      const why = await whyNot(url);
+      if (current !== item) return;
+      $("chip-error").textContent = `The picture could not be loaded: ${why}. No decision can be made on this item; tell an admin.`;
+      $("chip-error").hidden = false;
+    };
+    chip.src = url;
   }
 
   function show(item) {
     current = item;
+    setReady(false);
     if (!item) {
       $("workspace").hidden = true;
       $("empty").hidden = false;
@@ -96,10 +128,20 @@
     ov.hidden = !item.overview_url;
     if (item.overview_url) ov.src = item.overview_url;
     const hm = $("heatmap");
+    const note = $("heatmap-note");
     hm.hidden = true;
-    // Shown once it has loaded; a model without a findable checkpoint gives 404: chip alone.
-    hm.onload = () => { hm.hidden = false; };
-    hm.onerror = () => { hm.hidden = true; };
+    note.textContent = item.heatmap_note || "";
+    note.hidden = !item.heatmap_note;
+    // Shown once it has loaded; when it cannot be made, the note says why.
+    hm.onload = () => { if (current === item) hm.hidden = false; };
+    hm.onerror = async () => {
+      hm.hidden = true;
+      if (!item.heatmap_url) return;
+      const why = await whyNot(item.heatmap_url);
+      if (current !== item) return;
+      note.textContent = `No heatmap: ${why}`;
+      note.hidden = false;
+    };
     if (item.heatmap_url) hm.src = item.heatmap_url; else hm.removeAttribute("src");
     const predicted = item.classes.indexOf(item.class_name);
     if (predicted >= 0) classSelect.selectedIndex = predicted;
@@ -114,6 +156,7 @@
 
   async function send(decision, className) {
     if (busy || !current) return;
+    if (!ready) { say("the picture has not loaded: no decision was sent", true); return; }
     busy = true;
     const body = { decision: decision, version: current.version, comment: comment.value || null };
     if (decision === "correct") body.class_name = className;
@@ -123,7 +166,14 @@
         decided += 1;
         $("session-count").textContent = `${decided} decided`;
         say(`item ${r.data.item_id}: ${decision}${className ? " → " + className : ""}`);
-        show(r.data.next);
+        if (r.data.next_error) {  // saved, but no next item: say so (not "nothing left")
+          current = null;
+          setReady(false);
+          $("workspace").hidden = true;
+          say(r.data.next_error, true);
+        } else {
+          show(r.data.next);
+        }
       } else if (r.status === 409) {
         say((r.data && r.data.detail) || "someone else decided this item", true);
         await claim();
