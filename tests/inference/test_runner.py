@@ -16,12 +16,15 @@ import pytest
 import rasterio
 from PIL import Image
 
+from inference.job import LOCK
 from inference.runner import JobOptions, run_job
+from inference.tiling import TileGrid
 from vision.contracts.predictions import PREDICTION_SCHEMA
 from vision.errors import ConfigError
 from vision.metrics import softmax
 
 from .conftest import BAD_INPUTS, RGB_BANDS, SCENES, random_chips
+from .rfc7946 import assert_rfc7946
 from .data.make_bad_inputs import EXPECTED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +69,8 @@ def test_chips_and_scene_rows(rgb_model: Path, tmp_path: Path,
         assert r["label"] == int(probs[k].argmax())
         assert r["confidence"] == pytest.approx(float(probs[k].max()), abs=1e-6)
         thr = {0: 0.3, 1: 0.5}.get(r["label"])
-        assert r["flagged"] == (thr is not None and r["confidence"] >= thr)
+        # null, not false, for a class without an operating point (README)
+        assert r["flagged"] == (None if thr is None else r["confidence"] >= thr)
         assert r["model_name"] == "tiny-3band" and len(r["model_sha256"]) == 64
         import hashlib
 
@@ -83,10 +87,14 @@ def test_chips_and_scene_rows(rgb_model: Path, tmp_path: Path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["counts"]["error"] == 0
     assert (out / "_SUCCESS").exists() and not (out / "_parts").exists()
-    assert not [p for p in out.rglob(".*") if p.is_file()]
+    assert [p.name for p in out.rglob(".*") if p.is_file()] == [LOCK]  # no temp file left
     with rasterio.open(out / "scene.classes.tif") as ds:
+        # 200 x 150 px on a 64 px grid: 8 x 2 px per raster pixel, ending at the scene's edge
         arr = ds.read(1)
-        assert arr.shape == (4, 3) and arr[0, 0] == 255 and arr[2, 0] != 255
+        assert arr.shape == (25, 75) and ds.res == (20.0, 80.0)
+        assert ds.bounds == pytest.approx((500000, 5000000 - 2000, 500000 + 1500, 5000000))
+        assert arr[0, 0] == 255 and arr[128 // 8, 0] != 255
+        assert arr[-1, -1] == 255  # the window at (192, 128): only 8 rows inside, nodata
 
 
 def test_concurrent_streams_give_the_same_table(rgb_model: Path, tmp_path: Path,
@@ -232,22 +240,22 @@ def test_real_scenes(model_factory: Callable[..., Path], tmp_path: Path) -> None
         with rasterio.open(scene) as src, rasterio.open(out / f"{stem}.classes.tif") as cls, \
                 rasterio.open(out / f"{stem}.confidence.tif") as conf:
             assert cls.crs == src.crs and conf.crs == src.crs
-            assert cls.driver == "GTiff" and cls.profile.get("tiled")
-            sb, cb = src.bounds, cls.bounds
-            # The window grid starts at the scene's corner and covers it by < one window.
-            assert (cb.left, cb.top) == pytest.approx((sb.left, sb.top))
-            assert sb.right <= cb.right < sb.right + 64 * src.res[0]
-            assert sb.bottom >= cb.bottom > sb.bottom - 64 * src.res[1]
+            assert cls.driver == "GTiff" and cls.profile.get("tiled") in (True, None)
+            # The rasters stop at the scene's extent (edge windows clipped, not padded).
+            assert cls.bounds == pytest.approx(src.bounds) and conf.bounds == cls.bounds
             assert cls.nodata == 255
             classes = cls.read(1)
         gj = json.loads((out / f"{stem}.geojson").read_text())
-        assert str(src.crs.to_epsg()) in gj["crs"]["properties"]["name"]
-        assert gj["bbox"] == pytest.approx([sb.left, sb.bottom, sb.right, sb.top])
-        assert len(gj["features"]) == len(rows) == classes.size
+        assert_rfc7946(gj)
+        assert len(gj["features"]) == len(rows)
+        # Each window's class is at its top-left corner's raster pixel.
+        sr, sc = TileGrid(src.height, src.width, (64, 64), (64, 64)).raster_step()
+        for r in rows:
+            want = r["label"] if r["status"] == "ok" else 255
+            assert classes[r["row_off"] // sr, r["col_off"] // sc] == want, (name, r)
         ok = [r for r in rows if r["status"] == "ok"]
         assert ok, name
         if name in ("rasterio_RGB.byte.tif", "LC08_L2SP_001062_20201031_SR_7band.tif"):
             # rotated footprints with a nodata collar: the corners are not classified
             corner = next(r for r in rows if r["row_off"] == 0 and r["col_off"] == 0)
-            assert corner["status"] == "nodata"
-            assert (classes == 255).sum() == sum(r["status"] != "ok" for r in rows)
+            assert corner["status"] == "nodata" and classes[0, 0] == 255
