@@ -160,60 +160,6 @@ def test_rerun_is_noop_and_other_options_are_refused(rgb_model: Path, tmp_path: 
         _run([tmp_path / "chips"], rgb_model, tmp_path / "notajob", overwrite=True)
 
 
-def test_bad_input_corpus_via_cli(rgb_model: Path, tmp_path: Path) -> None:
-    out = tmp_path / "job"
-    proc = _cli("infer", str(BAD_INPUTS), "--model", str(rgb_model), "--out", str(out),
-                "--no-progress", "--threads", "1")
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    table = pq.read_table(out / "predictions.parquet").to_pylist()
-    for name, expected in EXPECTED.items():
-        rows = [r for r in table if Path(r["path"]).name == name]
-        assert rows, f"{name} not reported"
-        statuses = {r["status"] for r in rows}
-        if name == "truncated_scene.tif":  # readable windows are salvaged
-            assert "error" in statuses and "ok" in statuses
-        else:
-            assert statuses == {expected}, (name, statuses, rows[0]["error"])
-        for r in rows:
-            if r["status"] == "error":
-                assert r["error"] and len(r["error"]) > 10
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["exit_code"] == 1
-    assert {Path(e["path"]).name for e in manifest["errors"]} == {
-        n for n, s in EXPECTED.items() if s == "error"} | {"truncated_scene.tif"}
-    assert (out / "_SUCCESS").exists()
-
-
-def test_cli_help_and_usage_errors(rgb_model: Path, tmp_path: Path) -> None:
-    import typer
-    from typer.testing import CliRunner
-
-    from inference.cli import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.command("other")
-    def _other() -> None:  # a second command keeps `infer` a sub-command
-        pass
-
-    res = CliRunner().invoke(app, ["infer", "--help"], env={"COLUMNS": "200"})
-    assert res.exit_code == 0 and "Example" in res.output and "--engine" in res.output
-    # Defaults in square brackets survive Rich markup (unescaped, "[default: ...]" vanishes).
-    for text in ("[default: min(4, cores)]", "[default: cores / streams", "[default: 64 on CPU",
-                 "[default: the model's input size"):
-        assert text in res.output, text
-    # The real entry point maps a configuration error to exit code 2, with no traceback.
-    proc = _cli("infer", str(BAD_INPUTS), "--model", str(tmp_path / "missing.onnx"),
-                "--out", str(tmp_path / "j"))
-    assert proc.returncode == 2 and "model not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        with pytest.raises(ConfigError, match="CUDAExecutionProvider"):
-            _run([BAD_INPUTS], rgb_model, tmp_path / "j2", device="cuda")
-
-
 #: A fixture model for every real scene: (scene, model band names).
 SCENE_MODELS = {
     "rasterio_RGB.byte.tif": ["B04", "B03", "B02"],
