@@ -201,8 +201,9 @@ def print_summary(console: Console, result: JobResult, out: Path) -> None:
 def print_failures(console: Console, n_failed: int, errors: Sequence[dict[str, str]],
                    out: Path) -> None:
     """"finished with N failed items", then the first few with their reasons."""
-    console.print(f"[yellow]finished with {n_failed:,} failed items[/yellow] "
-                  f"({len(errors):,} inputs):", highlight=False)
+    inputs = len({e["path"] for e in errors})
+    console.print(f"[yellow]finished with {n_failed:,} failed items in {inputs:,} inputs[/yellow]:",
+                  highlight=False)
     for e in errors[:SHOWN_ERRORS]:
         console.print(f"  [bold]{escape(e['path'])}[/bold]: {escape(e['error'])}",
                       highlight=False, soft_wrap=True)

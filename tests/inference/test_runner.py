@@ -23,9 +23,8 @@ from vision.contracts.predictions import PREDICTION_SCHEMA
 from vision.errors import ConfigError
 from vision.metrics import softmax
 
-from .conftest import BAD_INPUTS, RGB_BANDS, SCENES, random_chips
+from .conftest import RGB_BANDS, SCENES, random_chips
 from .rfc7946 import assert_rfc7946
-from .data.make_bad_inputs import EXPECTED
 
 REPO = Path(__file__).resolve().parents[2]
 VISION = [sys.executable, "-c", "from vision.cli import main; main()"]
@@ -205,3 +204,86 @@ def test_real_scenes(model_factory: Callable[..., Path], tmp_path: Path) -> None
             # rotated footprints with a nodata collar: the corners are not classified
             corner = next(r for r in rows if r["row_off"] == 0 and r["col_off"] == 0)
             assert corner["status"] == "nodata" and classes[0, 0] == 255
+
+
+def test_non_finite_logits_fail_the_job(model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    """A model that outputs NaN on some inputs: those rows are errors with a reason, the
+    job's exit code is 1, the rest is classified."""
+    model = model_factory(RGB_BANDS, nan_below=10.0)
+    random_chips(tmp_path / "chips", 4)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "chips" / "black.png")
+    out = tmp_path / "job"
+    res = _run([tmp_path / "chips"], model, out)
+    assert res.exit_code == 1  # type: ignore[attr-defined]
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out / "predictions.parquet").to_pylist()}
+    bad = rows.pop("black.png")
+    assert bad["status"] == "error" and "non-finite logits" in bad["error"]
+    assert bad["class_name"] is None and bad["confidence"] is None
+    assert all(r["status"] == "ok" and np.isfinite(r["confidence"]) for r in rows.values())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"ok": 4, "nodata": 0, "error": 1}
+    assert [Path(e["path"]).name for e in manifest["errors"]] == ["black.png"]
+
+
+def test_paths_are_absolute_and_resolved(rgb_model: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path column and the manifest's inputs hold absolute, resolved paths, so a job
+    read from another folder (or machine with the same mounts) finds its chips."""
+    random_chips(tmp_path / "data" / "chips", 2)
+    (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "alias.jpg").symlink_to(tmp_path / "data" / "chips" / "chip_0000.jpg")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "job"
+    res = run_job(JobOptions(inputs=("link/chips", "data/alias.jpg"), model=str(rgb_model),
+                             out=Path("job"), progress=False, threads=1))
+    assert res.exit_code == 0
+    paths = [r["path"] for r in pq.read_table(out / "predictions.parquet").to_pylist()]
+    real = str((tmp_path / "data" / "chips").resolve())
+    # the alias is the same file as chip_0000: one row
+    assert sorted(paths) == [f"{real}/chip_0000.jpg", f"{real}/chip_0001.jpg"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["inputs"] == [real, f"{real}/chip_0000.jpg"]
+    assert all(e["path"].startswith(real) for e in manifest["inputs"])
+
+
+def test_scene_across_the_antimeridian(rgb_model: Path, tmp_path: Path,
+                                       tif_factory: Callable[..., Path]) -> None:
+    """An EPSG:4326 scene from 179.7 E to 180.34 E: row longitudes normalised to [-180, 180]
+    (a window across the antimeridian has minx > maxx, as an RFC 7946 bbox), and the GeoJSON
+    cuts that window in two."""
+    arr = np.random.default_rng(4).integers(1, 255, (3, 128, 128), dtype=np.uint8)
+    scene = tif_factory("am.tif", arr, crs="EPSG:4326",
+                        transform=(0.005, 0.0, 179.7, 0.0, -0.005, -16.0))
+    out = tmp_path / "job"
+    assert _run([scene], rgb_model, out).exit_code == 0  # type: ignore[attr-defined]
+    rows = {(r["row_off"], r["col_off"]): r
+            for r in pq.read_table(out / "predictions.parquet").to_pylist()}
+    west, east = rows[(0, 0)], rows[(0, 64)]  # 179.70-180.02 and 180.02-180.34
+    assert (west["minx"], west["maxx"]) == pytest.approx((179.7, -179.98))
+    assert (east["minx"], east["maxx"]) == pytest.approx((-179.98, -179.66))
+    assert all(-180 <= r[k] <= 180 for r in rows.values() for k in ("minx", "maxx"))
+    gj = json.loads((out / "am.geojson").read_text())
+    assert_rfc7946(gj)
+    assert gj["bbox"] == pytest.approx([179.7, -16.64, -179.66, -16.0])
+    geoms = {(f["properties"]["row_off"], f["properties"]["col_off"]): f["geometry"]
+             for f in gj["features"]}
+    assert geoms[(0, 0)]["type"] == "MultiPolygon" and len(geoms[(0, 0)]["coordinates"]) == 2
+    lons = [x for poly in geoms[(0, 0)]["coordinates"] for x, _ in poly[0]]
+    assert max(lons) == 180 and min(lons) == -180
+    assert geoms[(0, 64)]["type"] == "Polygon"
+    assert {round(x, 6) for x, _ in geoms[(0, 64)]["coordinates"][0]} == {-179.98, -179.66}
+
+
+def test_max_pixels_caps_scenes(rgb_model: Path, tmp_path: Path,
+                                tif_factory: Callable[..., Path]) -> None:
+    rng = np.random.default_rng(6)
+    big = tif_factory("big.tif", rng.integers(1, 255, (3, 200, 200), dtype=np.uint8))
+    small = tif_factory("small.tif", rng.integers(1, 255, (3, 100, 100), dtype=np.uint8))
+    out = tmp_path / "job"
+    res = _run([big, small], rgb_model, out, max_pixels=150 * 150)
+    assert res.exit_code == 1  # type: ignore[attr-defined]
+    rows = pq.read_table(out / "predictions.parquet").to_pylist()
+    (refused,) = [r for r in rows if r["path"] == str(big)]
+    assert refused["status"] == "error"
+    assert "200x200 = 40,000 pixels, more than --max-pixels 22,500" in refused["error"]
+    assert "ok" in {r["status"] for r in rows if r["path"] == str(small)}
