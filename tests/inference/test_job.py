@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.job import LOCK, JobFolder, JobRunningError, is_job_manifest, manifest_outputs
 from inference.runner import JobOptions, run_job
 from vision.errors import ConfigError
 
@@ -95,6 +94,8 @@ def test_overwrite_removes_only_the_jobs_files(rgb_model: Path, tmp_path: Path,
 
 def test_manifest_outputs_are_plain_names_only() -> None:
     """Whatever a manifest lists, only plain output names in the folder are the job's."""
+    from inference.job import is_job_manifest, manifest_outputs
+
     manifest = {"schema_version": 2, "fingerprint": "a" * 64,
                 "outputs": ["s.classes.tif", "../outside.tif", "/etc/passwd.tif", "thesis.docx",
                             ".hidden.tif", "sub/x.geojson", 7, "s.quicklook.png"],
@@ -111,7 +112,7 @@ def test_leftovers_of_a_run_stopped_while_planning_are_not_foreign(rgb_model: Pa
     random_chips(tmp_path / "chips", 2)
     out = tmp_path / "job"
     out.mkdir()
-    (out / LOCK).write_text("123\n")
+    (out / ".lock").write_text("123\n")
     (out / "progress.json").write_text('{"state": "planning", "done": 0, "total": 0}')
     (out / ".progress.json.abc123.tmp").write_text("{")
     res = _run([tmp_path / "chips"], rgb_model, out)
@@ -135,7 +136,7 @@ def test_a_second_process_on_the_same_job_is_refused(rgb_model: Path, tmp_path: 
     # The lock file names its holder once it is taken: freeze the holder right there.
     while first.poll() is None:
         try:
-            if (out / LOCK).read_text().strip() == str(first.pid):
+            if (out / ".lock").read_text().strip() == str(first.pid):
                 break
         except FileNotFoundError:
             pass
@@ -160,6 +161,8 @@ def test_a_second_process_on_the_same_job_is_refused(rgb_model: Path, tmp_path: 
 
 
 def test_lock_is_exclusive_in_one_process_too(tmp_path: Path) -> None:
+    from inference.job import JobFolder, JobRunningError
+
     a, b = JobFolder(tmp_path / "job"), JobFolder(tmp_path / "job")
     assert a.open("f" * 64, overwrite=False) == "fresh"
     with pytest.raises(JobRunningError, match="running in another process"):

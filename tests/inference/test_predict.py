@@ -12,7 +12,7 @@ import numpy as np
 
 from inference.model import load_model_info
 from inference.plan import ChipEntry, Unit
-from inference.predict import NON_FINITE_REASON, Pending, ReadOptions, RowCompleter, prepare
+from inference.predict import Pending, ReadOptions, RowCompleter, prepare
 from vision.contracts.predictions import new_row
 from vision.metrics import softmax
 
@@ -28,6 +28,8 @@ def _pending(n: int) -> Pending:
 def test_non_finite_logits_make_error_rows(rgb_model: Path) -> None:
     """NaN or Inf logits never become a made-up class with a NaN confidence: the row is an
     error with a reason; the other rows of the unit are classified as usual."""
+    from inference.predict import NON_FINITE_REASON
+
     completer = RowCompleter(load_model_info(rgb_model))
     logits = np.array([[2.0, 1.0, 0.0, -1.0], [np.nan, 1.0, 0.0, 0.0],
                        [0.0, np.inf, 0.0, 0.0], [-np.inf, 0.0, 0.0, 0.0],

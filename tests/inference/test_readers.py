@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.readers import discover, probe, read_chip, read_chunk, utf8_path
+from inference.readers import discover, probe, read_chip, read_chunk
 from inference.tiling import TileGrid, chunk_grid
 from vision.errors import BandMismatchError, ConfigError
 
@@ -59,6 +59,8 @@ def test_discover_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
 
 
 def test_a_name_that_is_not_utf8_is_an_error_probe(tmp_path: Path) -> None:
+    from inference.readers import utf8_path
+
     bad = _bytes_name(tmp_path, b"caf\xe9.jpg")
     shown, reason = utf8_path(bad)
     assert shown == f"{tmp_path}/caf\ufffd.jpg" and shown.encode()

@@ -16,7 +16,6 @@ import pytest
 import rasterio
 from PIL import Image
 
-from inference.job import LOCK
 from inference.runner import JobOptions, run_job
 from inference.tiling import TileGrid
 from vision.contracts.predictions import PREDICTION_SCHEMA
@@ -86,7 +85,7 @@ def test_chips_and_scene_rows(rgb_model: Path, tmp_path: Path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["counts"]["error"] == 0
     assert (out / "_SUCCESS").exists() and not (out / "_parts").exists()
-    assert [p.name for p in out.rglob(".*") if p.is_file()] == [LOCK]  # no temp file left
+    assert [p.name for p in out.rglob(".*") if p.is_file()] == [".lock"]  # no temp file left
     with rasterio.open(out / "scene.classes.tif") as ds:
         # 200 x 150 px on a 64 px grid: 8 x 2 px per raster pixel, ending at the scene's edge
         arr = ds.read(1)
