@@ -10,7 +10,6 @@ Layout::
     DIR/<stem>.classes.tif     per scene: class COG, ending at the scene's edges
     DIR/<stem>.confidence.tif  per scene: confidence COG
     DIR/<stem>.geojson         per scene: the windows, RFC 7946 (WGS 84 longitude/latitude)
-    DIR/<stem>.<crs>.geojson   per scene not in EPSG:4326: the windows in the scene's CRS
     DIR/<stem>.quicklook.png   per scene: class colours over the scene, with a legend
     DIR/_SUCCESS               written last
     DIR/.lock                  held (flock) by the process running the job

@@ -1,5 +1,5 @@
-"""Reading what a job classifies: finding input files, telling chips from scenes, reading
-a chip, and reading the windows of a scene chunk.
+"""Reading what a job classifies: telling chips from scenes, reading a chip, and reading
+the windows of a scene chunk (the input files are found by `inference.inputs.discover`).
 
 Every raster is opened with `vision.raster.open_raster` (driver allow-list, size guard,
 GDAL settings); JPEG and PNG chips are decoded with `vision.data.decode` exactly as training
@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -32,7 +31,6 @@ from vision.bands import match_bands, raster_band_names
 from vision.data.decode import decode_image_bytes, image_shape
 from vision.errors import (
     BandMismatchError,
-    ConfigError,
     InputError,
     NoDataError,
     NotGeoreferencedError,
@@ -44,61 +42,6 @@ from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
 
 #: Suffixes decoded with PIL (as in training) rather than GDAL.
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def discover(inputs: Sequence[str], exclude: Path | None = None) -> list[str]:
-    """Expand the command line's inputs into absolute, resolved file paths, in a stable order.
-
-    Files are resolved (symlinks followed); folders are walked recursively (files first, then
-    sub-folders, each sorted by name; hidden entries skipped; symlinked folders not
-    followed), and every file in them is an input, so a stray non-image file is reported,
-    not ignored. Duplicates are dropped. ``exclude`` (the job folder) is never walked.
-    Names that are not valid UTF-8 are kept as they are (`probe` reports them).
-
-    Raises:
-        ConfigError: an input does not exist.
-    """
-    out: list[str] = []
-    seen: set[str] = set()
-    ex = os.path.realpath(exclude) if exclude is not None else None
-
-    def add(path: str) -> None:
-        if path not in seen:
-            seen.add(path)
-            out.append(path)
-
-    def walk(folder: str) -> None:
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted((e for e in it if not e.name.startswith(".")),
-                                 key=lambda e: e.name)
-        except OSError:
-            return  # an unlistable sub-folder, as os.walk skips it
-        subdirs = []
-        for e in entries:
-            path = os.path.join(folder, e.name)  # as str(Path(...)), at a third of the cost
-            if e.is_dir(follow_symlinks=False):
-                subdirs.append(path)
-            elif e.is_symlink():
-                target = os.path.realpath(path)
-                if not os.path.isdir(target):
-                    add(target)
-            else:
-                add(path)
-        for d in subdirs:
-            if d != ex:
-                walk(d)
-
-    for given in inputs:
-        path = os.path.realpath(given)
-        if os.path.isdir(path):
-            if path != ex:
-                walk(path)
-        elif os.path.exists(path):
-            add(path)
-        else:
-            raise ConfigError(f"input not found: {given}")
-    return out
 
 
 def resolve_bands(descriptions: Sequence[str | None], model_bands: Sequence[str]) -> list[int]:

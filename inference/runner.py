@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from inference.engine import Engine, EngineKind, EngineSetup, make_engine
 from inference.finalize import SceneOutputs, finalize
+from inference.inputs import discover
 from inference.job import MANIFEST_SCHEMA_VERSION, JobFolder, fingerprint
 from inference.model import ModelInfo, load_model_info
 from inference.options import JobOptions
@@ -36,7 +37,6 @@ from inference.progress import (
     progress_bars,
 )
 from inference.quicklook import CanvasSink
-from inference.readers import discover
 from inference.session import (
     Device,
     SessionOptions,

@@ -1,4 +1,4 @@
-"""Finding inputs, telling chips from scenes, and reading them (`inference.readers`)."""
+"""Telling chips from scenes, and reading them (`inference.readers`)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.readers import discover, probe, read_chip, read_chunk
+from inference.readers import probe, read_chip, read_chunk
 from inference.tiling import TileGrid, chunk_grid
-from vision.errors import BandMismatchError, ConfigError
+from vision.errors import BandMismatchError
 
-from .conftest import BAD_INPUTS, RGB_BANDS, random_chips
+from .conftest import BAD_INPUTS, RGB_BANDS
 
 SIZE = (64, 64)
 
@@ -27,35 +27,6 @@ def _bytes_name(folder: Path, name: bytes) -> str:
     with open(path, "wb") as f:
         f.write(b"x")
     return os.fsdecode(path)
-
-
-def test_discover_gives_absolute_resolved_paths_in_a_stable_order(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "in"
-    random_chips(root / "b", 2)
-    random_chips(root / "a", 1)
-    (root / "z.jpg").write_bytes(b"x")
-    (root / ".hidden.jpg").write_bytes(b"x")
-    (root / ".cache").mkdir()
-    (root / ".cache" / "c.jpg").write_bytes(b"x")
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere" / "far.jpg").write_bytes(b"x")
-    (root / "dirlink").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    (root / "filelink.jpg").symlink_to(tmp_path / "elsewhere" / "far.jpg")
-    (root / "job").mkdir()
-    (root / "job" / "out.tif").write_bytes(b"x")
-    monkeypatch.chdir(tmp_path)
-    got = discover(["in", "in/z.jpg"], exclude=Path("in/job"))
-    r = str(tmp_path.resolve())
-    assert got == [f"{r}/elsewhere/far.jpg", f"{r}/in/z.jpg", f"{r}/in/a/chip_0000.jpg",
-                   f"{r}/in/b/chip_0000.jpg", f"{r}/in/b/chip_0001.jpg"]
-    with pytest.raises(ConfigError, match="input not found: in/nope"):
-        discover(["in", "in/nope"])
-
-
-def test_discover_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
-    bad = _bytes_name(tmp_path, b"caf\xe9.jpg")
-    assert discover([str(tmp_path)]) == [bad]
 
 
 def test_a_name_that_is_not_utf8_is_an_error_probe(tmp_path: Path) -> None:

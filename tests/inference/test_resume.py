@@ -45,7 +45,9 @@ def _outputs(out: Path) -> dict[str, object]:
         with rasterio.open(tif) as ds:
             res[tif.name] = (ds.read(), ds.crs.to_string(), tuple(ds.transform))
     for gj in sorted(out.glob("*.geojson")):
-        res[gj.name] = json.loads(gj.read_text())["features"]
+        res[gj.name] = json.loads(gj.read_text())
+    for png in sorted(out.glob("*.quicklook.png")):  # drawn from the reads, or the file
+        res[png.name] = png.read_bytes()
     return res
 
 
