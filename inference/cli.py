@@ -25,11 +25,12 @@ else by count. The model's metadata gives classes, bands, input size and tempera
 
 Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
 while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
-(Cloud-Optimized GeoTIFFs in the scene's CRS, ending at its edges), DIR/<stem>.geojson (RFC
-7946, WGS 84 longitude/latitude) and DIR/<stem>.quicklook.png, then DIR/_SUCCESS. Rerunning the same command resumes an interrupted job (also one stopped
-by a full disk), and does nothing for a finished one; a second run on the same DIR while
-one runs is refused. --overwrite removes only the job's own files; a folder that holds
-other things and no job is never used. Exit code 0: all classified; 1: some inputs failed
+(Cloud-Optimized GeoTIFFs in the scene's CRS, ending at its edges), DIR/<stem>.geojson
+(RFC 7946, WGS 84 longitude/latitude) and DIR/<stem>.quicklook.png, then DIR/_SUCCESS.
+Rerunning the same command resumes an interrupted job (also one stopped by a full disk),
+and does nothing for a finished one; a second run on the same DIR while one runs is
+refused. --overwrite removes only the job's own files; a folder that holds other things
+and no job is never used. Exit code 0: all classified; 1: some inputs failed
 (reasons printed and in manifest.json) or the outputs could not be written; 2: usage or
 configuration error, or the job is already running.
 

@@ -126,10 +126,15 @@ class JobFolder:
         """
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"--out {self.root} exists and is not a folder")
-        if self.root.is_dir():  # refuse a foreign folder before writing anything into it
-            self._check_is_job_or_empty(self._marker())
-        self._mkdir()
-        self._lock()
+        try:
+            if self.root.is_dir():  # refuse a foreign folder before writing anything into it
+                self._check_is_job_or_empty(self._marker())
+            self._mkdir()
+            self._lock()
+        except OSError as exc:  # a read-only place, or a filesystem without file locks
+            raise ConfigError(f"--out {self.root} cannot be used as a job folder: "
+                              f"{exc.strerror or exc}; choose a folder you can write to on a "
+                              "local or lock-capable filesystem") from exc
         try:
             return self._prepare(job_fingerprint, overwrite)
         except BaseException:

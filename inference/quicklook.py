@@ -64,7 +64,7 @@ class Canvas:
         qh, qw = self.shape
         self.src_rows = ((np.arange(qh) + 0.5) * scene.info.height / qh).astype(np.int64)
         self.src_cols = ((np.arange(qw) + 0.5) * scene.info.width / qw).astype(np.int64)
-        self.show = display_bands(list(model_bands))
+        self.show = np.array(display_bands(list(model_bands)), dtype=np.int64)
         self.data = np.zeros((len(self.show), qh, qw), dtype=np.dtype(scene.info.dtype))
         self.valid = np.zeros((qh, qw), dtype=bool)
         self.chunks: set[int] = set()
@@ -78,8 +78,9 @@ class Canvas:
             return
         rows = self.src_rows[i0:i1] - r0
         cols = self.src_cols[j0:j1] - c0
-        block = data[self.show][:, rows][:, :, cols]
-        self.data[:, i0:i1, j0:j1] = block
+        # One gather of just the picture's pixels (a few thousand per chunk), no copy of
+        # the chunk.
+        self.data[:, i0:i1, j0:j1] = data[np.ix_(self.show, rows, cols)]
         self.valid[i0:i1, j0:j1] = valid[np.ix_(rows, cols)]
 
     @property

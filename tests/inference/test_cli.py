@@ -187,22 +187,6 @@ def test_help_and_usage_errors(rgb_model: Path, tmp_path: Path) -> None:
                                out=tmp_path / "j2", device="cuda", progress=False))
 
 
-def test_options_are_validated_once(tmp_path: Path) -> None:
-    """`JobOptions` converts --device/--engine names to their enums and refuses bad values
-    when it is made, before a model is opened."""
-    from inference.choices import Device, EngineKind
-
-    opts = JobOptions(inputs=("x",), model="m.onnx", out=tmp_path, device="cpu", engine="ray")
-    assert opts.device is Device.CPU and opts.engine is EngineKind.RAY
-    for kw, match in (({"device": "tpu"}, "--device must be one of auto, cpu, cuda, tensorrt"),
-                      ({"engine": "spark"}, "--engine must be one of local, ray"),
-                      ({"inputs": ()}, "at least one INPUT"), ({"max_nodata": 1.0}, "max-nodata"),
-                      ({"workers": 0}, "--workers"), ({"max_pixels": 0}, "--max-pixels")):
-        args: dict[str, object] = {"inputs": ("x",), "model": "m.onnx", "out": tmp_path, **kw}
-        with pytest.raises(ConfigError, match=match):
-            JobOptions(**args)  # type: ignore[arg-type]
-
-
 def test_cli_refuses_fp16_without_tensorrt(model_factory: Callable[..., Path],
                                            tmp_path: Path) -> None:
     random_chips(tmp_path / "chips", 1)
