@@ -6,6 +6,14 @@ from pathlib import Path
 
 import typer
 
+from inference.choices import DEFAULT_MAX_PIXELS, Device, EngineKind
+from vision.cli_options import (
+    batch_size_option,
+    model_option,
+    out_option,
+    overwrite_option,
+    progress_option,
+)
 from vision.errors import ConfigError
 
 INFER_HELP = """Batch-classify image files, folders (walked recursively) and GeoTIFF scenes.
@@ -15,11 +23,16 @@ windows of the model's input size (every --stride pixels), read block by block; 
 are mostly nodata get status `nodata`. Bands are matched to the model's by band description,
 else by count. The model's metadata gives classes, bands, input size and temperature.
 
-Writes DIR/predictions.parquet, DIR/manifest.json, per scene DIR/<stem>.classes.tif,
-DIR/<stem>.confidence.tif (Cloud-Optimized GeoTIFFs on the window grid, scene CRS) and
-DIR/<stem>.geojson, then DIR/_SUCCESS. Rerunning the same command resumes an interrupted
-job, and does nothing for a finished one. Exit code 0: all classified; 1: some inputs failed
-(see manifest.json); 2: usage or configuration error.
+Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
+while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
+(Cloud-Optimized GeoTIFFs in the scene's CRS, ending at its edges), DIR/<stem>.geojson
+(RFC 7946, WGS 84 longitude/latitude) and DIR/<stem>.quicklook.png, then DIR/_SUCCESS.
+Rerunning the same command resumes an interrupted job (also one stopped by a full disk),
+and does nothing for a finished one; a second run on the same DIR while one runs is
+refused. --overwrite removes only the job's own files; a folder that holds other things
+and no job is never used. Exit code 0: all classified; 1: some inputs failed
+(reasons printed and in manifest.json) or the outputs could not be written; 2: usage or
+configuration error, or the job is already running.
 
 --engine ray runs the same job on Ray: with RAY_ADDRESS unset a local Ray is started; for an
 existing cluster set RAY_ADDRESS (ray://HEAD:10001, or `auto` on a cluster node); every node
@@ -50,23 +63,26 @@ def _parse_stride(value: str | None) -> tuple[int, int] | None:
 def infer(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...",
                                        help="image files, folders and GeoTIFF scenes"),
-    model: str = typer.Option(..., "--model", "-m",
-                              help="model.onnx, models:/NAME@ALIAS or models:/NAME/VERSION"),
-    out: Path = typer.Option(..., "--out", "-o", help="job folder (created; resumed if present)"),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b",
-                                          help="chips per batch \\[default: 64 on CPU, 256 on GPU, divided by the "
-                                               "model's test-time views: 8 on CPU for d8]"),
-    device: str = typer.Option("auto", "--device",
-                               help="auto (TensorRT, then CUDA, then CPU), cpu, cuda, tensorrt"),
-    engine: str = typer.Option("local", "--engine", help="local or ray"),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="replace a job folder made for another model/options"),
+    model: str = model_option(),
+    out: Path = out_option("job folder (created; resumed if present)", required=True),
+    batch_size: int | None = batch_size_option(
+        None, help="chips per batch \\[default: 64 on CPU, 256 on GPU, divided by the "
+                   "model's test-time views: 8 on CPU for d8]"),
+    device: Device = typer.Option(Device.AUTO, "--device",
+                                  help="auto (TensorRT, then CUDA, then CPU), cpu, cuda, tensorrt"),
+    engine: EngineKind = typer.Option(EngineKind.LOCAL, "--engine", help="local or ray"),
+    overwrite: bool = overwrite_option("a job folder made for another model/options (only "
+                                       "the job's own files are removed)"),
     stride: str | None = typer.Option(None, "--stride",
                                       help="window step in pixels, N or ROWS,COLS "
                                            "\\[default: the model's input size, no overlap]"),
     max_nodata: float = typer.Option(0.5, "--max-nodata",
                                      help="windows with a larger nodata fraction are not "
                                           "classified (status nodata)"),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1,
+                                   help="largest scene classified, in pixels per band; a "
+                                        "larger one is an error row \\[default: 2^32, "
+                                        "65536 x 65536]", show_default=False),
     workers: int | None = typer.Option(None, "--workers",
                                        help="reader threads (local, default min(4, cores)) or "
                                             "actors (ray)"),
@@ -77,7 +93,7 @@ def infer(
                                        help="CPU: batches run at once, each on its share of "
                                             "the cores \\[default: min(4, cores)]"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: build fp16 engines"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
+    progress: bool = progress_option(),
 ) -> None:
     import logging
     import warnings
@@ -93,6 +109,7 @@ def infer(
         inputs=tuple(inputs), model=model, out=out, batch_size=batch_size, device=device,
         engine=engine, overwrite=overwrite, stride=_parse_stride(stride), max_nodata=max_nodata,
         workers=workers, threads=threads, streams=streams, fp16=fp16, progress=progress,
+        max_pixels=max_pixels,
     ))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.model import ModelInfo
-from inference.readers import RASTER_SUFFIXES, Probe, SceneInfo, probe
+from inference.readers import DEFAULT_MAX_PIXELS, RASTER_SUFFIXES, Probe, SceneInfo, probe
 from inference.tiling import Chunk, TileGrid, chunk_grid
 from vision.hashing import file_sha256
 
@@ -25,10 +25,14 @@ CHIP_BLOCK = 256
 
 @dataclass(frozen=True)
 class ChipEntry:
-    """A file classified as one row; ``error`` is set when probing already failed."""
+    """A file classified as one row; ``error`` is set when probing already failed.
+
+    ``source`` is the name on disk where ``path`` (valid UTF-8, for the table) differs.
+    """
 
     path: str
     error: str | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class Unit:
 
 @dataclass(frozen=True)
 class Plan:
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # as found on disk (maybe not UTF-8): the chips' paths are
     chips: tuple[ChipEntry, ...]
     scenes: tuple[ScenePlan, ...]
     units: tuple[Unit, ...]
@@ -96,10 +100,15 @@ def _stems(paths: Sequence[str]) -> dict[str, str]:
 
 def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
               workers: int = 1,
-              on_probe: Callable[[Probe], None] | None = None) -> Plan:
-    """Probe every file (rasters in parallel) and split the work into units."""
+              on_probe: Callable[[Probe], None] | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> Plan:
+    """Probe every file (rasters in parallel) and split the work into units.
+
+    ``files`` may hold names that are not valid UTF-8: they become error entries (the
+    plan, its digest and the table hold valid UTF-8 only).
+    """
     def run(f: str) -> Probe:
-        return probe(f, model.bands, model.input_size)
+        return probe(f, model.bands, model.input_size, max_pixels)
 
     # Only rasters open a header; the rest is decided by suffix in ~1 us, far less than a
     # thread pool's hand-off (0.3 s for 10,000 JPEG chips).
@@ -116,7 +125,7 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
         if pr.kind == "scene" and pr.scene is not None:
             scene_infos.append(pr.scene)
         else:
-            chips.append(ChipEntry(pr.path, pr.error))
+            chips.append(ChipEntry(pr.path, pr.error, pr.source))
     stems = _stems([s.path for s in scene_infos])
     with ThreadPoolExecutor(max(1, workers)) as pool:
         hashes = list(pool.map(lambda s: file_sha256(s.path), scene_infos))

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from inference.geo import wrap_bounds
 from inference.model import ModelInfo
 from inference.plan import Plan, Unit
-from inference.readers import WindowError, error_reason, read_chip, read_chunk, window_bounds
-from vision.contracts.predictions import PredictionRow, new_row
+from inference.readers import OnRead, WindowError, error_reason, read_chip, read_chunk, window_bounds
+from vision.contracts.predictions import STATUS_ERROR, PredictionRow, new_row
 from vision.errors import InputError, NoDataError
 from vision.hashing import file_sha256
 from vision.metrics import softmax
@@ -48,6 +49,8 @@ class Pending:
         todo: indices of ``rows`` that need the model, in the order of ``pixels``.
         pixels: ``len(todo) x C x H x W`` float32, or ``None`` when nothing needs the model.
         logits: filled as batches come back.
+        n_classified: rows the model classified (set by `RowCompleter.complete`; rows whose
+            logits were not finite are errors, not classified).
     """
 
     unit: Unit
@@ -56,6 +59,7 @@ class Pending:
     pixels: np.ndarray | None
     logits: np.ndarray | None = None
     filled: int = 0
+    n_classified: int = 0
 
     @property
     def ready(self) -> bool:
@@ -87,7 +91,8 @@ def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
     pixels = np.empty((len(unit.chips), len(opts.bands), *opts.input_size), dtype=np.float32)
     for entry in unit.chips:
         if entry.error is not None:
-            rows.append(_row(entry.path, "error", _safe_sha(entry.path), error=entry.error))
+            rows.append(_row(entry.path, "error", _safe_sha(entry.source or entry.path),
+                             error=entry.error))
             continue
         try:
             chip = read_chip(entry.path, opts.bands, opts.input_size, opts.fill)
@@ -110,19 +115,24 @@ def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
     return Pending(unit, rows, todo, pixels[: len(todo)] if todo else None)
 
 
-def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:
+def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | None) -> Pending:
     assert unit.scene is not None and unit.chunk is not None
     scene = plan.scenes[unit.scene]
     chunk = scene.chunks[unit.chunk]
     affine = scene.info.affine
+    wraps = scene.info.wraps  # longitudes past ±180: normalised (RFC 7946's convention)
 
     def base(status: str, win: tuple[int, int, int, int], **kw: Any) -> Row:
+        b = window_bounds(affine, win)
+        if wraps:
+            west, east = wrap_bounds(b[0], b[2])
+            b = (west, b[1], east, b[3])
         return _row(scene.path, status, scene.sha256, row_off=win[0], col_off=win[1],
-                    height=win[2], width=win[3], crs=scene.info.crs,
-                    **_bounds(window_bounds(affine, win)), **kw)
+                    height=win[2], width=win[3], crs=scene.info.crs, **_bounds(b), **kw)
 
     try:
-        windows = read_chunk(scene.info, scene.grid, chunk, opts.max_nodata, opts.fill)
+        on_read = sink.adder(unit.scene, unit.chunk) if sink is not None else None
+        windows = read_chunk(scene.info, scene.grid, chunk, opts.max_nodata, opts.fill, on_read)
     except Exception as exc:  # the whole chunk failed to read: its windows are errors
         if not isinstance(exc, InputError):
             log.debug("unexpected failure on %s", scene.path, exc_info=True)
@@ -147,23 +157,44 @@ def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:
     return Pending(unit, rows, todo, pixels)
 
 
-def prepare(unit: Unit, plan: Plan, opts: ReadOptions) -> Pending:
-    """Read a unit's inputs; bad items become ``error``/``nodata`` rows, never exceptions."""
+class ReadSink(Protocol):
+    """Takes the pixels of each scene read (`inference.quicklook.CanvasSink`)."""
+
+    def adder(self, scene: int, chunk: int) -> OnRead: ...
+
+
+def prepare(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | None = None) -> Pending:
+    """Read a unit's inputs; bad items become ``error``/``nodata`` rows, never exceptions.
+
+    ``sink`` is handed every successful read of a scene chunk (for the quicklook).
+    """
     if unit.kind == "chips":
         return _prepare_chips(unit, opts)
-    return _prepare_scene(unit, plan, opts)
+    return _prepare_scene(unit, plan, opts, sink)
+
+
+#: The reason of a row whose logits were NaN or infinite.
+NON_FINITE_REASON = ("ModelOutputError: the model returned non-finite logits (NaN or Inf) for "
+                     "this item; no class is given. Check the model (a broken export or fp16 "
+                     "overflow) on this input")
 
 
 class RowCompleter:
-    """Turns logits into calibrated probabilities and fills the prediction columns."""
+    """Turns logits into calibrated probabilities and fills the prediction columns.
+
+    ``flagged`` is null for a class without an operating point. An item whose logits are
+    not all finite becomes an ``error`` row with `NON_FINITE_REASON` (a NaN would otherwise
+    pick an arbitrary class with a NaN confidence).
+    """
 
     def __init__(self, model: ModelInfo):
         self.classes = model.classes
         self.temperature = model.temperature
         self.identity = (model.model_name, model.model_version, model.sha256)
-        self.thresholds = None
+        self.thresholds: np.ndarray | None = None
         if model.thresholds is not None:
-            thr = np.full(len(model.classes), np.inf, dtype=np.float32)
+            # NaN where a class has no operating point: its rows get flagged = null.
+            thr = np.full(len(model.classes), np.nan, dtype=np.float32)
             for k, t in model.thresholds.items():
                 thr[k] = t
             self.thresholds = thr
@@ -179,16 +210,31 @@ class RowCompleter:
         """The unit's rows with labels, probabilities and model identity filled in."""
         if pending.todo:
             assert pending.logits is not None
-            probs = softmax(pending.logits, self.temperature)
+            finite = np.isfinite(pending.logits).all(axis=1)
+            n_bad = len(finite) - int(finite.sum())
+            # Softmax of finite logits only; the bad rows' are replaced, never shown.
+            logits = pending.logits if not n_bad else np.where(finite[:, None], pending.logits, 0.0)
+            probs = softmax(logits, self.temperature)
             labels = probs.argmax(axis=1)
             conf = probs[np.arange(len(labels)), labels]
-            flagged = conf >= self.thresholds[labels] if self.thresholds is not None else None
+            flagged: list[bool | None] | None = None
+            if self.thresholds is not None:
+                thr = self.thresholds[labels]
+                flagged = [None if t else f for f, t in
+                           zip((conf >= thr).tolist(), np.isnan(thr).tolist(), strict=True)]
             for k, idx in enumerate(pending.todo):
                 row = pending.rows[idx]
                 lab = int(labels[k])
                 row["label"], row["class_name"] = lab, self.classes[lab]
                 row["confidence"], row["probs"] = float(conf[k]), probs[k].tolist()
-                row["flagged"] = bool(flagged[k]) if flagged is not None else None
+                row["flagged"] = flagged[k] if flagged is not None else None
+            if n_bad:
+                for k in np.flatnonzero(~finite).tolist():
+                    row = pending.rows[pending.todo[k]]
+                    row["status"], row["error"] = STATUS_ERROR, NON_FINITE_REASON
+                    row["label"] = row["class_name"] = row["confidence"] = None
+                    row["probs"] = row["flagged"] = None
+            pending.n_classified = len(pending.todo) - n_bad
         name, version, sha = self.identity
         for row in pending.rows:
             row["model_name"], row["model_version"], row["model_sha256"] = name, version, sha

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from inference.engine import Engine, OnUnit
 from inference.model import ModelInfo
 from inference.plan import Plan, Unit
-from inference.predict import ReadOptions, RowCompleter, prepare
-from inference.session import Classifier, SessionOptions, choose_device, default_batch_size
+from inference.predict import ReadOptions, ReadSink, RowCompleter, prepare
+from inference.session import Classifier, Device, SessionOptions, choose_device, default_batch_size
 from vision.contracts.predictions import PREDICTION_SCHEMA, PredictionRow, rows_to_table
 from vision.errors import ConfigError
 
@@ -44,7 +45,8 @@ class UnitClassifier:
     """A Ray actor: one ONNX session; classifies whole units (a batch holds unit indices)."""
 
     def __init__(self, plan: Plan, units: list[Unit], model_bytes: bytes, model: ModelInfo,
-                 read_opts: ReadOptions, device: str, threads: int, batch_size: int | None):
+                 read_opts: ReadOptions, device: str | Device, threads: int,
+                 batch_size: int | None):
         chosen = choose_device(device)
         self.batch_size = batch_size or default_batch_size(chosen, model.views)
         opts = SessionOptions(device=chosen, threads=threads, batch_size=self.batch_size)
@@ -89,11 +91,28 @@ def _init_ray(actors: int | None) -> bool:
     return True
 
 
+class RayEngine(Engine):
+    """Runs units on a Ray actor pool (see the module doc)."""
+
+    def run(self, plan: Plan, units: Sequence[Unit], on_unit: OnUnit,
+            sink: ReadSink | None = None) -> None:
+        """Classify on the actors (they read the units there: ``sink`` is not used)."""
+        if not units:
+            return
+        s = self.setup
+        run_ray(plan, list(units), s.model, s.model_path, s.read, s.session, s.workers, on_unit,
+                device=s.device, batch_size=s.batch_size)
+
+
 def run_ray(plan: Plan, units: list[Unit], model: ModelInfo, model_path: Path,
             read_opts: ReadOptions, sess_opts: SessionOptions, actors: int | None,
             on_unit: Callable[[Unit, list[PredictionRow], int], None],
-            requested_device: str | None = None) -> None:
-    """Classify ``units`` on Ray; call ``on_unit`` on the driver for each finished unit."""
+            device: Device = Device.AUTO, batch_size: int | None = None) -> None:
+    """Classify ``units`` on Ray; call ``on_unit`` on the driver for each finished unit.
+
+    ``device`` is the one asked for (``auto``: GPU actors where the cluster has GPUs);
+    ``batch_size`` ``None`` lets each actor take its device's default.
+    """
     import ray
     import ray.data
 
@@ -101,10 +120,9 @@ def run_ray(plan: Plan, units: list[Unit], model: ModelInfo, model_path: Path,
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        device = requested_device or sess_opts.device
-        if device in ("cuda", "tensorrt") and gpus == 0:
+        if device in (Device.CUDA, Device.TENSORRT) and gpus == 0:
             raise ConfigError(f"--device {device}: the Ray cluster has no GPU")
-        use_gpu = gpus > 0 and device != "cpu"
+        use_gpu = gpus > 0 and device is not Device.CPU
         threads = sess_opts.threads or 1
         n_actors = actors or (gpus if use_gpu else max(1, int(resources.get("CPU", 1)) // 2))
         ctx = ray.data.DataContext.get_current()
@@ -117,9 +135,8 @@ def run_ray(plan: Plan, units: list[Unit], model: ModelInfo, model_path: Path,
             UnitClassifier,
             fn_constructor_kwargs={
                 "plan": plan, "units": units, "model_bytes": model_bytes, "model": model,
-                "read_opts": read_opts, "device": device if use_gpu else "cpu",
-                "threads": threads,
-                "batch_size": sess_opts.batch_size if sess_opts.batch_size else None,
+                "read_opts": read_opts, "device": str(device if use_gpu else Device.CPU),
+                "threads": threads, "batch_size": batch_size,
             },
             batch_size=1,
             batch_format="numpy",

@@ -1,5 +1,5 @@
-"""Reading what a job classifies: finding input files, telling chips from scenes, reading
-a chip, and reading the windows of a scene chunk.
+"""Reading what a job classifies: telling chips from scenes, reading a chip, and reading
+the windows of a scene chunk (the input files are found by `inference.inputs.discover`).
 
 Every raster is opened with `vision.raster.open_raster` (driver allow-list, size guard,
 GDAL settings); JPEG and PNG chips are decoded with `vision.data.decode` exactly as training
@@ -15,9 +15,8 @@ the model's.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -25,12 +24,13 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from inference.choices import DEFAULT_MAX_PIXELS
+from inference.geo import wrap_bounds
 from inference.tiling import Chunk, TileGrid
 from vision.bands import match_bands, raster_band_names
-from vision.data.decode import decode_image_bytes
+from vision.data.decode import decode_image_bytes, image_shape
 from vision.errors import (
     BandMismatchError,
-    ConfigError,
     InputError,
     NoDataError,
     NotGeoreferencedError,
@@ -42,45 +42,6 @@ from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
 
 #: Suffixes decoded with PIL (as in training) rather than GDAL.
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def discover(inputs: Sequence[str], exclude: Path | None = None) -> list[str]:
-    """Expand the command line's inputs into files, in a stable order.
-
-    Files are kept as given; folders are walked recursively (sorted, hidden entries skipped),
-    and every file in them is an input, so a stray non-image file is reported, not ignored.
-    Duplicates are dropped. ``exclude`` (the job folder) is never walked.
-
-    Raises:
-        ConfigError: an input does not exist.
-    """
-    out: list[str] = []
-    seen: set[str] = set()
-    ex = exclude.resolve() if exclude is not None else None
-
-    def add(p: str) -> None:
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-
-    for given in inputs:
-        p = Path(given)
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                rp = Path(root)
-                dirs[:] = sorted(
-                    d for d in dirs
-                    if not d.startswith(".") and (ex is None or (rp / d).resolve() != ex)
-                )
-                for f in sorted(files):
-                    if not f.startswith("."):
-                        add(os.path.join(root, f))  # as str(rp / f), at a third of the cost
-        elif p.exists():
-            add(given)
-        else:
-            raise ConfigError(f"input not found: {given}")
-    return out
 
 
 def resolve_bands(descriptions: Sequence[str | None], model_bands: Sequence[str]) -> list[int]:
@@ -122,24 +83,61 @@ class SceneInfo:
     nodata: tuple[float | None, ...]
     dataset_mask: bool
     block_shape: tuple[int, int]
+    geographic: bool = False
 
     @property
     def affine(self) -> Affine:
         return Affine(*self.transform)
 
+    @property
+    def wraps(self) -> bool:
+        """A longitude/latitude scene reaching past ±180°: its windows' longitudes are
+        normalised (`inference.geo.wrap_bounds`)."""
+        if not self.geographic:
+            return False
+        minx, _, maxx, _ = window_bounds(self.affine, (0, 0, self.height, self.width))
+        return minx < -180.0 or maxx > 180.0
+
 
 @dataclass(frozen=True)
 class Probe:
-    """A file's kind: ``chip``, ``scene`` (with its `SceneInfo`), or ``error`` (with a reason)."""
+    """A file's kind: ``chip``, ``scene`` (with its `SceneInfo`), or ``error`` (with a reason).
+
+    ``path`` is always valid UTF-8 (it goes into string columns); ``source`` is the name on
+    disk when that is not (see `utf8_path`).
+    """
 
     path: str
     kind: str
     scene: SceneInfo | None = None
     error: str | None = None
+    source: str | None = None
 
 
-def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) -> Probe:
+class SceneTooLargeError(InputError):
+    """A scene has more pixels than ``--max-pixels`` allows."""
+
+
+def utf8_path(path: str) -> tuple[str, str | None]:
+    """``(path, None)`` for a path that is valid UTF-8; else the path with U+FFFD for each
+    undecodable byte, and the reason it is an error row (the file itself is not read: an
+    Arrow string column holds UTF-8 only)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return shown, error_reason(UnreadableInputError(
+            f"the file name is not valid UTF-8 ({os.fsencode(path)!r}); this row's path shows "
+            "each undecodable byte as U+FFFD. Rename the file to a UTF-8 name to classify it"), "")
+    return path, None
+
+
+def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
     """Decide chip or scene from the file's suffix and header; never raises for a bad file."""
+    shown, bad_name = utf8_path(path)
+    if bad_name is not None:
+        return Probe(shown, "error", error=bad_name, source=path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix in PIL_SUFFIXES:
         return Probe(path, "chip")  # decoded (and checked) with the chip
@@ -156,6 +154,10 @@ def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) ->
                     f"{ds.width}x{ds.height} raster larger than the model input "
                     f"{input_size[1]}x{input_size[0]} but not georeferenced (no CRS or "
                     "geotransform): cannot place its windows")
+            if ds.width * ds.height > max_pixels:
+                raise SceneTooLargeError(
+                    f"scene of {ds.width}x{ds.height} = {ds.width * ds.height:,} pixels, more "
+                    f"than --max-pixels {max_pixels:,}; pass a larger --max-pixels to classify it")
             bands = resolve_bands(ds.descriptions, model_bands)
             flags = [ds.mask_flag_enums[b] for b in bands]
             info = SceneInfo(
@@ -170,6 +172,7 @@ def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int]) ->
                 dataset_mask=any(
                     MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags),
                 block_shape=tuple(ds.block_shapes[bands[0]]),
+                geographic=bool(ds.crs.is_geographic),
             )
             return Probe(path, "scene", scene=info)
     except InputError as exc:
@@ -205,7 +208,7 @@ class ChipPixels:
     bounds: tuple[float, float, float, float] | None = None
 
 
-def _valid_mask(data: np.ndarray, nodata: Sequence[float | None],
+def valid_mask(data: np.ndarray, nodata: Sequence[float | None],
                 mask: np.ndarray | None) -> np.ndarray:
     """Pixels that hold data: not NaN/inf in any band, not nodata in every band, not masked.
 
@@ -268,11 +271,13 @@ def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int]
     crs: str | None = None
     bounds: tuple[float, float, float, float] | None = None
     if suffix in PIL_SUFFIXES:
+        # The size from the header, before any pixel is decoded: a 16000 x 16000 PNG
+        # would take gigabytes to decode only to be refused.
+        shape = image_shape(data)
+        if shape is not None:
+            _check_chip_size(path, shape, input_size)
         hwc = decode_image_bytes(data, path)
-        if hwc.shape[0] > input_size[0] or hwc.shape[1] > input_size[1]:
-            raise BandMismatchError(
-                f"{path}: {hwc.shape[1]}x{hwc.shape[0]} image is larger than the model input "
-                f"{input_size[1]}x{input_size[0]}; only georeferenced GeoTIFF scenes are tiled")
+        _check_chip_size(path, hwc.shape[:2], input_size)
         if hwc.shape[2] != len(model_bands):
             raise BandMismatchError(
                 f"{path}: has {hwc.shape[2]} bands, the model takes {len(model_bands)} "
@@ -293,13 +298,23 @@ def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int]
                 crs = crs_string(ds.crs)
                 b = ds.bounds
                 bounds = (b.left, b.bottom, b.right, b.top)
+                if ds.crs.is_geographic:
+                    west, east = wrap_bounds(b.left, b.right)
+                    bounds = (west, b.bottom, east, b.top)
             nodata = [ds.nodatavals[b] for b in bands]
-        valid = _valid_mask(arr, nodata, mask)
+        valid = valid_mask(arr, nodata, mask)
         if not valid.any():
             raise NoDataError(f"{path}: no valid pixel (all nodata or NaN)", sha256=sha, crs=crs,
                               bounds=bounds)
         pixels = _fill(arr, valid, fill)
     return ChipPixels(_fit_size(pixels, input_size), sha, crs, bounds)
+
+
+def _check_chip_size(path: str, shape: tuple[int, ...], input_size: tuple[int, int]) -> None:
+    if shape[0] > input_size[0] or shape[1] > input_size[1]:
+        raise BandMismatchError(
+            f"{path}: {shape[1]}x{shape[0]} image is larger than the model input "
+            f"{input_size[1]}x{input_size[0]}; only georeferenced GeoTIFF scenes are tiled")
 
 
 @dataclass
@@ -313,8 +328,15 @@ class WindowPixels:
     pixels: np.ndarray | None
 
 
+#: Called with each successful read of a scene: ``(row_off, col_off, height, width)``, the
+#: ``C x h x w`` pixels of the model's bands and their ``h x w`` validity (the quicklook
+#: gathers its pixels this way, without reading the scene again).
+OnRead = Callable[[tuple[int, int, int, int], np.ndarray, np.ndarray], None]
+
+
 def read_chunk(scene: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float,
-               fill: Sequence[float] | None = None) -> list[WindowPixels | WindowError]:
+               fill: Sequence[float] | None = None, on_read: OnRead | None = None
+               ) -> list[WindowPixels | WindowError]:
     """Read a chunk's windows with one block-aligned windowed read.
 
     Windows whose nodata fraction (pixels outside the scene count as nodata) exceeds
@@ -334,10 +356,12 @@ def read_chunk(scene: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float
         except UnreadableInputError:
             # A damaged block (truncated or corrupt file) spoils one read: salvage the
             # windows that can still be read, one by one.
-            return [_read_window(ds, scene, grid, i, j, max_nodata, fill)
+            return [_read_window(ds, scene, grid, i, j, max_nodata, fill, on_read)
                     for i, j in chunk.windows()]
-    return list(_windows(data, mask, scene, grid, chunk.windows(), (r0, c0, rh, rw),
-                         max_nodata, fill))
+    valid = valid_mask(data, scene.nodata, mask)
+    if on_read is not None:
+        on_read((r0, c0, rh, rw), data, valid)
+    return list(_windows(data, valid, grid, chunk.windows(), (r0, c0, rh, rw), max_nodata, fill))
 
 
 def _read(ds: object, scene: SceneInfo, r0: int, c0: int, rh: int, rw: int
@@ -364,7 +388,7 @@ class WindowError:
 
 
 def _read_window(ds: object, scene: SceneInfo, grid: TileGrid, i: int, j: int,
-                 max_nodata: float, fill: Sequence[float] | None
+                 max_nodata: float, fill: Sequence[float] | None, on_read: OnRead | None
                  ) -> WindowPixels | WindowError:
     row, col, h, w = grid.window(i, j)
     rh, rw = min(h, scene.height - row), min(w, scene.width - col)
@@ -372,14 +396,16 @@ def _read_window(ds: object, scene: SceneInfo, grid: TileGrid, i: int, j: int,
         data, mask = _read(ds, scene, row, col, rh, rw)
     except UnreadableInputError as exc:
         return WindowError(i, j, (row, col, h, w), exc)
-    return _windows(data, mask, scene, grid, [(i, j)], (row, col, rh, rw), max_nodata, fill)[0]
+    valid = valid_mask(data, scene.nodata, mask)
+    if on_read is not None:
+        on_read((row, col, rh, rw), data, valid)
+    return _windows(data, valid, grid, [(i, j)], (row, col, rh, rw), max_nodata, fill)[0]
 
 
-def _windows(data: np.ndarray, mask: np.ndarray | None, scene: SceneInfo, grid: TileGrid,
+def _windows(data: np.ndarray, valid: np.ndarray, grid: TileGrid,
              windows: Iterable[tuple[int, int]], read: tuple[int, int, int, int],
              max_nodata: float, fill: Sequence[float] | None) -> list[WindowPixels]:
     r0, c0, rh, rw = read
-    valid = _valid_mask(data, scene.nodata, mask)
     h, w = grid.size
     need = (1.0 - max_nodata) * h * w
     out: list[WindowPixels] = []

@@ -18,20 +18,21 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from inference.choices import Device
 from vision.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+
 
 _PROVIDER = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
+    Device.TENSORRT: "TensorrtExecutionProvider",
+    Device.CUDA: "CUDAExecutionProvider",
+    Device.CPU: "CPUExecutionProvider",
 }
 
 #: Forward passes per batch by default, per device: large enough to fill a GPU, small enough
@@ -61,24 +62,24 @@ def default_streams(device: str, cores: int) -> int:
     return max(1, min(cores, 4))
 
 
-def available_devices() -> list[str]:
+def available_devices() -> list[Device]:
     """Devices ONNX Runtime was built with, best first (``tensorrt``, ``cuda``, ``cpu``)."""
     import onnxruntime as ort
 
     have = set(ort.get_available_providers())
-    return [d for d in ("tensorrt", "cuda", "cpu") if _PROVIDER[d] in have]
+    return [d for d in (Device.TENSORRT, Device.CUDA, Device.CPU) if _PROVIDER[d] in have]
 
 
-def choose_device(device: str) -> str:
+def choose_device(device: str | Device) -> Device:
     """Resolve ``auto`` and check that an explicit GPU device is available.
 
     Raises:
-        ConfigError: ``cuda``/``tensorrt`` asked for but not in this ONNX Runtime build.
+        ConfigError: not a device name, or ``cuda``/``tensorrt`` asked for but not in this
+            ONNX Runtime build.
     """
-    if device not in ("auto", *_PROVIDER):
-        raise ConfigError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
+    device = Device.parse(device)
     have = available_devices()
-    if device == "auto":
+    if device is Device.AUTO:
         chosen = have[0]
         log.info("device auto: chose %s (available: %s)", chosen, ", ".join(have))
         return chosen
@@ -113,12 +114,18 @@ class SessionOptions:
         device_id: which GPU.
     """
 
-    device: str = "cpu"
+    device: Device = Device.CPU
     threads: int | None = None
     fp16: bool = False
     batch_size: int = 64
     device_id: int = 0
     streams: int = 1
+
+    def __post_init__(self) -> None:
+        device = Device.parse(self.device)
+        if device is Device.AUTO:
+            raise ConfigError("SessionOptions.device must be resolved (choose_device), not auto")
+        object.__setattr__(self, "device", device)
 
     @property
     def intra_op_threads(self) -> int:
@@ -177,7 +184,7 @@ def create_session(model: str | Path | bytes, opts: SessionOptions,
     src = model if isinstance(model, bytes) else str(model)
     sess = ort.InferenceSession(src, sess_options=so, providers=_providers(opts, input_shape))
     got = sess.get_providers()
-    wanted = _PROVIDER[opts.device]
+    wanted = _PROVIDER[Device(opts.device)]
     if wanted not in got:
         raise ConfigError(
             f"--device {opts.device}: {wanted} failed to initialise (ONNX Runtime fell back to "

@@ -2,8 +2,10 @@
 
 A `TileGrid` places windows of the model's input size every ``stride`` pixels, starting at
 the scene's top-left corner, until the scene is covered: edge windows may reach past the
-scene, and their outside part counts as nodata. Each window is one cell of the output
-class raster, whose pixel is ``stride`` scene pixels wide and centred on its window.
+scene, and their outside part counts as nodata. Each window owns a *cell*: the
+``stride``-wide part centred on it (the whole window without overlap); the first and last
+cells of a row or column stretch to the scene's edges. The output rasters
+(`TileGrid.raster_shape`) show each cell's class and stop exactly at the scene's extent.
 
 Windows are read in chunks: a rectangle of windows whose pixel extent is widened to the
 scene's internal block grid, read with one windowed read, then sliced. A chunk is also the
@@ -16,6 +18,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from affine import Affine
 
 #: Aim for chunks of about this many pixels on a side (a few blocks of a tiled GeoTIFF).
@@ -53,9 +56,50 @@ class TileGrid:
         return i * self.stride[0], j * self.stride[1], self.size[0], self.size[1]
 
     def grid_transform(self, scene_transform: Affine) -> Affine:
-        """Transform of the class raster: one pixel per window, centred on the window."""
+        """Transform of the cell grid: one pixel per window, centred on the window."""
         (sh, sw), (h, w) = self.stride, self.size
         return scene_transform @ Affine.translation((w - sw) / 2, (h - sh) / 2) @ Affine.scale(sw, sh)
+
+    def raster_step(self) -> tuple[int, int]:
+        """Scene pixels per output-raster pixel ``(rows, cols)``: the largest step that
+        divides the stride, the scene's size and the cells' offset, so the raster's pixels
+        tile every cell exactly and the raster ends at the scene's edge (the window grid
+        itself when the scene is a whole number of strides)."""
+        return (_step(self.height, self.size[0], self.stride[0]),
+                _step(self.width, self.size[1], self.stride[1]))
+
+    def raster_shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the output rasters (see `raster_step`)."""
+        sr, sc = self.raster_step()
+        return self.height // sr, self.width // sc
+
+    def raster_transform(self, scene_transform: Affine) -> Affine:
+        """Transform of the output rasters: the scene's, scaled by `raster_step`."""
+        sr, sc = self.raster_step()
+        return scene_transform @ Affine.scale(sc, sr)
+
+    def cell_index(self, coords: np.ndarray, axis: int) -> np.ndarray:
+        """Window row (``axis`` 0) or column (1) owning each scene coordinate, in pixels
+        (continuous: ``x + 0.5`` is the centre of pixel ``x``)."""
+        size, stride = self.size[axis], self.stride[axis]
+        n = self.rows if axis == 0 else self.cols
+        k = np.floor((np.asarray(coords, dtype=np.float64) - (size - stride) / 2) / stride)
+        return np.clip(k, 0, n - 1).astype(np.int64)
+
+    def raster_index(self, axis: int, shape: int | None = None) -> np.ndarray:
+        """Window index of each output-raster row (``axis`` 0) or column, for a raster of
+        ``shape`` pixels along that axis over the whole scene (default `raster_shape`)."""
+        extent = self.height if axis == 0 else self.width
+        n = shape if shape is not None else self.raster_shape()[axis]
+        centres = (np.arange(n) + 0.5) * (extent / n)
+        return self.cell_index(centres, axis)
+
+
+def _step(extent: int, size: int, stride: int) -> int:
+    twice_offset = size - stride
+    if twice_offset % 2:  # cells start on half pixels: only single pixels tile them
+        return 1
+    return math.gcd(stride, extent, twice_offset // 2)
 
 
 def _count(extent: int, size: int, stride: int) -> int:

@@ -52,6 +52,12 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug log
     )
 
 
+def _print_error(exc: BaseException) -> None:
+    """``error: MESSAGE``; the message is escaped, as it quotes paths and other user input
+    (Rich would read a ``[/x]`` in a folder name as markup, and fail on it)."""
+    console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+
+
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into messages and exit codes."""
     _register_data()
@@ -65,10 +71,10 @@ def main() -> None:
         console.print("[red]aborted[/red]")
         sys.exit(EXIT_USAGE)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # paths are not markup
+        _print_error(exc)
         sys.exit(EXIT_USAGE)
     except VisionError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # paths are not markup
+        _print_error(exc)
         sys.exit(EXIT_PARTIAL)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

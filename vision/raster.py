@@ -33,6 +33,19 @@ GDAL_ENV: dict[str, Any] = {
 #: Largest raster we agree to open, in pixels per band (a header may lie about its size).
 MAX_PIXELS = 2**34
 
+#: Largest uncompressed-to-file size ratio each codec can reach, with a margin of about
+#: two: deflate's format tops out near 1032:1, LZW (12-bit codes, as TIFF resets them) near
+#: 1400:1, PackBits at 64:1, JPEG near 200:1 on flat 8x8 blocks, zstd near 32768:1 (an RLE
+#: block of 128 KiB costs 4 bytes), xz a few thousand to one. A header claiming more pixels
+#: than that for its file's size lies (or the file is a sparse GeoTIFF whose missing tiles
+#: are empty). Codecs without a useful bound (LERC, WebP, JPEG XL, CCITT) are not checked.
+MAX_COMPRESSION_RATIO: dict[str, float] = {
+    "none": 2.0, "packbits": 128.0, "lzw": 4096.0, "deflate": 2064.0, "adobe_deflate": 2064.0,
+    "jpeg": 1024.0, "zstd": 65536.0, "lzma": 65536.0,
+}
+#: Files this small are never refused as implausible (headers and tiny chips).
+_PLAUSIBILITY_MIN_RAW = 1 << 20
+
 RASTER_SUFFIXES = (".tif", ".tiff")
 #: Leading bytes of TIFF (classic and BigTIFF, both byte orders), PNG and JPEG files.
 _MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"\x89PNG", b"\xff\xd8\xff")
@@ -79,9 +92,43 @@ def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
                 raise UnreadableInputError(
                     f"{p}: header claims {ds.width}x{ds.height}x{ds.count}, larger than allowed"
                 )
+            implausible = implausible_size(ds, p.stat().st_size)
+            if implausible:
+                raise UnreadableInputError(f"{p}: {implausible}")
             yield ds
         finally:
             ds.close()
+
+
+def _codec(ds: Any) -> str | None:
+    """The raster's compression as a `MAX_COMPRESSION_RATIO` key, ``None`` if unknown."""
+    if ds.driver == "PNG":
+        return "deflate"
+    if ds.driver == "JPEG":
+        return "jpeg"
+    comp = ds.compression
+    if comp is None:
+        return "none"
+    return str(getattr(comp, "name", comp)).lower()
+
+
+def implausible_size(ds: Any, file_size: int) -> str | None:
+    """Why a raster's claimed size cannot be true for a file of ``file_size`` bytes, or
+    ``None``: its uncompressed size exceeds what its codec could pack into the file
+    (`MAX_COMPRESSION_RATIO`). Checked from the header, before any block is read, so a
+    100000 x 100000 claim in a 1 MB file is refused at once instead of read for hours."""
+    codec = _codec(ds)
+    bound = MAX_COMPRESSION_RATIO.get(codec or "")
+    if bound is None:
+        return None
+    itemsize = max(np.dtype(d).itemsize for d in ds.dtypes)
+    raw = ds.width * ds.height * ds.count * itemsize
+    if raw < _PLAUSIBILITY_MIN_RAW or raw <= bound * max(1, file_size):
+        return None
+    return (f"header claims {ds.width}x{ds.height} pixels x {ds.count} bands "
+            f"({raw / 2**30:,.1f} GiB uncompressed) in a file of {file_size:,} bytes: "
+            f"{raw / max(1, file_size):,.0f} times smaller, and {codec} compresses at most "
+            f"about {bound / 2:,.0f}:1; the header is wrong or the file is truncated")
 
 
 def read_chip(

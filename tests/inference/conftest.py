@@ -26,9 +26,14 @@ def make_model(path: Path, bands: Sequence[str], classes: Sequence[str] = CLASSE
                input_size: tuple[int, int] = (64, 64), temperature: float = 1.0,
                thresholds: dict[str, float] | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, seed: int = 0,
-               extra_meta: dict[str, object] | None = None) -> Path:
+               extra_meta: dict[str, object] | None = None,
+               nan_below: float | None = None) -> Path:
     """Export a tiny classifier (normalise, 1x1 conv, ReLU, global pool, linear) to ONNX,
-    with its `ModelMetadata` (``extra_meta``: more metadata fields, e.g. ``tta``)."""
+    with its `ModelMetadata` (``extra_meta``: more metadata fields, e.g. ``tta``).
+
+    ``nan_below``: the logits are NaN for an input whose first band's mean (raw) is below
+    it, and unchanged otherwise (the same finite number is added to every logit), like a
+    broken export on some inputs."""
     import onnx
     import torch
     from torch import nn
@@ -48,8 +53,11 @@ def make_model(path: Path, bands: Sequence[str], classes: Sequence[str] = CLASSE
             self.fc = nn.Linear(8, len(classes))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = torch.relu(self.conv((x - self.mean) / self.std))
-            return self.fc(x.mean(dim=(2, 3)))
+            logits = self.fc(torch.relu(self.conv((x - self.mean) / self.std)).mean(dim=(2, 3)))
+            if nan_below is None:
+                return logits
+            # log of a negative number is NaN; a shift shared by all classes changes nothing
+            return logits + torch.log(x[:, :1].mean(dim=(2, 3)) - nan_below + 1e-3)
 
     torch.manual_seed(seed)
     net = Tiny().eval()
@@ -84,6 +92,13 @@ def model_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
         return cache[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def corpus_model(model_factory: Callable[..., Path]) -> Path:
+    """The model of the bad-input corpus: 3 bands, 64 x 64, NaN logits on a black input."""
+    return model_factory(RGB_BANDS, temperature=1.5, thresholds={"AnnualCrop": 0.3},
+                         nan_below=10.0)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import rasterio
 
+from inference.job import LOCK
+
 from .conftest import random_chips, write_tif
 
 SCRIPT = """
@@ -43,7 +45,9 @@ def _outputs(out: Path) -> dict[str, object]:
         with rasterio.open(tif) as ds:
             res[tif.name] = (ds.read(), ds.crs.to_string(), tuple(ds.transform))
     for gj in sorted(out.glob("*.geojson")):
-        res[gj.name] = json.loads(gj.read_text())["features"]
+        res[gj.name] = json.loads(gj.read_text())
+    for png in sorted(out.glob("*.quicklook.png")):  # drawn from the reads, or the file
+        res[png.name] = png.read_bytes()
     return res
 
 
@@ -93,7 +97,8 @@ def test_kill_and_resume(rgb_model: Path, tmp_path: Path) -> None:
             assert a[key][1:] == b[key][1:]  # type: ignore[index]
         else:
             assert a[key] == b[key], key
-    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.name == "_parts"]
+    leftovers = [p for p in out.rglob("*")
+                 if (p.name.startswith(".") and p.name != LOCK) or p.name == "_parts"]
     assert not leftovers
     # A rerun of the finished job does nothing and says so.
     proc = _start(rgb_model, out, inputs)
@@ -118,4 +123,4 @@ def test_tmp_files_of_a_killed_run_are_removed(rgb_model: Path, tmp_path: Path,
     (out / ".predictions.parquet.123.tmp").write_bytes(b"partial")
     res = run_job(opts)
     assert res.state == "finished"
-    assert not list(out.glob(".*"))
+    assert [p.name for p in out.glob(".*")] == [LOCK]

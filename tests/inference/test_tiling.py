@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from affine import Affine
 
@@ -46,3 +47,32 @@ def test_grid_transform_centres_pixels_on_windows() -> None:
     # pixel (0, 0) is the central 32x32 of window (0, 0)
     assert gt @ (0, 0) == (1000 + 160, 5000 - 160)
     assert gt.a == 320
+
+
+@pytest.mark.parametrize(("h", "w", "size", "stride", "step"), [
+    (1024, 1024, 64, 64, (64, 64)),  # a whole number of windows: the window grid itself
+    (718, 791, 64, 64, (2, 1)),
+    (10980, 10980, 64, 64, (4, 4)),
+    (256, 256, 64, 32, (16, 16)),  # cells start 16 px in
+    (256, 256, 64, 33, (1, 1)),  # cells start on a half pixel
+])
+def test_output_raster_ends_at_the_scene_edge(h: int, w: int, size: int, stride: int,
+                                              step: tuple[int, int]) -> None:
+    g = TileGrid(h, w, (size, size), (stride, stride))
+    assert g.raster_step() == step
+    rows, cols = g.raster_shape()
+    assert (rows * step[0], cols * step[1]) == (h, w)
+    t = Affine(10, 0, 1000, 0, -10, 5000)
+    rt = g.raster_transform(t)
+    assert rt @ (cols, rows) == t @ (w, h)  # the far corner is the scene's
+
+
+def test_each_raster_pixel_shows_the_window_that_owns_it() -> None:
+    g = TileGrid(200, 150, (64, 64), (64, 64))
+    rows = g.raster_index(0)
+    assert g.raster_step() == (8, 2) and len(rows) == 25
+    assert rows.tolist() == [0] * 8 + [1] * 8 + [2] * 8 + [3]
+    overlap = TileGrid(256, 256, (64, 64), (32, 32))
+    # cells are the central 32 px of each window; the edges go to the first/last window
+    idx = overlap.cell_index(np.array([0.5, 15.5, 16.5, 47.5, 48.5, 255.5]), axis=0)
+    assert idx.tolist() == [0, 0, 0, 0, 1, overlap.rows - 1]

@@ -1,19 +1,26 @@
-"""The prediction table's column builder, and what a local job leaves out of the process."""
+"""Writing outputs: the prediction table's columns, what a local job leaves out of the
+process, and what happens when the disk is full."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from vision.contracts.predictions import PREDICTION_SCHEMA, column, rows_to_table, string_scalar
 
-from .conftest import random_chips
+from .conftest import random_chips, write_tif
 
 
 @pytest.mark.parametrize("type_, values", [
@@ -78,3 +85,110 @@ def test_a_local_job_does_not_import_pandas(rgb_model: Path, tmp_path: Path,
                          cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1 []"  # the broken chip: exit code 1
+
+
+JOB = """
+import sys
+from vision.cli import main
+sys.argv = ["vision", "infer", *sys.argv[1:]]
+main()
+"""
+
+
+def _infer(out: Path, inputs: Path, model: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", JOB, str(inputs), "--model", str(model), "--out",
+                           str(out), "--no-progress", "--threads", "1", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def _disk_full_inputs(tmp_path: Path) -> Path:
+    random_chips(tmp_path / "in" / "chips", 1200)
+    write_tif(tmp_path / "in" / "scene.tif",
+              np.random.default_rng(0).integers(1, 255, (3, 640, 640), dtype=np.uint8))
+    return tmp_path / "in"
+
+
+@contextlib.contextmanager
+def _tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
+                    reason="mounting a small tmpfs needs root")
+def test_a_full_disk_stops_the_job_cleanly_and_it_resumes(rgb_model: Path, tmp_path: Path) -> None:
+    """A real full filesystem (a 120 kB tmpfs): the job says the disk is full and how to go
+    on, keeps the finished units, exits 1 without a traceback; with space freed (the tmpfs
+    grown) the same command resumes and ends with the same rows as a run that had room."""
+    inputs = _disk_full_inputs(tmp_path)
+    ref = tmp_path / "ref"
+    assert _infer(ref, inputs, rgb_model).returncode == 0
+    with _tmpfs(tmp_path / "small", "120k") as mnt:
+        out = mnt / "job"
+        proc = _infer(out, inputs, rgb_model)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        msg = " ".join(proc.stderr.split())
+        assert "error: disk full while writing" in msg and "No space left on device" in msg
+        assert "rerun the same command to resume" in msg
+        kept = sorted(p.name for p in (out / "_parts").glob("*.parquet"))
+        assert kept and not (out / "_SUCCESS").exists()
+        subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+        again = _infer(out, inputs, rgb_model)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert f"resuming: {len(kept)} of" in " ".join(again.stderr.split())
+        got = pq.read_table(out / "predictions.parquet").to_pylist()
+        assert got == pq.read_table(ref / "predictions.parquet").to_pylist()
+        assert json.loads((out / "progress.json").read_text())["state"] == "finished"
+
+
+def test_a_write_failure_is_reported_and_resumable(rgb_model: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with an injected OSError(ENOSPC) from the part writer (where no tmpfs can be
+    mounted): JobStoppedError names the file and the way on; finished units are kept."""
+    import inference.job
+    from inference.runner import JobOptions, JobStoppedError, run_job
+
+    random_chips(tmp_path / "chips", 700)
+    opts = JobOptions(inputs=(str(tmp_path / "chips"),), model=str(rgb_model),
+                      out=tmp_path / "job", progress=False, threads=1, workers=1)
+    real = inference.job.write_table_atomic
+    calls = {"n": 0}
+
+    def full_after_two(path: Path, table: pa.Table) -> None:
+        calls["n"] += 1
+        if calls["n"] > 2:  # the third part file meets a full disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, table)
+
+    monkeypatch.setattr(inference.job, "write_table_atomic", full_after_two)
+    with pytest.raises(JobStoppedError, match="disk full while writing .*c000002.parquet: No space "
+                                              "left on device.*512 of 700 items.*rerun"):
+        run_job(opts)
+    assert len(list((tmp_path / "job" / "_parts").glob("*.parquet"))) == 2
+    monkeypatch.setattr(inference.job, "write_table_atomic", real)
+    res = run_job(opts)
+    assert res.exit_code == 0 and res.classified == 700 - 512
+
+
+def test_writing_turns_gdal_and_os_errors_into_output_write_errors(tmp_path: Path) -> None:
+    from rasterio.errors import RasterioError
+
+    from inference.writers import OutputWriteError, writing
+
+    with pytest.raises(OutputWriteError, match="disk full while writing .*x.tif") as info, \
+            writing(tmp_path / "x.tif"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.no_space
+    with pytest.raises(OutputWriteError, match="write failed while writing") as info, \
+            writing(tmp_path / "y.tif"):
+        raise RasterioError("TIFFAppendToStrip: Write error")
+    assert not info.value.no_space

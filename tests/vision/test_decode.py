@@ -105,3 +105,25 @@ def test_png_still_decodes() -> None:
     arr = _texture(12, 10, 3)
     Image.fromarray(arr).save(buf, "PNG")
     np.testing.assert_array_equal(decode_image_bytes(buf.getvalue()), arr)
+
+
+def test_image_shape_reads_headers_only() -> None:
+    """Dimensions from the header, for PNG, JPEG and other PIL formats; nothing decoded, so
+    a header claiming 16000 x 16000 over a few bytes of data still answers."""
+    import struct
+    import zlib
+
+    from vision.data.decode import image_shape
+
+    assert image_shape(_jpeg(_texture(40, 70, 3))) == (40, 70)
+    buf = io.BytesIO()
+    Image.fromarray(_texture(33, 20, 3)).save(buf, "PNG")
+    assert image_shape(buf.getvalue()) == (33, 20)
+    buf = io.BytesIO()
+    Image.fromarray(_texture(9, 11, 3)).save(buf, "BMP")
+    assert image_shape(buf.getvalue()) == (9, 11)
+    ihdr = struct.pack(">IIBBBBB", 16000, 16000, 8, 2, 0, 0, 0)
+    lying = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+             + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+    assert image_shape(lying) == (16000, 16000)
+    assert image_shape(b"not an image") is None and image_shape(b"\x89PNG\r\n\x1a\n") is None

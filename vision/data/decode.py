@@ -52,6 +52,30 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_shape(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` from an image's header, without decoding a pixel; ``None`` when
+    the header does not say (then decoding will tell, or fail).
+
+    JPEG: the frame header (`jpeg_frame`); PNG: the IHDR chunk; anything else PIL opens
+    lazily (it reads the header only).
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        frame = jpeg_frame(data)
+        return (frame[0], frame[1]) if frame is not None else None
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.height, im.width
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _decode_jpeg_turbo(data: bytes) -> np.ndarray | None:
     """8-bit grey or colour JPEG through OpenCV's libjpeg-turbo, or ``None`` to use PIL.
 

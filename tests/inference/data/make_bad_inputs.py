@@ -2,8 +2,12 @@
 
 Each file is broken in one way that a batch job must survive: it becomes a row (or a
 manifest entry) with ``status = error`` or ``nodata`` and a reason, and the rest of the batch
-is classified. Two good files (``good_chip.jpg``, ``good_scene.tif``) are mixed in. All are
-for a 3-band, 64x64 model.
+is classified. Good files (``good_chip.jpg``, ``good_scene.tif``, a scene across the
+antimeridian) are mixed in. All are for a 3-band, 64x64 model that returns NaN logits for
+a black input (`tests.inference.conftest.make_model` with ``nan_below``).
+
+Cases that cannot live in a repository (a file name that is not UTF-8) are made at test
+time by `add_runtime_cases`.
 
     python tests/inference/data/make_bad_inputs.py
 """
@@ -11,6 +15,8 @@ for a 3-band, 64x64 model.
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -24,27 +30,39 @@ OUT = Path(__file__).parent / "bad_inputs"
 UTM = "EPSG:32631"
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
 
-#: What each file is, and the row status it must get.
-EXPECTED: dict[str, str] = {
-    "good_chip.jpg": "ok",
-    "good_scene.tif": "ok",
-    "empty.tif": "error",
-    "empty.jpg": "error",
-    "truncated_chip.jpg": "error",
-    "corrupt.jpg": "error",
-    "truncated_scene.tif": "error",
-    "notes.txt": "error",
-    "text_named.tif": "error",
-    "vrt_disguised.tif": "error",
-    "huge_header.tif": "error",
-    "huge_header.png": "error",
-    "no_crs_scene.tif": "error",
-    "all_nodata_scene.tif": "nodata",
-    "nan_float_scene.tif": "nodata",
-    "wrong_bands_scene.tif": "error",
-    "wrong_bands_chip.tif": "error",
-    "grey_chip.png": "error",
+#: Each file (its path in the corpus), the row status it must get and a part of the reason
+#: of its error rows.
+EXPECTED: dict[str, tuple[str, str | None]] = {
+    "good_chip.jpg": ("ok", None),
+    "good_scene.tif": ("ok", None),
+    "antimeridian_scene.tif": ("ok", None),
+    "empty.tif": ("error", "empty (0 bytes)"),
+    "empty.jpg": ("error", "empty (0 bytes)"),
+    "truncated_chip.jpg": ("error", "truncated"),
+    "corrupt.jpg": ("error", "cannot decode image"),
+    # Rich markup in a printed path: a folder "markup[" holding "x]corrupt.jpg"
+    "markup[/x]corrupt.jpg": ("error", "cannot decode image"),
+    "truncated_scene.tif": ("error", "damaged or truncated"),  # its readable windows are "ok"
+    "notes.txt": ("error", "not an image file"),
+    "text_named.tif": ("error", "unrecognised header"),
+    "vrt_disguised.tif": ("error", "unrecognised header"),
+    "huge_header.tif": ("error", "larger than allowed"),
+    "huge_header.png": ("error", "larger than the model input"),
+    "big_dims.png": ("error", "16000x16000 image is larger than the model input"),
+    "implausible_scene.tif": ("error", "the header is wrong or the file is truncated"),
+    "no_crs_scene.tif": ("error", "not georeferenced"),
+    "all_nodata_scene.tif": ("nodata", None),
+    "nan_float_scene.tif": ("nodata", None),
+    "wrong_bands_scene.tif": ("error", "has 5 bands"),
+    "wrong_bands_chip.tif": ("error", "has 5 bands"),
+    "grey_chip.png": ("error", "has 1 bands"),
+    "nan_logits_chip.png": ("error", "non-finite logits"),
 }
+
+#: Made at test time by `add_runtime_cases` (name as bytes, status, reason part).
+RUNTIME_CASES: tuple[tuple[bytes, str, str], ...] = (
+    (b"caf\xe9_latin1_name.jpg", "error", "not valid UTF-8"),
+)
 
 
 def _tif(path: Path, arr: np.ndarray, crs: str | None = UTM, nodata: float | None = None,
@@ -96,10 +114,39 @@ def _huge_png() -> bytes:
         + chunk(b"IEND", b"")
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width x height`` RGB pixels and whose data stops after a
+    few rows: a decoder would allocate the whole image before finding out."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + 3 * width) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def _implausible_scene(path: Path) -> None:
+    """A 100000 x 100000 x 3 deflate GeoTIFF of a few tens of kB: sparse, no tile written,
+    so only the tile index is in the file (a header no codec could make true)."""
+    profile = {"driver": "GTiff", "width": 100_000, "height": 100_000, "count": 3,
+               "dtype": "uint8", "compress": "deflate", "tiled": True, "blockxsize": 1024,
+               "blockysize": 1024, "crs": UTM, "transform": TRANSFORM, "SPARSE_OK": True}
+    with rasterio.open(path, "w", **profile):
+        pass
+
+
+def add_runtime_cases(folder: Path) -> None:
+    """Write `RUNTIME_CASES` into ``folder`` (a copy of the corpus)."""
+    rng = np.random.default_rng(11)
+    for name, _, _ in RUNTIME_CASES:
+        with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+            f.write(_jpeg_bytes(rng))
+
+
 def main() -> None:
-    OUT.mkdir(exist_ok=True)
-    for p in OUT.iterdir():
-        p.unlink()
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir()
     rng = np.random.default_rng(7)
     (OUT / "good_chip.jpg").write_bytes(_jpeg_bytes(rng))
     _tif(OUT / "good_scene.tif", rng.integers(1, 255, (3, 128, 128), dtype=np.uint8), nodata=0)
@@ -128,7 +175,16 @@ def main() -> None:
     _tif(OUT / "wrong_bands_scene.tif", rng.integers(1, 255, (5, 128, 128), dtype=np.uint8))
     _tif(OUT / "wrong_bands_chip.tif", rng.integers(1, 255, (5, 64, 64), dtype=np.uint8))
     Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(OUT / "grey_chip.png")
-    assert sorted(p.name for p in OUT.iterdir()) == sorted(EXPECTED)
+    (OUT / "markup[").mkdir()
+    (OUT / "markup[" / "x]corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + rng.bytes(500))
+    (OUT / "big_dims.png").write_bytes(_png_claiming(16000, 16000))
+    _implausible_scene(OUT / "implausible_scene.tif")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(OUT / "nan_logits_chip.png")
+    # EPSG:4326 from 179.7 E to 180.34 E: longitudes past 180 in the header.
+    _tif(OUT / "antimeridian_scene.tif", rng.integers(1, 255, (3, 128, 128), dtype=np.uint8),
+         crs="EPSG:4326", transform=Affine(0.005, 0.0, 179.7, 0.0, -0.005, -16.0))
+    made = [p.relative_to(OUT).as_posix() for p in OUT.rglob("*") if p.is_file()]
+    assert sorted(made) == sorted(EXPECTED)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""The closed choices of `vision infer` (``--device``, ``--engine``) and its size cap, as
+enums and constants with no heavy imports: the CLI declares its options from them without
+loading numpy, GDAL or ONNX Runtime."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+
+from vision.errors import ConfigError
+
+#: Largest scene classified by default, in pixels per band (65536 x 65536; a Sentinel-2
+#: tile is 10980 x 10980). ``--max-pixels`` raises it.
+DEFAULT_MAX_PIXELS = 2**32
+
+
+class _Choice(StrEnum):
+    @classmethod
+    def parse(cls, value: str) -> Self:
+        """The member named ``value``.
+
+        Raises:
+            ConfigError: not one of the names.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            option = cls.__name__.lower().removesuffix("kind")
+            raise ConfigError(f"--{option} must be one of {', '.join(cls)}, not {value!r}") from None
+
+
+class Device(_Choice):
+    """``--device``: where ONNX Runtime runs (``auto``: the best one available)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+class EngineKind(_Choice):
+    """``--engine``: where the model runs (this process, or a Ray cluster)."""
+
+    LOCAL = "local"
+    RAY = "ray"

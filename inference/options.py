@@ -1,0 +1,79 @@
+"""What `vision infer` is asked to do, checked once.
+
+`JobOptions` validates itself when it is made (the CLI, the review worker's command line and
+tests all go through it): a bad value is a `ConfigError` before anything is read or
+written, and ``device``/``engine`` become their enums there, so nothing downstream checks a
+string by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.choices import DEFAULT_MAX_PIXELS, Device, EngineKind
+from vision.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything `vision infer` was asked to do.
+
+    Attributes:
+        inputs: files and folders as given.
+        model: ``.onnx`` path or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``.
+        out: the job folder.
+        batch_size: ``None`` for the device's default.
+        device: `Device` (a name is accepted and converted).
+        engine: `EngineKind` (a name is accepted and converted).
+        overwrite: replace a job folder made for another model or options.
+        stride: window step ``(rows, cols)`` in pixels; ``None`` for the model's input size.
+        max_nodata: largest nodata fraction of a window that is still classified.
+        workers: reader threads (local) or actors (ray); ``None`` for a default.
+        threads: ONNX Runtime intra-op threads per stream on the CPU; ``None``: the cores
+            shared out between the streams.
+        streams: batches the model runs at once (CPU); ``None`` for `default_streams`.
+        fp16: TensorRT fp16 engines.
+        prefetch: batches read ahead of the model.
+        progress: show progress bars.
+        max_pixels: largest scene (pixels per band) classified; larger ones are error rows.
+    """
+
+    inputs: tuple[str, ...]
+    model: str
+    out: Path
+    batch_size: int | None = None
+    device: Device = Device.AUTO
+    engine: EngineKind = EngineKind.LOCAL
+    overwrite: bool = False
+    stride: tuple[int, int] | None = None
+    max_nodata: float = 0.5
+    workers: int | None = None
+    threads: int | None = None
+    streams: int | None = None
+    fp16: bool = False
+    prefetch: int = 4
+    progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", Device.parse(self.device))
+        object.__setattr__(self, "engine", EngineKind.parse(self.engine))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "out", Path(self.out))
+        if not self.inputs:
+            raise ConfigError("give at least one INPUT (file or folder)")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
+        if not 0.0 <= self.max_nodata < 1.0:
+            raise ConfigError("--max-nodata must be in [0, 1)")
+        if self.stride is not None and (len(self.stride) != 2 or min(self.stride) < 1):
+            raise ConfigError("--stride must be positive")
+        for name in ("workers", "streams", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} must be at least 1")
+        if self.max_pixels < 1:
+            raise ConfigError("--max-pixels must be at least 1")
+        if self.prefetch < 1:
+            raise ConfigError("prefetch must be at least 1")
