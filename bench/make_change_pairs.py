@@ -240,7 +240,7 @@ def write_date(out: Path, d: Date, rng: np.random.Generator, crs: str, origin: t
     rgb, scl, truth = render(d, rng)
     t = Affine(10.0, 0, origin[0], 0, -10.0, origin[1])
     _write(out / f"{d.name}.tif", rgb, crs, t, 0, ["B04", "B03", "B02"])
-    _write(out / f"{d.name}.scl.tif", scl, crs, t * Affine.scale(2), 0, ["SCL"])
+    _write(out / f"{d.name}.scl.tif", scl, crs, t @ Affine.scale(2), 0, ["SCL"])
     _write(out / f"{d.name}.truth.tif", truth, crs, t, None, ["class", "chip", "cloud"])
     return stac_item(out, d.name, crs, t, rgb.shape[1:], DATES[d.name])
 
@@ -261,8 +261,8 @@ def reproject_date(out: Path, src: str, name: str, dst_crs: str = "EPSG:3857") -
             if suffix == ".truth.tif":
                 dst[0], dst[1] = 255, -1
             reproject(ds.read(), dst, src_transform=ds.transform, src_crs=ds.crs, src_nodata=nodata,
-                      dst_transform=t * rasterio.Affine.scale(f), dst_crs=dst_crs, dst_nodata=nodata, resampling=res)
-            _write(out / f"{name}{suffix}", dst, dst_crs, t * rasterio.Affine.scale(f), nodata,
+                      dst_transform=t @ rasterio.Affine.scale(f), dst_crs=dst_crs, dst_nodata=nodata, resampling=res)
+            _write(out / f"{name}{suffix}", dst, dst_crs, t @ rasterio.Affine.scale(f), nodata,
                    list(ds.descriptions) if ds.descriptions[0] else None)
     return stac_item(out, name, dst_crs, t, (h, w), DATES[src])
 

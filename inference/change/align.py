@@ -184,7 +184,7 @@ class Aligner:
               ) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.later.classes)
         ds = self._ds(date, src)
-        dst_t: Affine = later.cell_transform * Affine.translation(j0, i0)
+        dst_t: Affine = later.cell_transform @ Affine.translation(j0, i0)
         dst_crs = CRS.from_user_input(later.crs)
         meta = np.full((len(META_BANDS), h, w), -1, np.float32)
         reproject(rasterio.band(ds, META_BANDS), meta, src_transform=ds.transform, src_crs=ds.crs,

@@ -91,7 +91,7 @@ class SceneGrid:
     def cell_transform(self) -> Affine:
         """One pixel per window, centred on it (`inference.tiling.TileGrid.grid_transform`)."""
         (sh, sw), (h, w) = self.stride, self.size
-        return self.transform * Affine.translation((w - sw) / 2, (h - sh) / 2) * Affine.scale(sw, sh)
+        return self.transform @ Affine.translation((w - sw) / 2, (h - sh) / 2) @ Affine.scale(sw, sh)
 
     def acquired(self) -> datetime | None:
         return None if self.acquired_us is None else datetime.fromtimestamp(self.acquired_us / 1e6, UTC)

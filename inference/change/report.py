@@ -34,9 +34,11 @@ from vision.errors import VisionError
 from vision.hashing import file_sha256
 from vision.raster import open_raster
 
-MAP_PX = 900
+MAP_PX = 720
 THUMB_PX = 160
 MAX_MAPS = 6
+#: Scene rows read at once for a map (see `_map_pixels`).
+STRIP_ROWS = 512
 #: Overlay opacity per outcome on the map (absent: not drawn, the picture shows through).
 _ALPHA = {"absent": 0.0, "persisted": 0.35, "appeared": 0.7, "disappeared": 0.7, "changed": 0.7,
           "uncertain": 0.45, "not_assessed": 0.5}
@@ -113,25 +115,32 @@ def _png(rgb: np.ndarray) -> str:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # speed over bytes
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _read_display(path: str, window: Window | None = None, out_shape: tuple[int, int] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _read_display(path: str, window: Window | None = None, out_shape: tuple[int, int] | None = None,
+                  scaled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Natural-colour bands (3 x H x W) and the valid mask of one window of a file (pixels
-    past the edge are invalid), or of the whole file at ``out_shape``."""
+    past the edge are invalid), or of a window (default: the whole file) at ``out_shape``."""
     with open_raster(path) as ds:
         bands = [b + 1 for b in display_bands(raster_band_names(ds.descriptions))]
         nodata = [ds.nodatavals[b - 1] for b in bands]
-        if window is not None:
-            data = ds.read(bands, window=window, boundless=True, fill_value=0)
-            r = np.arange(int(window.row_off), int(window.row_off + window.height))
-            c = np.arange(int(window.col_off), int(window.col_off + window.width))
-            valid = ((r >= 0) & (r < ds.height))[:, None] & ((c >= 0) & (c < ds.width))[None, :]
+        if window is not None and not scaled:
+            # the part inside the raster, pasted into the window (a boundless read goes
+            # through a VRT, ten times slower)
+            r0, c0 = int(window.row_off), int(window.col_off)
+            h, w = int(window.height), int(window.width)
+            a0, a1 = max(0, r0), min(ds.height, r0 + h)
+            b0, b1 = max(0, c0), min(ds.width, c0 + w)
+            data = np.zeros((len(bands), h, w), ds.dtypes[0])
+            valid = np.zeros((h, w), bool)
+            if a1 > a0 and b1 > b0:
+                data[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] = ds.read(bands, window=Window(b0, a0, b1 - b0, a1 - a0))
+                valid[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = True
         else:
             shape = out_shape or (ds.height, ds.width)
-            data = ds.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+            data = ds.read(bands, window=window, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
             valid = np.ones(shape, bool)
     if all(v is not None for v in nodata):
         valid &= ~np.all([data[k] == v for k, v in enumerate(nodata)], axis=0)
@@ -148,6 +157,21 @@ def _overlay(rgb: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
+def _map_pixels(path: str, h: int, w: int, oh: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
+    """The natural-colour bands of a whole scene at ``oh x ow``, read in strips of about
+    `STRIP_ROWS` scene rows, each through its own open of the file: GDAL frees a dataset's
+    cached blocks when it closes, so memory holds one strip whatever the scene's size."""
+    step = max(1, int(STRIP_ROWS * oh / h))
+    parts, valids = [], []
+    for o0 in range(0, oh, step):
+        o1 = min(oh, o0 + step)
+        s0, s1 = int(o0 * h / oh), min(h, max(int(o0 * h / oh) + 1, -(-o1 * h // oh)))
+        d, v = _read_display(path, Window(0, s0, w, s1 - s0), out_shape=(o1 - o0, ow), scaled=True)
+        parts.append(d)
+        valids.append(v)
+    return np.concatenate(parts, axis=1), np.concatenate(valids, axis=0)
+
+
 def scene_map(scene: SceneGrid, change_tif: Path, sources: Sources) -> tuple[str | None, str | None]:
     """A PNG data URI of the later scene with its changes drawn over it, or why not."""
     import rasterio
@@ -156,29 +180,33 @@ def scene_map(scene: SceneGrid, change_tif: Path, sources: Sources) -> tuple[str
     h, w = scene.shape
     f = max(1.0, max(h, w) / MAP_PX)
     oh, ow = max(1, int(h / f)), max(1, int(w / f))
+    rgb: np.ndarray | None = None
     if problem is None:
         try:
-            data, valid = _read_display(scene.path, out_shape=(oh, ow))
+            data, valid = _map_pixels(scene.path, h, w, oh, ow)
             rgb = (stretch(data, valid) * 255).astype(np.uint8)
         except (VisionError, OSError, ValueError) as exc:
-            problem, rgb = f"{scene.path}: cannot be read ({exc})", None
-    if problem is not None:
+            problem = f"{scene.path}: cannot be read ({exc})"
+    if rgb is None:
         rgb = np.full((oh, ow, 3), 40, np.uint8)
-    with rasterio.open(change_tif) as ds:
-        cells = ds.read(1)
     # output pixel -> scene pixel -> window cell (cells are stride-sized, centred on windows)
     ys = (np.arange(oh) + 0.5) * h / oh
     xs = (np.arange(ow) + 0.5) * w / ow
     (sh, sw), (wh, ww) = scene.stride, scene.size
     ci = np.clip(np.floor((ys - (wh - sh) / 2) / sh), 0, scene.rows - 1).astype(int)
     cj = np.clip(np.floor((xs - (ww - sw) / 2) / sw), 0, scene.cols - 1).astype(int)
-    return _png(_overlay(rgb, cells[np.ix_(ci, cj)])), problem  # type: ignore[arg-type]
+    codes = np.empty((oh, ow), np.uint8)
+    with rasterio.open(change_tif) as ds:  # the cell rows each strip of the map needs
+        for o0 in range(0, oh, 256):
+            rows = ci[o0:o0 + 256]
+            r0, r1 = int(rows.min()), int(rows.max()) + 1
+            block = ds.read(1, window=Window(0, r0, scene.cols, r1 - r0))
+            codes[o0:o0 + 256] = block[np.ix_(rows - r0, cj)]
+    return _png(_overlay(rgb, codes)), problem
 
 
 def thumbnails(info: dict[str, Any], sources: Sources) -> tuple[str | None, str | None, str | None]:
     """Before and after PNGs of one change (one stretch for both), or why not."""
-    from PIL import Image
-
     wins = []
     for side, suffix in (("before", "_before"), ("after", "")):
         path, sha = info[f"path_{side}"], info[f"input_sha256_{side}"]
@@ -196,11 +224,8 @@ def thumbnails(info: dict[str, Any], sources: Sources) -> tuple[str | None, str 
         return None, None, f"cannot read the windows ({exc})"
     both = stretch(np.concatenate([db, da], axis=2), np.concatenate([vb, va], axis=1))
     split = db.shape[2]
-    out = []
-    for part in (both[:, :split], both[:, split:]):
-        img = Image.fromarray((part * 255).astype(np.uint8)).resize((THUMB_PX, THUMB_PX), Image.Resampling.NEAREST)
-        out.append(_png(np.asarray(img)))
-    return out[0], out[1], None
+    # at the windows' own pixels; the page scales them up (image-rendering: pixelated)
+    return _png((both[:, :split] * 255).astype(np.uint8)), _png((both[:, split:] * 255).astype(np.uint8)), None
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -258,7 +283,8 @@ def write_report(path: Path, jobs: list[Job], summary: dict[str, Any], rules: di
     parts.append(f"<h2>Most confident changes ({len(changes)})</h2><div class=grid>")
     for info in changes:
         before, after, problem = thumbnails(info, sources)
-        pics = (f"<img src={before!r} alt=before><img src={after!r} alt=after><br>" if before and after
+        size = f"width={THUMB_PX} height={THUMB_PX}"
+        pics = (f"<img src={before!r} {size} alt=before><img src={after!r} {size} alt=after><br>" if before and after
                 else f"<span class=note>{_e(problem)}</span><br>")
         parts.append(
             f"<div class=card>{pics}<b>{_e(info['transition'])}</b> {_e(info['class_before'])} "

@@ -75,7 +75,7 @@ def _time(iso: str | None) -> datetime | None:
 
 
 def _bounds(t: Affine, r: int, c: int, h: int, w: int) -> dict[str, float]:
-    xs, ys = zip(*(t * (cc, rr) for rr, cc in ((r, c), (r, c + w), (r + h, c), (r + h, c + w))), strict=True)
+    xs, ys = zip(*(t @ (cc, rr) for rr, cc in ((r, c), (r, c + w), (r + h, c), (r + h, c + w))), strict=True)
     return {"minx": min(xs), "miny": min(ys), "maxx": max(xs), "maxy": max(ys)}
 
 
@@ -127,7 +127,8 @@ def write_job(folder: Path, scenes: list[SceneSpec], classes: list[str], schema:
         cls[ok] = s.probs.argmax(axis=2)[ok]
         conf[ok] = s.probs.max(axis=2)[ok]
         stem = Path(s.path).stem
-        grid_t = s.transform * Affine.translation(0, 0) * Affine.scale(s.stride)
+        off = (s.window - s.stride) / 2  # one pixel per window, centred on it (as `vision infer` writes)
+        grid_t = s.transform @ Affine.translation(off, off) @ Affine.scale(s.stride)
         _cog(folder / f"{stem}.classes.tif", cls, s.crs, grid_t, 255)
         _cog(folder / f"{stem}.confidence.tif", conf, s.crs, grid_t, float("nan"))
         counts = {k: int((s.status == k).sum()) for k in ("ok", "nodata", "cloudy", "error")}
