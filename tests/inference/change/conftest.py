@@ -85,7 +85,7 @@ def grid_job(folder: Path, status: np.ndarray, labels: np.ndarray, p: float = 0.
              origin: tuple[float, float] = (500_000.0, 5_350_000.0), pixel: float = 10.0, window: int = 64,
              stride: int | None = None, acquired: str | None = "2024-06-01T10:00:00Z", schema: int = 2,
              path: str | None = None, classes: list[str] = CLASSES, job_status: str = "finished",
-             **kw: object) -> Path:
+             aoi_id: np.ndarray | None = None, **kw: object) -> Path:
     """A one-scene job whose windows have the given statuses and top classes (probability ``p``)."""
     rows, cols = status.shape
     stride = stride or window
@@ -97,7 +97,8 @@ def grid_job(folder: Path, status: np.ndarray, labels: np.ndarray, p: float = 0.
     shape = ((rows - 1) * stride + window, (cols - 1) * stride + window)
     spec = SceneSpec(path or str(folder.parent / f"{folder.name}.tif"), crs,
                      Affine(pixel, 0, origin[0], 0, -pixel, origin[1]), shape, status.astype(object), probs,
-                     window=window, stride=stride, acquired=acquired, item_id=folder.name, sha256="ab" * 32)
+                     window=window, stride=stride, acquired=acquired, item_id=folder.name, sha256="ab" * 32,
+                     aoi_id=aoi_id)
     return write_job(folder, [spec], classes, schema=schema, status=job_status, **kw)  # type: ignore[arg-type]
 
 

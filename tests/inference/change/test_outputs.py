@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -83,3 +84,43 @@ def test_hectares_add_up_to_the_scene(folder: Path, sim_jobs: dict[str, Path]) -
     assert area["hectares"]["total"] == pytest.approx(7680 * 7680 / 1e4, rel=0.01)
     by_class = area["hectares_by_class"]["AnnualCrop"]
     assert by_class["appeared"] == pytest.approx(area["hectares"]["appeared"], abs=1e-3)
+
+
+def test_schema2_aoi_ids_of_the_later_job_group_the_summary(make_grid_job: Any, tmp_path: Path) -> None:
+    ok = np.full((2, 4), "ok", object)
+    lab = np.zeros((2, 4), int)
+    a = make_grid_job("a", ok, lab, acquired="2023-01-01T00:00:00Z")
+    aoi = np.array([["north"] * 4, ["south", "south", None, None]], dtype=object)
+    b = make_grid_job("b", ok, lab, acquired="2024-01-01T00:00:00Z", aoi_id=aoi)
+    code, text = run_cli(str(a), str(b), "--out", str(tmp_path / "c"), "--no-progress", "--no-report")
+    assert code == 0, text
+    areas = {x["aoi_id"]: x for x in json.loads((tmp_path / "c" / "change_summary.json").read_text())["areas"]}
+    assert {k: sum(v["windows"].values()) for k, v in areas.items()} == {"north": 4, "south": 2, None: 2}
+    assert areas["north"]["hectares"]["persisted"] == pytest.approx(4 * 40.96)
+
+
+def test_overlapping_scenes_of_the_later_job_count_their_area_once(tmp_path: Path) -> None:
+    from affine import Affine
+
+    from tests.inference.change.conftest import CLASSES
+    from tests.inference.change.jobs import SceneSpec, write_job
+
+    k = len(CLASSES)
+    probs = np.full((2, 2, k), 0.1 / (k - 1), np.float32)
+    probs[..., 0] = 0.9
+    ok = np.full((2, 2), "ok", object)
+
+    def scene(name: str, x0: float, when: str) -> SceneSpec:
+        return SceneSpec(str(tmp_path / f"{name}.tif"), "EPSG:32632", Affine(10, 0, x0, 0, -10, 5_350_000),
+                         (128, 128), ok, probs, acquired=when, item_id=name, sha256=name[0] * 64)
+
+    a = write_job(tmp_path / "a", [scene("a", 500_000, "2023-01-01T00:00:00Z")], CLASSES)
+    # two later tiles, the second shifted by one window: they overlap by half
+    b = write_job(tmp_path / "b", [scene("b1", 500_000, "2024-01-01T00:00:00Z"),
+                                   scene("b2", 500_640, "2024-01-01T00:00:00Z")], CLASSES)
+    code, text = run_cli(str(a), str(b), "--out", str(tmp_path / "c"), "--no-progress", "--no-report")
+    assert code == 0, text
+    rows = pq.read_table(tmp_path / "c" / "changes.parquet", columns=["item_after", "area_ha"]).to_pylist()
+    assert len(rows) == 8  # every window of both tiles has its row
+    assert sum(r["area_ha"] for r in rows) == pytest.approx(3 * 2 * 40.96)  # 1920 m x 1280 m, once
+    assert sum(r["area_ha"] for r in rows if r["item_after"] == "b2") == pytest.approx(2 * 40.96)
