@@ -147,7 +147,6 @@ class Aligner:
         out = []
         for date in range(len(self.jobs)):
             meta = np.full((len(META_BANDS), h, w), np.nan, np.float32)
-            meta[[0, 1, 2, 3, 5]] = -1
             probs = np.full((k, h, w), np.nan, np.float32)
             scene_of = np.full((h, w), -1, np.int32)
             same_of = np.zeros((h, w), bool)
@@ -170,7 +169,6 @@ class Aligner:
                 ) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.later.classes)
         meta = np.full((len(META_BANDS), i1 - i0, j1 - j0), np.nan, np.float32)
-        meta[[0, 1, 2, 3, 5]] = -1
         probs = np.full((k, i1 - i0, j1 - j0), np.nan, np.float32)
         a0, a1, b0, b1 = max(i0, 0), min(i1, src.rows), max(j0, 0), min(j1, src.cols)
         if a1 > a0 and b1 > b0:
@@ -186,16 +184,14 @@ class Aligner:
         ds = self._ds(date, src)
         dst_t: Affine = later.cell_transform @ Affine.translation(j0, i0)
         dst_crs = CRS.from_user_input(later.crs)
-        meta = np.full((len(META_BANDS), h, w), -1, np.float32)
+        meta = np.full((len(META_BANDS), h, w), np.nan, np.float32)
         reproject(rasterio.band(ds, META_BANDS), meta, src_transform=ds.transform, src_crs=ds.crs,
-                  src_nodata=-1, dst_transform=dst_t, dst_crs=dst_crs, dst_nodata=-1,
+                  src_nodata=np.nan, dst_transform=dst_t, dst_crs=dst_crs, dst_nodata=np.nan,
                   resampling=Resampling.nearest, tolerance=0)
         probs = np.full((k, h, w), np.nan, np.float32)
         reproject(rasterio.band(ds, prob_bands(k)), probs, src_transform=ds.transform, src_crs=ds.crs,
                   src_nodata=np.nan, dst_transform=dst_t, dst_crs=dst_crs, dst_nodata=np.nan,
                   resampling=Resampling.bilinear, tolerance=0)
-        missing = meta[B_STATUS - 1] == SRC_MISSING
-        meta[B_CLOUD - 1][missing | (meta[B_CLOUD - 1] == -1)] = np.nan
         return meta, probs
 
     def _values(self, meta: np.ndarray, probs: np.ndarray, scene_of: np.ndarray,
@@ -224,5 +220,5 @@ class Aligner:
 
 def _rank(status: np.ndarray) -> np.ndarray:
     """Preference among sources: assessed 2, not assessed 1, no window 0."""
-    s = np.where(np.isfinite(status), status, SRC_MISSING)
+    s = np.where(np.isfinite(status), status, SRC_MISSING)  # NaN: no window
     return np.where(s == SRC_OK, 2, np.where(s > SRC_MISSING, 1, 0))

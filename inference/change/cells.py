@@ -1,14 +1,15 @@
 """Each scene's windows as a raster on disk: one cell per window (pass 2 over a job's table).
 
 A job's scene becomes a float32 GeoTIFF in the change run's work folder, on the scene's window
-grid (`SceneGrid.cell_transform`, in the scene's CRS), with the bands of `BANDS`: the row's
-status code (`inference.change.rules.SRC_*`; -1 where the table has no row), its class index,
-the cell's own row and column (so that a nearest-neighbour reprojection says which earlier
-window a later one was matched to), its cloud fraction, its AOI (index into `Job.aoi_ids`,
--1 for none), and the calibrated probability of
-every class. Rows are written tile by tile (256 x 256 cells, read, filled, written back), so
-memory holds a batch of rows and a few tiles whatever the area; the alignment
-(`inference.change.align`) then reads or reprojects windows of these rasters.
+grid (`SceneGrid.cell_transform`, in the scene's CRS), with the bands ``B_*``: the row's status
+code (`inference.change.rules.SRC_*`), its class index, the cell's own row and column (so that
+a nearest-neighbour reprojection says which earlier window a later one was matched to), its
+cloud fraction, its AOI (index into `Job.aoi_ids`, -1 for none), and the calibrated
+probability of every class. NaN is "nothing": a cell without a row reads NaN in every band,
+and the file is sparse (tiles without rows are never written), so its size and the time to
+write it follow the rows, not the grid's area. Rows are written tile by tile (256 x 256 cells:
+read, filled, written back), so memory holds a batch of rows and a tile whatever the area; the
+alignment (`inference.change.align`) then reads or reprojects windows of these rasters.
 
 Rows are checked as they are written: a window given twice, a class index outside the
 model's classes, or an ``ok`` row whose probabilities are missing, of the wrong length or not
@@ -18,7 +19,6 @@ finite is refused (the first) or becomes an error row (not assessed).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from inference.change.arrow import codes, float_lists, numeric
 from inference.change.jobs import BATCH_ROWS, Job, JobReadError, SceneGrid
-from inference.change.rules import SRC_ERROR, SRC_MISSING, SRC_OK, STATUS_CODES
+from inference.change.rules import SRC_ERROR, SRC_OK, STATUS_CODES
 from vision.raster import gdal_env
 
 #: Band numbers (1-based) of a cell raster; probabilities follow from `B_PROBS`.
@@ -59,28 +59,17 @@ class CellRasters:
         self.aoi_index = {a: k for k, a in enumerate(job.aoi_ids)}
         self.paths = {s.index: folder / f"scene{s.index:05d}.tif" for s in job.scenes}
 
-    @contextmanager
-    def open(self, scene: SceneGrid, mode: str = "r") -> Iterator[rasterio.io.DatasetReader]:
-        with gdal_env(), rasterio.open(self.paths[scene.index], mode) as ds:
-            yield ds
-
     def _create(self, scene: SceneGrid) -> None:
-        profile: dict[str, Any] = {"driver": "GTiff", "width": scene.cols, "height": scene.rows,
-                   "count": B_PROBS - 1 + self.k, "dtype": "float32", "crs": scene.crs,
-                   "transform": scene.cell_transform, "BIGTIFF": "IF_SAFER"}
-        if scene.rows >= TILE and scene.cols >= TILE:
-            profile.update(tiled=True, blockxsize=TILE, blockysize=TILE)
+        """An empty cell raster: sparse (tiles without rows are never written, and read as
+        NaN, i.e. no window), so its cost follows the rows, not the grid's area."""
+        profile: dict[str, Any] = {
+            "driver": "GTiff", "width": scene.cols, "height": scene.rows, "count": B_PROBS - 1 + self.k,
+            "dtype": "float32", "crs": scene.crs, "transform": scene.cell_transform, "nodata": np.nan,
+            "tiled": True, "blockxsize": min(TILE, _ceil16(scene.cols)), "blockysize": min(TILE, _ceil16(scene.rows)),
+            "SPARSE_OK": "TRUE", "BIGTIFF": "IF_SAFER"}
         self.folder.mkdir(parents=True, exist_ok=True)
-        with gdal_env(), rasterio.open(self.paths[scene.index], "w", **profile) as ds:
-            for i0, i1, j0, j1 in tiles(scene.rows, scene.cols):
-                h, w = i1 - i0, j1 - j0
-                block = np.full((profile["count"], h, w), np.nan, np.float32)
-                block[B_STATUS - 1] = SRC_MISSING
-                block[B_LABEL - 1] = -1
-                block[B_AOI - 1] = -1
-                block[B_ROW - 1] = np.arange(i0, i1, dtype=np.float32)[:, None]
-                block[B_COL - 1] = np.arange(j0, j1, dtype=np.float32)[None, :]
-                ds.write(block, window=Window(j0, i0, w, h))
+        with gdal_env(), rasterio.open(self.paths[scene.index], "w", **profile):
+            pass
 
     def build(self, on_rows: Callable[[int], None] | None = None) -> None:
         """Pass 2: write every window row of the job's table onto its scene's cell raster."""
@@ -124,7 +113,7 @@ class CellRasters:
         aoi = np.full(n, -1, np.float32)
         if "aoi_id" in self.job.columns:
             acode, anames = codes(col("aoi_id"))
-            lut_a = np.array([self.aoi_index[a] for a in anames] or [-1], np.float32)
+            lut_a = np.array([self.aoi_index[str(a)] for a in anames] or [-1], np.float32)
             aoi = np.where(acode >= 0, lut_a[np.maximum(acode, 0)], -1).astype(np.float32)
         ok = status == SRC_OK
         good = ok_len & (label >= 0) & (label < self.k) & np.isfinite(probs).all(axis=1)
@@ -143,23 +132,28 @@ class CellRasters:
         tile_id = (i // TILE) * ((scene.cols + TILE - 1) // TILE) + j // TILE
         order = np.argsort(tile_id, kind="stable")
         bounds = np.flatnonzero(np.diff(tile_id[order])) + 1
-        bands = [B_STATUS, B_LABEL, B_CLOUD, B_AOI, *prob_bands(self.k)]
         for sel in np.split(order, bounds):
             ti, tj = i[sel[0]] // TILE, j[sel[0]] // TILE
             i0, j0 = int(ti * TILE), int(tj * TILE)
             h, w = min(TILE, scene.rows - i0), min(TILE, scene.cols - j0)
             win = Window(j0, i0, w, h)
-            block = ds.read(bands, window=win)
+            block = ds.read(window=win)
             li, lj = i[sel] - i0, j[sel] - j0
             flat = li * w + lj
-            if (block[0][li, lj] != SRC_MISSING).any() or len(np.unique(flat)) != len(flat):
+            if np.isfinite(block[B_STATUS - 1][li, lj]).any() or len(np.unique(flat)) != len(flat):
                 k = int(sel[0])
                 raise JobReadError(f"{self.job.given}: {scene.path}: a window (row_off "
                                    f"{int(i[k]) * scene.stride[0]}, col_off {int(j[k]) * scene.stride[1]} or "
                                    "near it) has more than one row")
-            block[0][li, lj] = status[sel]
-            block[1][li, lj] = label[sel]
-            block[2][li, lj] = cloud[sel]
-            block[3][li, lj] = aoi[sel]
-            block[4:, li, lj] = probs[sel].T
-            ds.write(block, indexes=bands, window=win)
+            block[B_ROW - 1] = np.arange(i0, i0 + h, dtype=np.float32)[:, None]
+            block[B_COL - 1] = np.arange(j0, j0 + w, dtype=np.float32)[None, :]
+            block[B_STATUS - 1][li, lj] = status[sel]
+            block[B_LABEL - 1][li, lj] = label[sel]
+            block[B_CLOUD - 1][li, lj] = cloud[sel]
+            block[B_AOI - 1][li, lj] = aoi[sel]
+            block[B_PROBS - 1:, li, lj] = probs[sel].T
+            ds.write(block, window=win)
+
+
+def _ceil16(n: int) -> int:
+    return max(16, -(-n // 16) * 16)

@@ -33,8 +33,10 @@ from vision.errors import ConfigError, InputError
 
 MANIFEST, SUCCESS, PREDICTIONS = "manifest.json", "_SUCCESS", "predictions.parquet"
 MAX_MANIFEST_BYTES = 64 * 2**20
-#: Largest window grid of one scene (cells); a table claiming more is refused.
-MAX_CELLS = 2**31 - 1
+#: Largest window grid of one scene (cells: a 640,000-pixel square scene of 64-pixel windows)
+#: and side (window indices are exact in the float32 cell rasters); a table claiming more is refused.
+MAX_CELLS = 100_000_000
+MAX_SIDE = 2**24
 BATCH_ROWS = 65_536
 
 REQUIRED = ("path", "row_off", "col_off", "height", "width", "crs", "minx", "miny", "maxx", "maxy",
@@ -209,6 +211,18 @@ class _Acc:
     misfit: float = 0.0
 
 
+def _acquired(col: Any, given: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``acquired`` column as microseconds (UTC) and validity: a timestamp column, or ISO
+    strings (a writer that kept them as text)."""
+    import pyarrow as pa
+
+    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+        return timestamps_us(col)
+    idx, names = codes(col)
+    times = np.array([parse_time(str(v), f"{given}: acquired") for v in names] or [0], np.int64)
+    return np.where(idx >= 0, times[np.maximum(idx, 0)], 0), idx >= 0
+
+
 def _models(batch: Any) -> set[ModelIdentity]:
     out = set()
     parts = [codes(batch.column(c)) for c in ("model_name", "model_version", "model_sha256")]
@@ -243,7 +257,7 @@ def _scan(job: Job, on_rows: Any) -> dict[str, _Acc]:
         n = batch.num_rows
         models |= _models(batch)
         if "aoi_id" in job.columns:
-            aois |= {a for a in codes(batch.column("aoi_id"))[1] if a is not None}
+            aois |= {str(a) for a in codes(batch.column("aoi_id"))[1] if a is not None}
         scene = validity(batch.column("row_off"))
         if not scene.any():
             on_rows(n)
@@ -257,7 +271,7 @@ def _scan(job: Job, on_rows: Any) -> dict[str, _Acc]:
         item_c, item_n = codes(batch.column("item_id")) if "item_id" in job.columns else (
             np.full(n, -1), [])
         if "acquired" in job.columns:
-            acq, acq_ok = timestamps_us(batch.column("acquired"))
+            acq, acq_ok = _acquired(batch.column("acquired"), job.given)
         else:
             acq, acq_ok = np.zeros(n, np.int64), np.zeros(n, bool)
         for u in np.unique(pcode[scene]):
@@ -313,7 +327,7 @@ def _grid(job: Job, k: int, path: str, acc: _Acc, stride: tuple[int, int] | None
         if rows > grid[0] or cols > grid[1]:
             raise JobReadError(f"{where}: windows beyond the manifest's grid {grid}")
         rows, cols = grid
-    if rows * cols > MAX_CELLS:
+    if rows * cols > MAX_CELLS or max(rows, cols) > MAX_SIDE:
         raise JobReadError(f"{where}: a grid of {rows} x {cols} windows is larger than allowed")
     shape = entry.get("size")
     if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):

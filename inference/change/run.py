@@ -45,6 +45,7 @@ from inference.change.rules import DEFAULT_MIN_CONFIDENCE, SRC_MISSING, interest
 from inference.change.table import Chunk, TableBuilder
 from vision import geo
 from vision.atomic import atomic_dir, write_bytes_atomic, write_json_atomic
+from vision.cli_options import refuse_overwrite
 from vision.contracts.changes import CHANGE_CODES, CHANGE_SCHEMA_VERSION
 from vision.errors import ConfigError
 from vision.hashing import file_sha256
@@ -97,8 +98,7 @@ def _check_out(opts: ChangeOptions) -> None:
             raise ConfigError(f"--out {opts.out} and job {given} overlap; write the comparison to its own folder")
     if not opts.out.exists() and not opts.out.is_symlink():
         return
-    if not opts.overwrite:
-        raise ConfigError(f"{opts.out} exists; pass --overwrite to replace it, or choose another path")
+    refuse_overwrite(opts.out, opts.overwrite)
     if opts.out.is_symlink() or not opts.out.is_dir():
         raise ConfigError(f"--out {opts.out} is not a folder; refusing to replace it")
     entries = list(opts.out.iterdir())

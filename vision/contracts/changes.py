@@ -164,7 +164,7 @@ class ChangeRow(TypedDict):
     maxy: float
     aoi_id: str | None
     area_ha: float
-    item_before: str
+    item_before: str | None
     item_after: str
     acquired_before: datetime | None
     acquired_after: datetime | None
@@ -181,7 +181,7 @@ class ChangeRow(TypedDict):
     status_after: str
     cloud_fraction_before: float | None
     cloud_fraction_after: float | None
-    alignment: str
+    alignment: str | None
     path_before: str | None
     row_off_before: int | None
     col_off_before: int | None

@@ -62,3 +62,25 @@ def test_an_ok_row_with_unusable_probabilities_is_not_assessed(make_grid_job: An
     pq.write_table(t, folder / "predictions.parquet")
     data = _cells(folder, tmp_path)
     assert data[B_STATUS - 1, 0].tolist() == [SRC_ERROR, SRC_ERROR, SRC_ERROR, SRC_OK]
+
+
+def test_the_cell_raster_is_sparse_where_a_job_has_no_rows(make_grid_job: Any, tmp_path: Path) -> None:
+    """A job restricted to a small AOI in a huge scene: the cost follows the rows, not the grid."""
+    status = np.full((600, 600), "ok", object)
+    folder = make_grid_job("a", status[:2, :2], np.zeros((2, 2), int))
+    import json
+
+    m = json.loads((folder / "manifest.json").read_text())
+    m["inputs"][0]["grid"] = [600, 600]  # 360,000 windows, 4 of them classified
+    (folder / "manifest.json").write_text(json.dumps(m))
+    job = open_job(folder)
+    cells = CellRasters(job, tmp_path / "cells")
+    cells.build()
+    assert (job.scenes[0].rows, job.scenes[0].cols) == (600, 600)
+    # 600 x 600 x 17 float32 bands would be 24 MB; one 256 x 256 tile is 4.5 MB
+    assert cells.paths[0].stat().st_size < 6 * 2**20
+    with rasterio.open(cells.paths[0]) as ds:
+        far = ds.read(window=rasterio.windows.Window(400, 400, 10, 10))
+        near = ds.read(B_STATUS, window=rasterio.windows.Window(0, 0, 3, 3))
+    assert np.isnan(far).all()
+    assert (near[:2, :2] == SRC_OK).all() and np.isnan(near[2]).all() and np.isnan(near[:, 2]).all()

@@ -126,3 +126,12 @@ def test_compatible_needs_the_same_classes_in_the_same_order(make_grid_job: Any)
     b = open_job(make_grid_job("b", OK3, LAB3, classes=["Forest", "AnnualCrop"]))
     with pytest.raises(ConfigError, match="different classes"):
         check_compatible([a, b])
+
+
+def test_acquisition_times_written_as_text_are_read(make_grid_job: Any) -> None:
+    folder = make_grid_job("a", OK3, LAB3)
+    t = pq.read_table(folder / "predictions.parquet")
+    k = t.schema.get_field_index("acquired")
+    t = t.set_column(k, pa.field("acquired", pa.string()), pa.array(["2021-05-06T07:08:09Z"] * t.num_rows))
+    pq.write_table(t, folder / "predictions.parquet")
+    assert open_job(folder).scenes[0].acquired().isoformat() == "2021-05-06T07:08:09+00:00"
