@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from inference.change.align import Aligner, DateValues, footprint
 from inference.change.cells import CellRasters, tiles
-from inference.change.jobs import Job, check_compatible, open_job, resolve_dates
+from inference.change.jobs import Job, SceneGrid, check_compatible, open_job, resolve_dates
 from inference.change.outputs import ChangeRaster, GeoJsonWriter, ParquetOut, Summary, outcome_codes, stem_for
 from inference.change.report import MAX_MAPS, Candidates, Sources, scene_map, write_report
 from inference.change.rules import DEFAULT_MIN_CONFIDENCE, SRC_MISSING, interest_mask, pair_outcome, trajectory
@@ -159,6 +159,8 @@ class _Areas:
     def __init__(self, later: Job, aois: geo.AoiSet | None, notes: list[str]):
         self.own: dict[int, BaseGeometry] = {}
         self.parts: dict[int, list[tuple[str, Any]]] = {}
+        #: per scene and AOI: the part whose hectares this scene counts (AOI part and own area)
+        self.counted: dict[int, dict[str, BaseGeometry]] = {}
         done: list[tuple[str, Any]] = []
         used: set[str] = set()
         for s in later.scenes:
@@ -175,6 +177,7 @@ class _Areas:
                     parts.append((a.id, g))
                     used.add(a.id)
             self.parts[s.index] = parts
+            self.counted[s.index] = {a: g.intersection(own) for a, g in parts}
         if aois is not None:
             for q in aois.problems:
                 notes.append(f"AOI feature {q.feature} ignored: {q.reason}")
@@ -185,7 +188,7 @@ class _Areas:
                 raise ConfigError(f"--aoi {aois.path}: no area overlaps the latest job's scenes")
 
 
-def _chunk(s: Any, i0: int, i1: int, j0: int, j1: int, vals: list[DateValues], areas: _Areas,
+def _chunk(s: SceneGrid, i0: int, i1: int, j0: int, j1: int, vals: list[DateValues], areas: _Areas,
            aois: geo.AoiSet | None, later: Job, interest: np.ndarray, p_min: float) -> Chunk | None:
     keep = np.flatnonzero(vals[-1].status != SRC_MISSING)
     if not len(keep):
@@ -206,11 +209,10 @@ def _chunk(s: Any, i0: int, i1: int, j0: int, j1: int, vals: list[DateValues], a
     dates = [_subset(v, keep) for v in vals]
     area = np.zeros(len(keep))
     own = areas.own[s.index]
-    geoms = {a: g.intersection(own) for a, g in areas.parts[s.index]} if aois is not None else {}
     keys = np.array([a if a is not None else "" for a in aoi_ids], dtype=object)
     for key in set(keys.tolist()):
         m = keys == key
-        geom = geoms.get(key, own) if aois is not None else own
+        geom = areas.counted[s.index][key] if aois is not None else own
         if not geom.is_empty:
             area[m] = geo.intersection_hectares(cells[m], geom, s.crs)
     b, a = dates[0], dates[-1]
