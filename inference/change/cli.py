@@ -61,7 +61,7 @@ def change(
                                                                "\\[default: every class]"),
     aoi: Path | None = typer.Option(None, "--aoi", help="areas of interest (GeoJSON or GeoPackage, any CRS): "
                                                         "only their windows, and a summary per area "
-                                                        "\[default: the latest job's own aoi_id, if any]"),
+                                                        "\\[default: the latest job's own aoi_id, if any]"),
     aoi_field: str | None = typer.Option(None, "--aoi-field", help="the AOI file's id field \\[default: the "
                                                                   "feature's index]"),
     min_confidence: float = typer.Option(DEFAULT_MIN_CONFIDENCE, "--min-confidence", min=0.0, max=1.0,
