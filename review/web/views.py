@@ -123,10 +123,12 @@ class ItemView(BaseModel):
 
 class ClaimAnswer(BaseModel):
     """The claimed item, ``null`` when nothing is left to review, and how many items are left
-    for this reviewer (the one claimed included, the ones they skipped left out)."""
+    for this reviewer (the one claimed included, the ones they skipped left out; with
+    ``more_left``, at least that many: `review.queue.LEFT_CAP`)."""
 
     item: ItemView | None
     left: int
+    more_left: bool = False
 
 
 class DecisionAnswer(BaseModel):
@@ -138,6 +140,7 @@ class DecisionAnswer(BaseModel):
     next: ItemView | None
     next_error: str | None = None
     left: int | None = None
+    more_left: bool = False
 
 
 class UndoAnswer(BaseModel):
@@ -147,6 +150,7 @@ class UndoAnswer(BaseModel):
     undone: str
     item: ItemView
     left: int
+    more_left: bool = False
 
 
 class ReleaseAnswer(BaseModel):

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from review.db.engine import Database
 from review.db.models import DONE, SECOND, Decision, Item, Job, User, utcnow
 from review.jobs.importer import set_classes_of_interest
-from review.queue import DecisionConflictError, DecisionInput, InvalidDecisionError, claim_next, decide, remaining
+from review.queue import DecisionConflictError, DecisionInput, InvalidDecisionError, Left, claim_next, decide, remaining
 
 
 def _user(db: Database, name: str) -> User:
@@ -256,13 +256,26 @@ def test_left_counts_what_this_reviewer_may_still_take(db: Database, job_id: int
         set_classes_of_interest(s, job, ["AnnualCrop"], four_eyes=True)
     now = utcnow()
     with db.write() as s:
-        assert remaining(s, job_id, rev, now) == 52
+        assert remaining(s, job_id, rev, now).count == 52
         mine = claim_next(s, job_id, rev, now, 300)
         theirs = claim_next(s, job_id, rev2, now, 300)
         assert mine is not None and theirs is not None and mine.interest
-        assert remaining(s, job_id, rev, now) == 51, "what someone else holds is not left for me"
-        assert remaining(s, job_id, rev, now, exclude=[mine.id]) == 50
+        assert remaining(s, job_id, rev, now).count == 51, "what someone else holds is not left for me"
+        assert remaining(s, job_id, rev, now, exclude=[mine.id]).count == 50
         decide(s, mine.id, rev, DecisionInput("accept", None, None, 0), now, "t")  # goes to second review
-        assert remaining(s, job_id, rev, now) == 50, "my own first review is not mine to second"
-        assert remaining(s, job_id, rev2, now) == 52, "the second look is theirs to give (and they hold one)"
-        assert remaining(s, job_id, rev, now + timedelta(seconds=301)) == 51, "an expired claim is free again"
+        assert remaining(s, job_id, rev, now).count == 50, "my own first review is not mine to second"
+        assert remaining(s, job_id, rev2, now).count == 52, "the second look is theirs to give (and they hold one)"
+        assert remaining(s, job_id, rev, now + timedelta(seconds=301)).count == 51, "an expired claim is free again"
+        assert remaining(s, job_id, rev, now, cap=10) == Left(10, more=True)
+        assert remaining(s, job_id, rev, now, cap=50) == Left(50, more=False)
+
+
+def test_a_big_queue_says_at_least_how_many_are_left(
+    client_for: Any, job_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import review.queue
+
+    monkeypatch.setattr(review.queue, "LEFT_CAP", 20)  # the count stops there, so it stays cheap
+    rev, csrf = client_for("rev")
+    answer = rev.post(f"/api/jobs/{job_id}/claim", headers={"X-CSRF-Token": csrf}).json()
+    assert (answer["left"], answer["more_left"]) == (20, True)

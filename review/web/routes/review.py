@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, aliased
 from review.auth.permissions import Action
 from review.db.models import JOB_READY, SECOND, Decision, Item, Job, User, utcnow
 from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input, read_small, write_in
-from review.queue import MAX_EXCLUDED, DecisionInput, claim_next, decide, release, remaining
+from review.queue import MAX_EXCLUDED, DecisionInput, Left, claim_next, decide, release, remaining
 from review.render import (
     MAX_IMAGE_BYTES,
     band_names,
@@ -163,8 +163,16 @@ def _claim(svc: Services, job_id: int, user: Principal, skip: Sequence[int] = ()
         if release_id is not None:
             release(s, release_id, user)
         item = claim_next(s, job_id, user, now, svc.settings.claim_seconds, skip)
-        left = remaining(s, job_id, user, now, skip)
-    return ClaimAnswer(item=item_view(svc, item, job) if item is not None else None, left=left)
+    left = _left(svc, job_id, user, skip)
+    return ClaimAnswer(item=item_view(svc, item, job) if item is not None else None, left=left.count,
+                       more_left=left.more)
+
+
+def _left(svc: Services, job_id: int, user: Principal, skip: Sequence[int]) -> Left:
+    # Counted in a read transaction after the write commits: the count never holds the
+    # write lock other reviewers' claims wait for.
+    with svc.db.read() as s:
+        return remaining(s, job_id, user, utcnow(), skip)
 
 
 def _require_pixels(svc: Services, item: Item, job: Job) -> None:
@@ -236,14 +244,14 @@ def undo_decision(
             done = undo_last(s, job_id, who, now, svc.settings.claim_seconds, rid)
         except NothingToUndoError as exc:
             raise HTTPException(409, str(exc)) from exc
-        undone = done.undone
-        left = remaining(s, job_id, who, now, [i for i in skip if i != done.item.id])
-        item = done.item
+        undone, item = done.undone, done.item
+    left = _left(svc, job_id, who, [i for i in skip if i != item.id])
     return UndoAnswer(
         undone_decision_id=undone.id,
         undone=f"{undone.decision}{' → ' + undone.class_name if undone.class_name else ''}",
         item=item_view(svc, item, job),
-        left=left,
+        left=left.count,
+        more_left=left.more,
     )
 
 
@@ -286,17 +294,18 @@ def decide_item(
     given = DecisionInput(body.decision, body.class_name, body.comment, body.version)
     with svc.db.write() as s:
         decision_id = decide(s, item_id, who, given, utcnow(), rid).id
-    nxt, error, left = None, None, None
+    nxt, error, left, more = None, None, None, False
     if body.next:
         try:
             answer = _claim(svc, job.id, who, body.skip)
-            nxt, left = answer.item, answer.left
+            nxt, left, more = answer.item, answer.left, answer.more_left
         except HTTPException as exc:
             error = f"decision saved; the next item could not be loaded: {exc.detail}"
         except Exception:  # the decision is committed: say so, and log what went wrong
             log.exception("claim after decision %s failed", decision_id)
             error = "decision saved; the next item could not be loaded: reload the page"
-    return DecisionAnswer(decision_id=decision_id, item_id=item_id, next=nxt, next_error=error, left=left)
+    return DecisionAnswer(decision_id=decision_id, item_id=item_id, next=nxt, next_error=error, left=left,
+                          more_left=more)
 
 
 @router.get("/items/{item_id}")

@@ -21,6 +21,7 @@
   const decidedKey = `vision-review-decided-${jobId}`;
   let decided = Number(readJSON(decidedKey, 0)) || 0;
   let left = null;
+  let moreLeft = false;  // the server stops counting at 1000 (review.queue.LEFT_CAP)
   let combos = [];
   let comboIndex = 0;
   // Items skipped in this tab's session: sent with every claim so they do not come back.
@@ -66,7 +67,7 @@
 
   function counters() {
     writeJSON(decidedKey, decided);
-    $("queue-left").textContent = left == null ? "" : `${left} left in this queue`;
+    $("queue-left").textContent = left == null ? "" : `${left}${moreLeft ? "+" : ""} left in this queue`;
     $("session-count").textContent = `${decided} decided`;
     $("skip-count").textContent = `${skipped.length} skipped`;
     $("skip-count").hidden = !skipped.length;
@@ -252,7 +253,7 @@
   }
 
   function answered(data) {
-    if (data && typeof data.left === "number") left = data.left;
+    if (data && typeof data.left === "number") { left = data.left; moreLeft = Boolean(data.more_left); }
     counters();
   }
 
