@@ -4,12 +4,14 @@ Exports read the ``items`` and ``decisions`` tables, and sign-in reads ``users``
 them is chained. `review.audit.verify` feeds every authentic audit row to `Expectations`,
 which then compares the tables with what the rows recorded and names the first mismatch:
 
-- every decision row matches the review row (``review.first``/``second``/``override``) made
-  on the same item version: kind, decision, class, comment, reviewer, request id and time,
-  and no review row lacks its decision;
+- every decision row matches the review row (``review.first``/``second``/``override``/
+  ``undo``) made on the same item version: kind, decision, class, comment, reviewer, request
+  id and time, and no review row lacks its decision (an undo is a decision row of its own,
+  ``kind = decision = "undo"``: nothing is deleted);
 - every item's review state (status, final decision and class, version, deciding reviewer,
   time, first reviewer) equals what its last review row says (or is untouched when none
-  exists); its prediction and location (`item_fingerprint`) equal what the reviewer saw;
+  exists; after an undo, the state it restored); its prediction and location
+  (`item_fingerprint`) equal what the reviewer saw;
 - each job has as many items as its import recorded;
 - every user exists in the log with the role and active flag of their last change;
 - an empty log in a database that holds users, jobs, items or decisions was wiped.
@@ -32,7 +34,14 @@ from sqlalchemy.orm import Session
 from review.db.models import PENDING, AuditEntry, Decision, Item, Job, User
 
 #: Review actions and the decision kind each records.
-REVIEW_KINDS = {"review.first": "first", "review.second": "second", "review.override": "override"}
+REVIEW_KINDS = {
+    "review.first": "first",
+    "review.second": "second",
+    "review.override": "override",
+    "review.undo": "undo",
+}
+#: The decision kind (and decision value) of an undo (`review.undo`).
+UNDO_KIND = "undo"
 #: Audit actions that record how many items a job holds.
 ITEM_COUNT_ACTIONS = ("job.import", "job.ready")
 #: Audit actions that record a user's role and active flag.
@@ -111,6 +120,23 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
+def _decision_expected(d: Decision, r: _Review, names: dict[int, str]) -> list[tuple[str, Any, Any]]:
+    """``(what, in the table, in the audit row)`` for one decision row."""
+    undo = r.kind == UNDO_KIND  # its after holds the item's restored state, not the undo's
+    expected: list[tuple[str, Any, Any]] = [
+        ("kind", d.kind, r.kind),
+        ("decision", d.decision, UNDO_KIND if undo else r.after.get("decision")),
+        ("class", d.class_name, None if undo else r.after.get("class")),
+        ("comment", d.comment, None if undo else r.after.get("comment")),
+        ("reviewer", names.get(d.reviewer_id), r.actor),
+        ("request id", d.request_id, r.request_id),
+    ]
+    at = "undo_at" if undo else "decided_at"
+    if at in r.after or undo:
+        expected.append(("time", _iso(d.decided_at), r.after.get(at)))
+    return expected
+
+
 class Expectations:
     """Collects, from audit rows in order, what the tables must hold; `check` compares."""
 
@@ -145,6 +171,12 @@ class Expectations:
         self.last[item_id] = rev
         if kind == "first":
             self.first_reviewer[item_id] = r.actor
+        elif kind == UNDO_KIND:  # the undo recorded whose first review stands now, if any
+            first = after.get("first_reviewer")
+            if isinstance(first, str):
+                self.first_reviewer[item_id] = first
+            else:
+                self.first_reviewer.pop(item_id, None)
 
     def check(self, db: Session, rows: int) -> Mismatch | None:
         """The first table row that contradicts the log, or ``None`` when all agree."""
@@ -220,16 +252,7 @@ class Expectations:
                         "added behind the service's back",
                     )
                 seen.add(key)
-                expected: list[tuple[str, Any, Any]] = [
-                    ("kind", d.kind, r.kind),
-                    ("decision", d.decision, r.after.get("decision")),
-                    ("class", d.class_name, r.after.get("class")),
-                    ("comment", d.comment, r.after.get("comment")),
-                    ("reviewer", names.get(d.reviewer_id), r.actor),
-                    ("request id", d.request_id, r.request_id),
-                ]
-                if "decided_at" in r.after:
-                    expected.append(("time", _iso(d.decided_at), r.after["decided_at"]))
+                expected = _decision_expected(d, r, names)
                 for label, actual, want in expected:
                     if actual != want:
                         return Mismatch(
@@ -279,18 +302,20 @@ class Expectations:
                     f"{item.final_class!r}, version {item.version}) but no audit row records a decision on it",
                 )
             return None
+        # After an undo the deciding reviewer is the one whose decision stands again (if any).
+        deciding = r.after.get("decided_by") if r.kind == UNDO_KIND else r.actor
         expected: list[tuple[str, Any, Any]] = [
             ("status", item.status, r.after.get("status")),
             ("decision", item.final_decision, r.after.get("decision")),
             ("class", item.final_class, r.after.get("class")),
             ("version", item.version, r.after.get("version")),
-            ("reviewer", names.get(item.decided_by) if item.decided_by is not None else None, r.actor),
+            ("reviewer", names.get(item.decided_by) if item.decided_by is not None else None, deciding),
             ("first reviewer", first, self.first_reviewer.get(item.id)),
         ]
         if "predicted" in r.after:
             expected.append(("predicted class", item.class_name, r.after["predicted"]))
-        if "decided_at" in r.after:
-            expected.append(("decision time", _iso(item.decided_at), r.after["decided_at"]))
+        if "decided_at" in r.after or r.kind == UNDO_KIND:
+            expected.append(("decision time", _iso(item.decided_at), r.after.get("decided_at")))
         if "item" in r.after:
             expected.append(("imported content (path, window, prediction)", item_fingerprint(item), r.after["item"]))
         for label, actual, want in expected:

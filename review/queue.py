@@ -5,6 +5,10 @@ confidence. A reviewer *claims* an item for `ReviewSettings.claim_seconds`; nobo
 offered it until the claim expires. Claims are compare-and-set updates (with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two reviewers never hold the same item.
 
+A reviewer may *skip* items: the page keeps the ids it skipped and passes them as
+``exclude``, so a skipped item is not offered to them again in that session (others still
+get it). `remaining` counts what is left for one reviewer ("N left in this queue").
+
 A decision names the item version it was made on. The update only applies to that version
 and ``decisions(item_id, item_version)`` is unique, so a concurrent decision is refused with
 `DecisionConflictError`, never silently overwritten.
@@ -12,6 +16,7 @@ and ``decisions(item_id, item_version)`` is unique, so a concurrent decision is 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -61,7 +66,11 @@ def _free(user_id: int, now: datetime) -> Any:
     return or_(Item.claimed_by.is_(None), Item.claim_expires < now, Item.claimed_by == user_id)
 
 
-def _candidates(job_id: int, user_id: int, now: datetime) -> list[Any]:
+#: Most skipped items one claim can leave out (the page keeps its newest ones).
+MAX_EXCLUDED = 1000
+
+
+def _candidates(job_id: int, user_id: int, now: datetime, exclude: Collection[int] = ()) -> list[Any]:
     """The queue, most urgent first, as queries that each walk ``ix_items_queue`` in order.
 
     One ``ORDER BY CASE ...`` over the whole job would sort every pending item on each
@@ -69,6 +78,8 @@ def _candidates(job_id: int, user_id: int, now: datetime) -> list[Any]:
     """
     free = _free(user_id, now)
     base = select(Item.id).where(Item.job_id == job_id, free)
+    if exclude:
+        base = base.where(Item.id.not_in(list(exclude)))
     return [
         base.where(Item.status == SECOND, Item.first_reviewer_id != user_id).order_by(
             Item.interest.desc(), Item.confidence, Item.id
@@ -78,24 +89,43 @@ def _candidates(job_id: int, user_id: int, now: datetime) -> list[Any]:
     ]
 
 
-def claim_next(db: Session, job_id: int, user: Reviewer, now: datetime, claim_seconds: int) -> Item | None:
+def _check_exclude(exclude: Collection[int]) -> None:
+    if len(exclude) > MAX_EXCLUDED:
+        raise InvalidDecisionError(f"at most {MAX_EXCLUDED} skipped items can be left out of a claim")
+
+
+def claim_next(
+    db: Session,
+    job_id: int,
+    user: Reviewer,
+    now: datetime,
+    claim_seconds: int,
+    exclude: Collection[int] = (),
+) -> Item | None:
     """Claim the item that most needs a human, or ``None`` when the queue is empty.
 
-    An item this user already holds (e.g. after a page reload) is returned first.
+    An item this user already holds (e.g. after a page reload, or given back by `undo`)
+    is returned first. Items in ``exclude`` (the ones this reviewer skipped) are not
+    offered.
+
+    Raises:
+        InvalidDecisionError: more than `MAX_EXCLUDED` items to leave out.
     """
-    held = db.execute(
+    _check_exclude(exclude)
+    held_q = (
         select(Item)
         .where(Item.claimed_by == user.id, Item.job_id == job_id, Item.claim_expires >= now)
         .where(_claimable(user.id, now))
-        .order_by(Item.id)
-        .limit(1)
-    ).scalar_one_or_none()
+    )
+    if exclude:
+        held_q = held_q.where(Item.id.not_in(list(exclude)))
+    held = db.execute(held_q.order_by(Item.id).limit(1)).scalar_one_or_none()
     if held is not None:
         return held
     expires = now + timedelta(seconds=claim_seconds)
     for _ in range(20):
         item_id = None
-        for query in _candidates(job_id, user.id, now):
+        for query in _candidates(job_id, user.id, now, exclude):
             item_id = db.execute(query.limit(1).with_for_update(skip_locked=True)).scalar_one_or_none()
             if item_id is not None:
                 break
@@ -110,6 +140,43 @@ def claim_next(db: Session, job_id: int, user: Reviewer, now: datetime, claim_se
         if res.rowcount == 1:  # type: ignore[attr-defined]
             return db.get(Item, item_id, populate_existing=True)
     return None
+
+
+#: `remaining` counts up to this many items: a count must stay cheap with 100k items (the
+#: page says "1000+ left"; the job page has the exact numbers).
+LEFT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class Left:
+    """How many items are left for a reviewer.
+
+    Attributes:
+        count: the number, at most `LEFT_CAP`.
+        more: more than ``count`` are left (the count stopped at the cap).
+    """
+
+    count: int
+    more: bool = False
+
+
+def remaining(
+    db: Session, job_id: int, user: Reviewer, now: datetime, exclude: Collection[int] = (), cap: int | None = None
+) -> Left:
+    """How many items are left for ``user`` in a job: pending ones and second looks they
+    may give (not their own first reviews), that nobody else holds now, including the one
+    they hold and leaving out ``exclude`` (the ones they skipped).
+
+    Counting stops after ``cap`` (default `LEFT_CAP`) items, so the answer costs the same
+    in a job of 100 items as in one of 100k.
+    """
+    _check_exclude(exclude)
+    cap = LEFT_CAP if cap is None else cap
+    q = select(Item.id).where(Item.job_id == job_id, _claimable(user.id, now))
+    if exclude:
+        q = q.where(Item.id.not_in(list(exclude)))
+    n = int(db.execute(select(func.count()).select_from(q.limit(cap + 1).subquery())).scalar_one())
+    return Left(min(n, cap), n > cap)
 
 
 def release(db: Session, item_id: int, user: Reviewer) -> bool:
@@ -140,7 +207,8 @@ class DecisionInput:
     version: int
 
 
-def _state(item: Item) -> dict[str, Any]:
+def review_state(item: Item) -> dict[str, Any]:
+    """An item's review state as its audit rows record it (``before`` and ``after``)."""
     return {
         "status": item.status,
         "decision": item.final_decision,
@@ -205,7 +273,7 @@ def decide(
             interest = set(job.classes_of_interest or [])
             positive = final_class is not None and final_class in interest
             status = SECOND if job.four_eyes and positive else DONE
-    before = _state(item)
+    before = review_state(item)
     values: dict[str, Any] = {
         "status": status,
         "final_decision": given.decision,
@@ -246,7 +314,7 @@ def decide(
     db.refresh(item)
     # The decision time and the item's imported content are recorded so `audit verify` can
     # check the decision and item rows that exports read against this row.
-    after = _state(item) | {
+    after = review_state(item) | {
         "predicted": item.class_name,
         "comment": comment,
         "decided_at": now.isoformat(timespec="microseconds"),

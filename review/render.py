@@ -7,7 +7,9 @@ window asked for is read, however large the scene.
 Bands are stretched per band between the 2nd and 98th percentile of valid pixels, which
 suits both 8-bit RGB and 12-bit Sentinel-2 reflectances. Multispectral rasters get a
 natural-colour default (B04, B03, B02 when the bands are named, else the first three) and
-any 1-based band triple can be asked for.
+any 1-based band triple can be asked for, for the chip and the scene overview alike.
+`natural_bands` says which triple is natural colour (the page shows the heatmap by default
+only over natural-colour views).
 
 Explanations: ``JOB_DIR/explanations/<row>.png`` (``row`` = the item's row in
 ``predictions.parquet``) is overlaid on the chip. When it is missing, `explanation_png`
@@ -28,10 +30,19 @@ from threading import Lock
 
 import numpy as np
 from PIL import Image, ImageDraw
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from review.jobs.files import InputRefusedError, SafeFile, is_inside, open_input
-from vision.bands import display_bands, display_names, match_bands, raster_band_names, stretch_uint8
+from vision.bands import (
+    RGB_DISPLAY,
+    display_bands,
+    display_names,
+    match_bands,
+    raster_band_names,
+    select_bands,
+    stretch_uint8,
+)
 from vision.errors import BandMismatchError
 from vision.raster import RASTER_SUFFIXES, open_raster
 
@@ -85,6 +96,34 @@ def default_bands(names: Sequence[str | None]) -> list[int]:
     return [b + 1 for b in display_bands(names)]
 
 
+def natural_bands(src: SafeFile, names: Sequence[str]) -> list[int] | None:
+    """The 1-based natural-colour triple of a file, or ``None`` when it has none.
+
+    Bands named B04/B03/B02 (or red/green/blue) are natural colour; so are the first three
+    bands of a PNG/JPEG and of a raster with exactly three unnamed bands (an RGB photo).
+    ``names`` are `band_names` (``band<N>`` for unnamed bands).
+    """
+    try:
+        return [b + 1 for b in select_bands(list(names), RGB_DISPLAY)]
+    except BandMismatchError:
+        pass
+    unnamed = all(n == f"band{i + 1}" for i, n in enumerate(names))
+    if len(names) >= 3 and (src.suffix not in RASTER_SUFFIXES or (len(names) == 3 and unnamed)):
+        return [1, 2, 3]
+    return None
+
+
+def _chosen(ds: DatasetReader, bands: Sequence[int] | None) -> list[int]:
+    """The 1-based bands to draw: ``bands`` (checked against the file), else natural colour."""
+    count = int(ds.count)
+    chosen = list(bands) if bands else default_bands(raster_band_names(ds.descriptions))
+    if len(chosen) != 3 or any(not 1 <= b <= count for b in chosen):
+        raise BandMismatchError(f"bands must be three of 1..{count}, got {chosen}")
+    if count < 3 and not bands:
+        chosen = [1, 1, 1]
+    return chosen
+
+
 def stretch(arr: np.ndarray, nodata: float | None = None) -> np.ndarray:
     """``C x H x W`` values to ``H x W x C`` uint8 with the project's display stretch
     (`vision.bands.stretch`); a band's ``nodata`` pixels are black."""
@@ -125,26 +164,31 @@ def render_chip(src: SafeFile, window: WindowSpec, bands: Sequence[int] | None =
     if isinstance(cached, bytes):
         return cached
     with open_raster(src.gdal_path) as ds:
-        chosen = list(bands) if bands else default_bands(raster_band_names(ds.descriptions))
-        if len(chosen) != 3 or any(not 1 <= b <= ds.count for b in chosen):
-            raise BandMismatchError(f"bands must be three of 1..{ds.count}, got {chosen}")
-        if ds.count < 3 and not bands:
-            chosen = [1, 1, 1]
+        chosen = _chosen(ds, bands)
         arr = ds.read(chosen, window=_window(*window))
         png = _png(stretch(arr, ds.nodata), CHIP_DISPLAY)
     _CACHE.put(key, png)
     return png
 
 
-def render_overview(src: SafeFile, window: WindowSpec) -> bytes:
-    """A small PNG of the whole scene with the item's window outlined in red."""
-    key = ("overview", src.key)
+def render_overview(src: SafeFile, window: WindowSpec, bands: Sequence[int] | None = None) -> bytes:
+    """A small PNG of the whole scene with the item's window outlined in red.
+
+    Args:
+        src: the opened scene.
+        window: the item's window (see `render_chip`).
+        bands: three 1-based bands (R, G, B), as for the chip; default natural colour.
+
+    Raises:
+        BandMismatchError: a band is out of range.
+    """
+    key = ("overview", src.key, tuple(bands or ()))
     base = _CACHE.get(key)
     with open_raster(src.gdal_path) as ds:
         scale = min(1.0, OVERVIEW_SIZE / max(ds.width, ds.height))
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if not isinstance(base, bytes):
-            chosen = default_bands(raster_band_names(ds.descriptions))
+            chosen = _chosen(ds, bands)
             arr = ds.read(chosen, out_shape=(3, h, w))
             base = _png(stretch(arr, ds.nodata))
             _CACHE.put(key, base)

@@ -59,6 +59,8 @@ ROUTE_ACTIONS: dict[str, Action] = {
     "review_page": Action.REVIEW,
     "claim_item": Action.REVIEW,
     "release_item": Action.REVIEW,
+    "skip_item": Action.REVIEW,
+    "undo_decision": Action.REVIEW,
     "decide_item": Action.REVIEW,
     "override_item": Action.OVERRIDE_REVIEW,
     "export_results": Action.EXPORT_RESULTS,

@@ -2,14 +2,25 @@
 
 Numbers read from a job's table may be NaN or infinite in rows imported by older versions:
 `Finite` turns those into ``null`` so an answer is always valid JSON.
+
+`wgs84_location` gives the review page an item's place in latitude/longitude beside its CRS
+coordinates (`vision.geo.wgs84_bounds`: west > east when the window crosses the
+antimeridian).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Annotated
 
+from affine import Affine
 from pydantic import AfterValidator, BaseModel
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError, ProjError
+
+from vision.geo import WGS84, wgs84_bounds
 
 
 def _finite(v: float | None) -> float | None:
@@ -35,6 +46,56 @@ class WindowView(BaseModel):
     width: int
 
 
+class Wgs84View(BaseModel):
+    """An item's window in WGS 84 degrees.
+
+    Attributes:
+        lon: longitude of the window's centre, in [-180, 180].
+        lat: latitude of the window's centre.
+        bounds: west, south, east, north; west > east when it crosses the antimeridian.
+    """
+
+    lon: float
+    lat: float
+    bounds: list[float]
+
+
+@lru_cache(maxsize=64)
+def _to_wgs84(crs: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_user_input(crs), WGS84, always_xy=True)
+
+
+def wgs84_location(crs: str | None, bounds: Sequence[float] | None) -> Wgs84View | None:
+    """The centre and bounds in WGS 84 of a window given in ``crs`` (``None`` when the item
+    has no georeference or its CRS cannot be transformed)."""
+    if not crs or not bounds or len(bounds) != 4:
+        return None
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    if not (maxx > minx and maxy > miny):
+        return None
+    # The window as one pixel of a north-up grid: `wgs84_bounds` densifies its edges.
+    one_pixel = Affine(maxx - minx, 0.0, minx, 0.0, miny - maxy, maxy)
+    try:
+        west, south, east, north = wgs84_bounds(crs, one_pixel, (0, 0, 1, 1))
+        lon, lat = _to_wgs84(crs).transform((minx + maxx) / 2, (miny + maxy) / 2, errcheck=True)
+    except (CRSError, ProjError, ValueError):
+        return None
+    box = [_wrap(west), float(south), _wrap(east), float(north)]
+    if not all(math.isfinite(v) for v in (*box, lon, lat)):
+        return None
+    return Wgs84View(lon=_wrap(lon), lat=float(lat), bounds=box)
+
+
+def _wrap(lon: float) -> float:
+    """A longitude in [-180, 180] (a geographic CRS may give 180.1 for -179.9)."""
+    lon = float(lon)
+    if lon > 180.0:
+        lon -= 360.0
+    elif lon < -180.0:
+        lon += 360.0
+    return lon
+
+
 class ItemView(BaseModel):
     """What the review page shows of an item."""
 
@@ -49,9 +110,11 @@ class ItemView(BaseModel):
     top3: list[Top]
     classes: list[str]
     bands: list[str]
+    natural_bands: list[int] | None = None
     window: WindowView | None
     bounds: list[float] | None
     crs: str | None
+    wgs84: Wgs84View | None = None
     chip_url: str
     overview_url: str | None
     heatmap_url: str | None
@@ -59,9 +122,13 @@ class ItemView(BaseModel):
 
 
 class ClaimAnswer(BaseModel):
-    """The claimed item, ``null`` when nothing is left to review."""
+    """The claimed item, ``null`` when nothing is left to review, and how many items are left
+    for this reviewer (the one claimed included, the ones they skipped left out; with
+    ``more_left``, at least that many: `review.queue.LEFT_CAP`)."""
 
     item: ItemView | None
+    left: int
+    more_left: bool = False
 
 
 class DecisionAnswer(BaseModel):
@@ -72,6 +139,18 @@ class DecisionAnswer(BaseModel):
     item_id: int
     next: ItemView | None
     next_error: str | None = None
+    left: int | None = None
+    more_left: bool = False
+
+
+class UndoAnswer(BaseModel):
+    """An undone decision and its item, back in the reviewer's hands."""
+
+    undone_decision_id: int
+    undone: str
+    item: ItemView
+    left: int
+    more_left: bool = False
 
 
 class ReleaseAnswer(BaseModel):

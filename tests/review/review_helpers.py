@@ -72,8 +72,14 @@ def write_job(
     scene_size: int = 128,
     window: int = 32,
     seed: int = 0,
+    classes: list[str] | None = None,
+    model_uri: str | None = None,
 ) -> Path:
-    """Write a finished job folder; returns it. Windows overlap (stride 16) for numbers."""
+    """Write a finished job folder; returns it. Windows overlap (stride 16) for numbers.
+
+    ``classes`` replaces the model's ten EuroSAT classes; ``model_uri`` is the model the
+    manifest names (for heatmaps, see `write_model`)."""
+    classes = list(classes or CLASSES)
     job_dir.mkdir(parents=True, exist_ok=True)
     inputs = job_dir / "inputs"
     inputs.mkdir(exist_ok=True)
@@ -84,13 +90,13 @@ def write_job(
     base = {"input_sha256": "a" * 64, "model_name": "landcover", "model_version": "3", "model_sha256": "b" * 64}
 
     def prediction() -> dict[str, Any]:
-        logits = rng.normal(0, 1.5, len(CLASSES))
+        logits = rng.normal(0, 1.5, len(classes))
         p = np.exp(logits) / np.exp(logits).sum()
         k = int(p.argmax())
         return {
             "status": "ok",
             "label": k,
-            "class_name": CLASSES[k],
+            "class_name": classes[k],
             "confidence": float(p[k]),
             "probs": [float(x) for x in p],
             "flagged": bool(p[k] > 0.5),
@@ -163,8 +169,12 @@ def write_job(
             }
         )
     pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), job_dir / "predictions.parquet")
+    bands = ["B02", "B03", "B04", "B08"]
+    model: dict[str, Any] = {"name": "landcover", "version": "3", "classes": classes, "bands": bands}
+    if model_uri:
+        model["uri"] = model_uri
     manifest = {
-        "model": {"name": "landcover", "version": "3", "classes": CLASSES, "bands": ["B02", "B03", "B04", "B08"]},
+        "model": model,
         "counts": {"total": len(rows), "ok": len(rows) - n_bad, "error": n_bad},
     }
     (job_dir / "manifest.json").write_text(json.dumps(manifest))
@@ -235,3 +245,30 @@ def write_relative_job(work: Path, seed: int = 0) -> Path:
     rewrite_paths(folder, paths)
     set_column(folder, "input_sha256", hashes)
     return folder
+
+
+def write_model(folder: Path) -> Path:
+    """A small real model (Lite0, no pretraining, the scene's four bands) exported with its
+    checkpoint as training does; returns the ``.onnx`` (heatmaps are Grad-CAM from the
+    checkpoint it names)."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.export import export_onnx
+    from vision.contracts.model import ModelMetadata
+    from vision.models import NormalizedClassifier, get_model
+
+    bands = ["B02", "B03", "B04", "B08"]
+    torch.manual_seed(0)
+    net = NormalizedClassifier(get_model("efficientnet_lite0", len(CLASSES), len(bands), "none", band_names=bands),
+                               [1000.0] * 4, [500.0] * 4).eval()
+    ck = folder / "checkpoints" / "best.pt"
+    save_checkpoint(ck, {"model": net.state_dict(), "architecture": "efficientnet_lite0", "classes": CLASSES,
+                         "bands": bands, "mean": [1000.0] * 4, "std": [500.0] * 4, "input_size": [32, 32],
+                         "temperature": 1.0, "thresholds": {}, "model_name": "landcover", "dropout": 0.2})
+    meta = ModelMetadata(classes=tuple(CLASSES), bands=tuple(bands), input_size=(32, 32), mean=(1000.0,) * 4,
+                         std=(500.0,) * 4, temperature=1.0, architecture="efficientnet_lite0", model_name="landcover",
+                         model_version="3", checkpoint=str(ck))
+    onnx_path = folder / "model.onnx"
+    export_onnx(net, onnx_path, meta, torch.rand(4, 4, 32, 32) * 3000)
+    return onnx_path

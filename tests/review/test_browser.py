@@ -1,8 +1,11 @@
-"""A reviewer reviews ten items with the keyboard in headless Chromium (Playwright).
+"""A reviewer reviews with the keyboard only in headless Chromium (Playwright): decisions,
+every class by key or picker, skip, undo, heatmap toggle and opacity, zoom, band
+combinations and the key overlay.
 
 Chromium comes from the system (Debian's ``chromium``, `.ci/system-deps`); Playwright never
-downloads a browser. ``CHROMIUM`` overrides the executable; the screenshot goes to
-``VISION_TEST_ARTIFACTS`` (default: the test's temporary folder).
+downloads a browser. ``CHROMIUM`` overrides the executable; screenshots go to
+``VISION_TEST_ARTIFACTS`` (default: the test's temporary folder): ``review-heatmap-on.png``,
+``review-heatmap-off.png``, ``review-zoomed.png``, ``review-shortcuts.png`` and others.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_cli
 from playwright.sync_api import expect
-from review_helpers import PASSWORD, write_job, write_relative_job
+from review_helpers import CLASSES, PASSWORD, write_job, write_model, write_relative_job
 from sqlalchemy import select
 
 from review.db.engine import Database
@@ -43,7 +47,12 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def test_reviewer_reviews_ten_items_with_the_keyboard(
+def _user_id(db: Database, name: str) -> int:
+    with db.read() as s:
+        return int(s.execute(select(User.id).where(User.name == name)).scalar_one())
+
+
+def test_reviewer_reviews_with_the_keyboard_only(
     browser: Any, live_server: str, job_id: int, db: Database, tmp_path: Path
 ) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
@@ -57,59 +66,215 @@ def test_reviewer_reviews_ten_items_with_the_keyboard(
     page.press("input[name=password]", "Enter")
     page.wait_for_url(f"**/jobs/{job_id}/review")
     expect(page.locator("#item-id")).not_to_have_text("")
+    expect(page.locator("#queue-left")).to_have_text("52 left in this queue")
     chip = page.locator("#chip")
     expect(chip).to_have_js_property("complete", True)
     assert chip.evaluate("el => el.naturalWidth") > 0
-    shot = Path(os.environ.get("VISION_TEST_ARTIFACTS", str(tmp_path))) / "review-page.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    # where the window is, also in latitude/longitude (EPSG:32632 around 500000 E, 5200000 N)
+    expect(page.locator("#loc-latlon")).to_contain_text("° N, 9.0")
+    expect(page.locator("#loc-wgs84")).to_contain_text("W 9.00000, S 46.9")
+    assert _shot(page, tmp_path, "review-page.png").stat().st_size > 10_000
 
-    # B cycles the band combination of the 4-band scene
+    # B cycles the band combination of the 4-band scene, for the chip and the overview alike
     before = page.get_attribute("#chip", "src")
     page.keyboard.press("b")
     assert page.get_attribute("#chip", "src") != before
+    assert "bands=4,3,2" in (page.get_attribute("#overview", "src") or "")
+    expect(page.locator("#overview")).to_have_js_property("complete", True)
+    assert page.locator("#overview").evaluate("el => el.naturalWidth") > 0
+    page.keyboard.press("b")
+    # H on a job without a model: says why there is no heatmap
+    page.keyboard.press("h")
+    expect(page.locator("#message")).to_contain_text("does not record which model")
+    # ? shows every key; Esc closes it
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    expect(page.locator("#shortcuts")).to_contain_text("undo your last decision")
+    page.keyboard.press("Escape")
+    expect(page.locator("#shortcuts")).to_be_hidden()
+    # Z zooms the chip x4, nearest neighbour
+    page.keyboard.press("z")
+    expect(page.locator("#workspace")).to_have_class("review-grid zoomed")
+    assert chip.evaluate("el => [el.getBoundingClientRect().width, getComputedStyle(el).imageRendering]") == [
+        1024, "pixelated"]
+    page.keyboard.press("z")
+    assert chip.evaluate("el => el.getBoundingClientRect().width") == 256
 
-    keys = ["a", "r", "2", "a", "c", "a", "/", "r", "9", "a"]
-    expected = []
     shown: list[int] = []
-    for n, key in enumerate(keys, start=1):
+    expected: dict[int, list[tuple[str, str | None]]] = {}
+    decided = 0
+
+    def current() -> int:
         expect(page.locator("#btn-accept")).to_be_enabled()  # decisions wait for the picture
-        shown.append(int(page.text_content("#item-id") or 0))
-        if key == "c":  # choose a class in the list, then Enter
-            page.keyboard.press("c")
-            page.keyboard.press("ArrowDown")
-            page.keyboard.press("Enter")
-            expected.append("correct")
-        elif key == "/":  # type a comment, leave the field, accept
-            page.keyboard.press("/")
-            page.keyboard.type("cloud shadow?")
-            page.keyboard.press("Escape")
-            page.keyboard.press("a")
-            expected.append("accept")
-        else:
-            page.keyboard.press(key)
-            expected.append({"a": "accept", "r": "reject"}.get(key, "correct"))
-        expect(page.locator("#session-count")).to_have_text(f"{n} decided")
-        expect(page.locator("#item-id")).not_to_have_text(str(shown[-1]))
-    assert not errors, errors
-    assert len(set(shown)) == 10
+        return int(page.text_content("#item-id") or 0)
+
+    def decide(keys: list[str], decision: str, cls: str | None) -> int:
+        nonlocal decided
+        item = current()
+        shown.append(item)
+        for key in keys:
+            if key.startswith("type:"):
+                page.keyboard.type(key[5:])
+            else:
+                page.keyboard.press(key)
+        decided += 1
+        expect(page.locator("#session-count")).to_have_text(f"{decided} decided")
+        expect(page.locator("#item-id")).not_to_have_text(str(item))
+        expected.setdefault(item, []).append((decision, cls))
+        return item
+
+    decide(["a"], "accept", None)
+    expect(page.locator("#queue-left")).to_have_text("51 left in this queue")
+    decide(["r"], "reject", None)
+    decide(["2"], "correct", "Forest")
+    decide(["0"], "correct", "SeaLake")  # the 10th class has a key too
+    decide(["c", "type:riv", "Enter"], "correct", "River")  # the picker, filtered by typing
+    decide(["/", "type:cloud shadow?", "Escape", "a"], "accept", None)
+    expect(page.locator("#queue-left")).to_have_text("46 left in this queue")
+
+    # S gives the item back without a decision; it is not offered again in this session
+    skipped = current()
+    page.keyboard.press("s")
+    expect(page.locator("#item-id")).not_to_have_text(str(skipped))
+    expect(page.locator("#skip-count")).to_have_text("1 skipped")
+    expect(page.locator("#queue-left")).to_have_text("45 left in this queue")
+    undone = decide(["a"], "accept", None)
+    assert undone != skipped
+
+    # U takes back one's own last decision: the item comes back, to be decided again
+    page.keyboard.press("u")
+    expect(page.locator("#item-id")).to_have_text(str(undone))
+    expect(page.locator("#message")).to_contain_text("undid your accept")
+    decided -= 1
+    expect(page.locator("#session-count")).to_have_text(f"{decided} decided")
+    expected[undone].append(("undo", None))
+    page.keyboard.press("u")  # only the last decision, once
+    expect(page.locator("#message")).to_contain_text("undone already")
+    expect(page.locator("#item-id")).to_have_text(str(undone))
+    decide(["r"], "reject", None)
+    decide(["9"], "correct", "River")
+
+    # a reload keeps the session's skip list: the skipped item still does not come back
+    page.reload()
+    expect(page.locator("#skip-count")).to_have_text("1 skipped")
+    for key in ("a", "r", "a"):
+        decide([key], {"a": "accept", "r": "reject"}[key], None)
+    assert skipped not in shown
+    refused = [e for e in errors if "status of 409" in e]
+    assert len(refused) == 1, "the second U was refused (409), and nothing else was"
+    assert [e for e in errors if e not in refused] == [], errors
 
     with db.read() as s:
-        rev = s.execute(select(User).where(User.name == "rev")).scalar_one()
         decisions = (
-            s.execute(select(Decision).where(Decision.reviewer_id == rev.id).order_by(Decision.id)).scalars().all()
-        )
-        audit_rows = (
-            s.execute(select(AuditEntry).where(AuditEntry.action == "review.first").order_by(AuditEntry.seq))
+            s.execute(select(Decision).where(Decision.reviewer_id == _user_id(db, "rev")).order_by(Decision.id))
             .scalars()
             .all()
         )
-    assert [d.item_id for d in decisions] == shown
-    assert [d.decision for d in decisions] == expected
+        actions = s.execute(select(AuditEntry.action).order_by(AuditEntry.seq)).scalars().all()
+    got: dict[int, list[tuple[str, str | None]]] = {}
+    for d in decisions:
+        got.setdefault(d.item_id, []).append((d.decision, d.class_name if d.decision == "correct" else None))
+    assert got == expected
     assert any(d.comment == "cloud shadow?" for d in decisions)
-    assert [r.target for r in audit_rows] == [f"item:{i}" for i in shown]
-    assert all(r.actor == "rev" for r in audit_rows)
+    assert actions.count("review.undo") == 1 and actions.count("review.first") == len(shown)
+    code, out = run_cli("review", "audit", "verify", "--db", db.url)
+    assert code == 0 and "intact" in out, out
+    page.close()
+
+
+def test_heatmap_toggle_opacity_zoom_and_the_key_overlay(
+    browser: Any, live_server: str, users: Any, db: Database, roots: Path, allowed: tuple[Path, ...], tmp_path: Path
+) -> None:
+    model = write_model(roots / "run")
+    folder = write_job(roots / "jobs" / "explained", n_windows=4, n_chips=0, n_bad=0, model_uri=str(model))
+    job = import_job(db, folder, "test", allowed)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _sign_in(page, live_server, job)
+    heatmap = page.locator("#heatmap")
+    expect(page.locator("#btn-accept")).to_be_enabled()
+    # natural colour: the heatmap is on by default, at 45 %
+    expect(heatmap).to_be_visible()
+    expect(page.locator("#heatmap-on")).to_be_checked()
+    assert heatmap.evaluate("el => getComputedStyle(el).opacity") == "0.45"
+    expect(page.locator("#band-picker select")).to_have_value("0")
+    _shot(page, tmp_path, "review-heatmap-on.png")
+    for key, want in (("[", "0.35"), ("[", "0.25"), ("]", "0.35")):
+        page.keyboard.press(key)
+        assert heatmap.evaluate("el => getComputedStyle(el).opacity") == want
+    expect(page.locator("#heatmap-opacity-value")).to_have_text("35 %")
+    # false colour: off by default; the overview is drawn in the same bands
+    natural_overview = page.get_attribute("#overview", "src")
+    page.keyboard.press("b")
+    expect(heatmap).to_be_hidden()
+    expect(page.locator("#heatmap-on")).not_to_be_checked()
+    expect(page.locator("#heatmap-state")).to_contain_text("false-colour")
+    false_overview = page.get_attribute("#overview", "src")
+    assert false_overview and natural_overview and "bands=4,3,2" in false_overview
+    assert page.request.get(live_server + false_overview).body() != page.request.get(
+        live_server + natural_overview).body()
+    _shot(page, tmp_path, "review-heatmap-off.png")
+    page.keyboard.press("h")  # the reviewer's choice wins
+    expect(heatmap).to_be_visible()
+    page.keyboard.press("h")
+    expect(heatmap).to_be_hidden()
+    page.keyboard.press("b")
+    page.keyboard.press("h")
+    expect(heatmap).to_be_visible()
+    # Z: x4, nearest neighbour, arrows pan
+    page.keyboard.press("z")
+    expect(page.locator("#zoom-state")).to_be_visible()
+    chip = page.locator("#chip")
+    assert chip.evaluate("el => el.getBoundingClientRect().width") == 1024
+    view = page.locator("#chip-view")
+    left = view.evaluate("el => el.scrollLeft")
+    page.keyboard.press("ArrowRight")
+    assert view.evaluate("el => el.scrollLeft") > left
+    _shot(page, tmp_path, "review-zoomed.png")
+    page.keyboard.press("z")
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    _shot(page, tmp_path, "review-shortcuts.png")
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_hidden()
+    page.keyboard.press("a")  # the overlay is gone: keys decide again
+    expect(page.locator("#session-count")).to_have_text("1 decided")
+    assert not errors, errors
+    page.close()
+
+
+def test_every_class_has_a_key_or_the_picker(
+    browser: Any, live_server: str, users: Any, db: Database, roots: Path, allowed: tuple[Path, ...], tmp_path: Path
+) -> None:
+    classes = [*CLASSES, "Glacier", "Wetland"]
+    folder = write_job(roots / "jobs" / "twelve", n_windows=0, n_chips=3, n_bad=0, classes=classes)
+    job = import_job(db, folder, "test", allowed)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    _sign_in(page, live_server, job)
+    keys = page.locator("#class-keys li kbd")
+    assert keys.all_text_contents() == [*"1234567890", "C", "C"]
+    first = int(page.text_content("#item-id") or 0)
+    expect(page.locator("#btn-accept")).to_be_enabled()
+    page.keyboard.press("0")
+    expect(page.locator("#session-count")).to_have_text("1 decided")
+    second = int(page.text_content("#item-id") or 0)
+    expect(page.locator("#btn-accept")).to_be_enabled()
+    page.keyboard.press("c")
+    expect(page.locator("#class-picker")).to_be_visible()
+    expect(page.locator("#class-list li")).to_have_count(12)
+    page.keyboard.type("land")  # Wetland, and nothing else
+    expect(page.locator("#class-list li")).to_have_count(1)
+    page.keyboard.press("Enter")
+    expect(page.locator("#session-count")).to_have_text("2 decided")
+    page.keyboard.press("c")
+    page.keyboard.press("ArrowUp")  # wraps to the last class
+    page.keyboard.press("Escape")  # nothing chosen
+    expect(page.locator("#class-picker")).to_be_hidden()
+    expect(page.locator("#session-count")).to_have_text("2 decided")
+    with db.read() as s:
+        got = {d.item_id: d.class_name for d in s.execute(select(Decision)).scalars()}
+    assert got == {first: "SeaLake", second: "Wetland"}
     page.close()
 
 
@@ -165,6 +330,12 @@ def test_relative_paths_load_and_an_unreadable_chip_blocks_every_decision(
     expect(page.locator("#session-count")).to_have_text("0 decided")
     _shot(page, tmp_path, "review-unreadable-chip.png")
     item_id = int(page.text_content("#item-id") or 0)
+    # S skips an unreadable item, so it no longer blocks the head of the queue
+    page.keyboard.press("s")
+    expect(page.locator("#item-id")).not_to_have_text(str(item_id))
+    expect(page.locator("#chip-error")).to_contain_text("could not be loaded")
+    page.keyboard.press("s")
+    expect(page.locator("#empty-text")).to_contain_text("You skipped 2 items")
     status, detail = page.evaluate(
         """async (id) => {
             const csrf = document.querySelector('meta[name="csrf-token"]').content;

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pyproj import Transformer
 from sqlalchemy import func, select
 
 from review.db.engine import Database
 from review.db.models import DONE, SECOND, Decision, Item, Job, User, utcnow
 from review.jobs.importer import set_classes_of_interest
-from review.queue import DecisionConflictError, DecisionInput, InvalidDecisionError, claim_next, decide
+from review.queue import DecisionConflictError, DecisionInput, InvalidDecisionError, Left, claim_next, decide, remaining
 
 
 def _user(db: Database, name: str) -> User:
@@ -167,7 +169,12 @@ def test_review_page_api_shows_what_a_reviewer_needs(client_for: Any, job_id: in
     item = rev.post(f"/api/jobs/{job_id}/claim", headers={"X-CSRF-Token": csrf}).json()["item"]
     assert len(item["top3"]) == 3 and item["top3"][0]["class_name"] == item["class_name"]
     assert item["crs"] == "EPSG:32632" and len(item["bounds"]) == 4 and item["window"]["width"] == 32
-    assert item["bands"] == ["B02", "B03", "B04", "B08"]
+    assert item["bands"] == ["B02", "B03", "B04", "B08"] and item["natural_bands"] == [3, 2, 1]
+    b = item["bounds"]
+    lon, lat = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True).transform((b[0] + b[2]) / 2,
+                                                                                        (b[1] + b[3]) / 2)
+    assert [item["wgs84"]["lon"], item["wgs84"]["lat"]] == pytest.approx([lon, lat], abs=1e-9)
+    assert 8.9 < item["wgs84"]["bounds"][0] < lon < item["wgs84"]["bounds"][2] < 9.1
     chip = rev.get(item["chip_url"])
     assert chip.status_code == 200 and chip.content[:4] == b"\x89PNG"
     assert rev.get(item["chip_url"] + "?bands=4,3,2").status_code == 200
@@ -202,3 +209,73 @@ def test_agreement_is_model_precision_per_class(client_for: Any, job_id: int) ->
     total = sum(a.reviewed for a in rows.values())
     agreed = sum(a.agreed for a in rows.values())
     assert total == 2 and agreed == 1
+
+
+def test_a_skipped_item_is_not_offered_again_to_that_reviewer(client_for: Any, job_id: int, db: Database) -> None:
+    rev, csrf = client_for("rev")
+    rev2, csrf2 = client_for("rev2")
+    h = {"X-CSRF-Token": csrf}
+    head = rev.post(f"/api/jobs/{job_id}/claim", headers=h).json()["item"]
+    r = rev.post(f"/api/items/{head['id']}/skip", json={"skip": []}, headers=h)
+    assert r.status_code == 200, r.text
+    nxt = r.json()["item"]
+    assert nxt["id"] != head["id"] and r.json()["left"] == 51
+    with db.read() as s:
+        assert s.get(Item, head["id"]).claimed_by is None  # type: ignore[union-attr]
+    # neither the next claim nor the claim after a decision gives it back to them
+    skip = [head["id"]]
+    again = rev.post(f"/api/jobs/{job_id}/claim", json={"skip": skip}, headers=h).json()["item"]
+    assert again["id"] == nxt["id"]
+    r = rev.post(f"/api/items/{nxt['id']}/decision", json={"decision": "accept", "version": 0, "skip": skip}, headers=h)
+    assert r.json()["next"]["id"] != head["id"] and r.json()["left"] == 50
+    # another reviewer still gets it first: it is the head of the queue
+    other = rev2.post(f"/api/jobs/{job_id}/claim", headers={"X-CSRF-Token": csrf2}).json()["item"]
+    assert other["id"] == head["id"]
+    too_many = rev.post(f"/api/jobs/{job_id}/claim", json={"skip": list(range(1, 1002))}, headers=h)
+    assert too_many.status_code == 422
+
+
+def test_skip_works_on_an_item_whose_picture_cannot_be_read(client_for: Any, job_id: int, db: Database) -> None:
+    rev, csrf = client_for("rev")
+    h = {"X-CSRF-Token": csrf}
+    head = rev.post(f"/api/jobs/{job_id}/claim", headers=h).json()["item"]
+    with db.read() as s:
+        path = s.get(Item, head["id"]).path  # type: ignore[union-attr]
+    Path(path).write_bytes(b"II*\x00 not a TIFF any more")
+    r = rev.post(f"/api/items/{head['id']}/decision", json={"decision": "accept", "version": 0}, headers=h)
+    assert r.status_code == 422
+    r = rev.post(f"/api/items/{head['id']}/skip", headers=h)
+    assert r.status_code == 200 and r.json()["item"]["id"] != head["id"]
+
+
+def test_left_counts_what_this_reviewer_may_still_take(db: Database, job_id: int) -> None:
+    rev, rev2 = _user(db, "rev"), _user(db, "rev2")
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        set_classes_of_interest(s, job, ["AnnualCrop"], four_eyes=True)
+    now = utcnow()
+    with db.write() as s:
+        assert remaining(s, job_id, rev, now).count == 52
+        mine = claim_next(s, job_id, rev, now, 300)
+        theirs = claim_next(s, job_id, rev2, now, 300)
+        assert mine is not None and theirs is not None and mine.interest
+        assert remaining(s, job_id, rev, now).count == 51, "what someone else holds is not left for me"
+        assert remaining(s, job_id, rev, now, exclude=[mine.id]).count == 50
+        decide(s, mine.id, rev, DecisionInput("accept", None, None, 0), now, "t")  # goes to second review
+        assert remaining(s, job_id, rev, now).count == 50, "my own first review is not mine to second"
+        assert remaining(s, job_id, rev2, now).count == 52, "the second look is theirs to give (and they hold one)"
+        assert remaining(s, job_id, rev, now + timedelta(seconds=301)).count == 51, "an expired claim is free again"
+        assert remaining(s, job_id, rev, now, cap=10) == Left(10, more=True)
+        assert remaining(s, job_id, rev, now, cap=50) == Left(50, more=False)
+
+
+def test_a_big_queue_says_at_least_how_many_are_left(
+    client_for: Any, job_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import review.queue
+
+    monkeypatch.setattr(review.queue, "LEFT_CAP", 20)  # the count stops there, so it stays cheap
+    rev, csrf = client_for("rev")
+    answer = rev.post(f"/api/jobs/{job_id}/claim", headers={"X-CSRF-Token": csrf}).json()
+    assert (answer["left"], answer["more_left"]) == (20, True)

@@ -1,15 +1,19 @@
-"""The review queue: claim, decide, override, and the pictures of an item.
+"""The review queue: claim, decide, skip, undo, override, and the pictures of an item.
 
 Pictures are read only through `review.jobs.files.open_input` (inside the allowed roots, no
 link followed). A decision is refused when the item's pixels cannot be read: nobody can
-accept what they could not see.
+accept what they could not see; such an item can be skipped.
+
+The page keeps the ids the reviewer skipped (in the tab's ``sessionStorage``) and sends them
+with every claim, decision and undo (``skip``), so a skipped item does not come straight
+back to them; each answer says how many items are ``left`` for them.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
@@ -18,12 +22,12 @@ from fastapi import Body, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from review.auth.permissions import Action
 from review.db.models import JOB_READY, SECOND, Decision, Item, Job, User, utcnow
 from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input, read_small, write_in
-from review.queue import DecisionInput, claim_next, decide, release
+from review.queue import MAX_EXCLUDED, DecisionInput, Left, claim_next, decide, release, remaining
 from review.render import (
     MAX_IMAGE_BYTES,
     band_names,
@@ -33,13 +37,24 @@ from review.render import (
     is_scene,
     item_input,
     job_model,
+    natural_bands,
     render_chip,
     render_overview,
 )
+from review.undo import NothingToUndoError, undo_last
 from review.web.deps import ItemId, JobId, RequestId, Services, ServicesDep, Who
 from review.web.guard import Principal
 from review.web.routes.common import make_router, page
-from review.web.views import ClaimAnswer, DecisionAnswer, ItemView, ReleaseAnswer, Top, WindowView
+from review.web.views import (
+    ClaimAnswer,
+    DecisionAnswer,
+    ItemView,
+    ReleaseAnswer,
+    Top,
+    UndoAnswer,
+    WindowView,
+    wgs84_location,
+)
 from vision.errors import BandMismatchError, VisionError
 
 log = logging.getLogger(__name__)
@@ -74,12 +89,14 @@ def _input(svc: Services, item: Item, job: Job) -> Iterator[SafeFile]:
         raise HTTPException(404, f"the item's input file is missing: {exc}") from exc
 
 
-def _bands(svc: Services, item: Item, job: Job) -> list[str]:
+def _bands(svc: Services, item: Item, job: Job) -> tuple[list[str], list[int] | None]:
+    """The item's band names and its natural-colour triple (1-based), when it has one."""
     try:
         with _input(svc, item, job) as src:
-            return band_names(src)
+            names = band_names(src)
+            return names, natural_bands(src, names)
     except (HTTPException, VisionError, OSError):
-        return []  # the chip route says what is wrong
+        return [], None  # the chip route says what is wrong
 
 
 def item_view(svc: Services, item: Item, job: Job) -> ItemView:
@@ -95,6 +112,7 @@ def item_view(svc: Services, item: Item, job: Job) -> ItemView:
     heatmap_note = None
     if not _has_cached_heatmap(svc, job, item):
         heatmap_note = job_model(Path(job.job_dir), job.model, svc.roots).reason or None
+    names, natural = _bands(svc, item, job)
     return ItemView(
         id=item.id,
         version=item.version,
@@ -106,10 +124,12 @@ def item_view(svc: Services, item: Item, job: Job) -> ItemView:
         interest=item.interest,
         top3=[Top(class_name=classes[i] if i < len(classes) else str(i), p=probs[i]) for i in ranked],
         classes=classes,
-        bands=_bands(svc, item, job),
+        bands=names,
+        natural_bands=natural,
         window=window,
         bounds=bounds,
         crs=item.crs,
+        wgs84=wgs84_location(item.crs, bounds),
         chip_url=f"/items/{item.id}/chip.png",
         overview_url=f"/items/{item.id}/overview.png" if window and is_scene(item.path) else None,
         heatmap_url=None if heatmap_note else f"/items/{item.id}/heatmap.png",
@@ -125,15 +145,34 @@ def _has_cached_heatmap(svc: Services, job: Job, item: Item) -> bool:
         return False
 
 
-def _claim(svc: Services, job_id: int, user: Principal) -> ItemView | None:
+def _ready_job(s: Session, job_id: int) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    if job.status != JOB_READY:
+        raise HTTPException(409, f"job {job_id} is not ready for review (it is {job.status})")
+    return job
+
+
+def _claim(svc: Services, job_id: int, user: Principal, skip: Sequence[int] = (),
+           release_id: int | None = None) -> ClaimAnswer:
+    """Claim the next item for ``user`` (after giving ``release_id`` back), with the count left."""
+    now = utcnow()
     with svc.db.write() as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            raise HTTPException(404, f"no job {job_id}")
-        if job.status != JOB_READY:
-            raise HTTPException(409, f"job {job_id} is not ready for review (it is {job.status})")
-        item = claim_next(s, job_id, user, utcnow(), svc.settings.claim_seconds)
-    return item_view(svc, item, job) if item is not None else None
+        job = _ready_job(s, job_id)
+        if release_id is not None:
+            release(s, release_id, user)
+        item = claim_next(s, job_id, user, now, svc.settings.claim_seconds, skip)
+    left = _left(svc, job_id, user, skip)
+    return ClaimAnswer(item=item_view(svc, item, job) if item is not None else None, left=left.count,
+                       more_left=left.more)
+
+
+def _left(svc: Services, job_id: int, user: Principal, skip: Sequence[int]) -> Left:
+    # Counted in a read transaction after the write commits: the count never holds the
+    # write lock other reviewers' claims wait for.
+    with svc.db.read() as s:
+        return remaining(s, job_id, user, utcnow(), skip)
 
 
 def _require_pixels(svc: Services, item: Item, job: Job) -> None:
@@ -154,13 +193,66 @@ def review_page(request: Request, job_id: JobId, svc: ServicesDep) -> Response:
         job = s.get(Job, job_id)
     if job is None:
         raise HTTPException(404, f"no job {job_id}")
-    return page(request, "review.html", job=job, classes=list(job.classes or []))
+    seconds = svc.settings.claim_seconds
+    window = f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+    return page(request, "review.html", job=job, classes=list(job.classes or []), undo_window=window)
+
+
+#: The ids a reviewer skipped in this session (newest last), sent with each request.
+SkipList = Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]], Field(max_length=MAX_EXCLUDED)]
+
+
+class ClaimBody(BaseModel):
+    """What the page sends with a claim, a skip or an undo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    skip: SkipList = Field(default_factory=list, description="items this reviewer skipped in this session")
 
 
 @router.post("/api/jobs/{job_id}/claim", response_model=ClaimAnswer)
-def claim_item(job_id: JobId, svc: ServicesDep, who: Who) -> ClaimAnswer:
-    """Claim the next item that most needs a human (``item`` is null when none is left)."""
-    return ClaimAnswer(item=_claim(svc, job_id, who))
+def claim_item(
+    job_id: JobId, svc: ServicesDep, who: Who, body: Annotated[ClaimBody | None, Body()] = None
+) -> ClaimAnswer:
+    """Claim the next item that most needs a human (``item`` is null when none is left),
+    leaving out the ones this reviewer skipped."""
+    return _claim(svc, job_id, who, body.skip if body else ())
+
+
+@router.post("/api/items/{item_id}/skip", response_model=ClaimAnswer)
+def skip_item(item_id: ItemId, svc: ServicesDep, who: Who, body: Annotated[ClaimBody | None, Body()] = None
+              ) -> ClaimAnswer:
+    """Give an item back without a decision and claim the next one, leaving out this item
+    and the others skipped in this session. Works on an item whose picture cannot be read,
+    so it no longer blocks the head of this reviewer's queue."""
+    item, _ = _load(svc, item_id)
+    skip = [*(body.skip if body else ()), item_id][-MAX_EXCLUDED:]
+    return _claim(svc, item.job_id, who, skip, release_id=item_id)
+
+
+@router.post("/api/jobs/{job_id}/undo", response_model=UndoAnswer)
+def undo_decision(
+    job_id: JobId, svc: ServicesDep, who: Who, rid: RequestId, body: Annotated[ClaimBody | None, Body()] = None
+) -> UndoAnswer:
+    """Undo this reviewer's own last decision in the job (within the claim window), audited
+    as ``review.undo``; the item comes back to them (`review.undo`)."""
+    now = utcnow()
+    skip = body.skip if body else []
+    with svc.db.write() as s:
+        job = _ready_job(s, job_id)
+        try:
+            done = undo_last(s, job_id, who, now, svc.settings.claim_seconds, rid)
+        except NothingToUndoError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        undone, item = done.undone, done.item
+    left = _left(svc, job_id, who, [i for i in skip if i != item.id])
+    return UndoAnswer(
+        undone_decision_id=undone.id,
+        undone=f"{undone.decision}{' → ' + undone.class_name if undone.class_name else ''}",
+        item=item_view(svc, item, job),
+        left=left.count,
+        more_left=left.more,
+    )
 
 
 @router.post("/api/items/{item_id}/release", response_model=ReleaseAnswer)
@@ -181,6 +273,7 @@ class DecisionBody(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
     version: int = Field(ge=0, le=2**31 - 1)
     next: bool = Field(default=True, description="claim and return the next item")
+    skip: SkipList = Field(default_factory=list, description="items not to claim next (skipped in this session)")
 
 
 @router.post("/api/items/{item_id}/decision", response_model=DecisionAnswer)
@@ -201,16 +294,18 @@ def decide_item(
     given = DecisionInput(body.decision, body.class_name, body.comment, body.version)
     with svc.db.write() as s:
         decision_id = decide(s, item_id, who, given, utcnow(), rid).id
-    nxt, error = None, None
+    nxt, error, left, more = None, None, None, False
     if body.next:
         try:
-            nxt = _claim(svc, job.id, who)
+            answer = _claim(svc, job.id, who, body.skip)
+            nxt, left, more = answer.item, answer.left, answer.more_left
         except HTTPException as exc:
             error = f"decision saved; the next item could not be loaded: {exc.detail}"
         except Exception:  # the decision is committed: say so, and log what went wrong
             log.exception("claim after decision %s failed", decision_id)
             error = "decision saved; the next item could not be loaded: reload the page"
-    return DecisionAnswer(decision_id=decision_id, item_id=item_id, next=nxt, next_error=error)
+    return DecisionAnswer(decision_id=decision_id, item_id=item_id, next=nxt, next_error=error, left=left,
+                          more_left=more)
 
 
 @router.get("/items/{item_id}")
@@ -292,14 +387,22 @@ def item_chip(
 
 
 @router.get("/items/{item_id}/overview.png")
-def item_overview(item_id: ItemId, svc: ServicesDep) -> Response:
-    """A small view of the whole scene with the item's window outlined."""
+def item_overview(
+    item_id: ItemId,
+    svc: ServicesDep,
+    bands: Annotated[str | None, Query(max_length=20, description="e.g. 8,4,3 (1-based), as for chip.png")] = None,
+) -> Response:
+    """A small view of the whole scene, in the chosen band combination, with the item's
+    window outlined."""
     item, job = _load(svc, item_id)
     if item.row_off is None or not is_scene(item.path):
         raise HTTPException(404, "this item is a whole file: no scene overview")
+    wanted = _bands_param(bands)
     with _input(svc, item, job) as src:
         try:
-            return _png(render_overview(src, _window(item)))
+            return _png(render_overview(src, _window(item), wanted))
+        except BandMismatchError as exc:
+            raise HTTPException(400, str(exc)) from exc
         except (VisionError, OSError) as exc:
             raise HTTPException(404, _UNREADABLE) from exc
 
