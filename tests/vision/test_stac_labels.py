@@ -32,6 +32,10 @@ def test_the_catalog_gives_one_window_per_item_with_its_split(data_dir: Path) ->
     assert data.radiometry.kind == "reflectance" and data.radiometry.level == "L1C" and data.gsd_m == 9.999
     # the declared order does not fit the pixels: said, not silently fixed
     assert any("band 10 (declared B09, median 12) looks like cirrus B10" in w for w in data.warnings)
+    # s2cloudless would read the wrong bands: no cloud check, said once for the catalog
+    assert set(data.cloud_methods.values()) == {None}
+    assert [w for w in data.warnings if "no s2cloudless cloud check on 83 scene(s)" in w]
+    assert sum("s2cloudless" in w for w in data.warnings) == 1
     assert data.split_report["rule"] == {"method": "preset"}
     k = 0
     path = data.scenes[data.samples[k].scene].plan.sources[0].path

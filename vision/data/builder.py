@@ -322,6 +322,7 @@ class Builder:
         methods: dict[str, Any] = {}
         kept: list[Candidate] = []
         pixels: list[np.ndarray | None] = []
+        unchecked: list[str] = []
         with progress_bar(progress, console) as bar:
             task = bar.add_task("reading windows", total=total)
             for si, group in enumerate(cands):
@@ -330,8 +331,7 @@ class Builder:
                 sc = scenes[si]
                 method = scene_cloud_method(sc, training, bands)
                 if method == "s2cloudless" and self.band_order:
-                    self.warnings.append(f"{sc.id}: no s2cloudless cloud check: the declared band order does not fit "
-                                         "the pixels (see the band-order warning), so it would read the wrong bands")
+                    unchecked.append(sc.id)
                     method = None
                 methods[sc.id] = method
                 if method == "s2cloudless" and clouds is None:
@@ -348,6 +348,10 @@ class Builder:
                         used += r.pixels.nbytes
                     else:
                         pixels.append(None)
+        if unchecked:
+            self.warnings.append(f"no s2cloudless cloud check on {len(unchecked)} scene(s) ({unchecked[0]}, ...): the "
+                                 "declared band order does not fit the pixels (see the band-order warning), so it "
+                                 "would read the wrong bands")
         return kept, pixels, methods
 
     def _dedupe(self, scenes: list[SceneInfo], kept: list[Candidate], pixels: list[np.ndarray | None]

@@ -130,7 +130,8 @@ def open_labelled_splits(cfg: ExperimentConfig, console: Console | None = None) 
     """The train/val/test splits of a recipe whose ``data.source`` is ``scenes`` or ``stac``
     (the training hookup: one sampling for all splits)."""
     d = cfg.data
-    data = build(spec_from_config(d, cfg.model.input_size, cfg.seed), console=console)
+    out = console or Console(stderr=True)
+    data = build(spec_from_config(d, cfg.model.input_size, cfg.seed), console=out, progress=out.is_terminal)
     train = data.source(d.train, d.classes)
     val = data.source(d.val, train.classes)
     test = data.source(d.test, train.classes) if d.test else None

@@ -147,12 +147,12 @@ def render_report(report: CheckReport, console: Console, max_rows: int = 50) -> 
 def _spatial_line(spatial: dict[str, Any]) -> str:
     """``Split: blocks of 2000 m (buffer 2000 m) · train-test: at least 2,134 m apart ...``."""
     method = spatial.get("method")
-    head = "Split: " + (f"{method}" if method else "as given")
+    head = "Split: " + (f"{method}" if method and method != "preset" else "as given with the data")
     if method == "blocks":
         head += f" of {spatial.get('block_m'):g} m (buffer {spatial.get('buffer_m'):g} m"
         head += f", {spatial['buffer_dropped']} train windows dropped)" if spatial.get("buffer_dropped") else ")"
     if spatial.get("preset"):
-        head += f", {spatial['preset']} windows with a preset split"
+        head += f" ({spatial['preset']} windows: per-split scenes, ml-aoi:split or a split column)"
     parts = []
     for pair, d in (spatial.get("distances") or {}).items():
         if d is None:
