@@ -51,6 +51,9 @@ class SplitConfig(_Strict):
     val: float = Field(default=0.1, ge=0, lt=1, description="share of the windows for validation")
     test: float = Field(default=0.1, ge=0, lt=1, description="share of the windows for testing")
     seed: int = Field(default=0, description="seed of the draw")
+    regions: int = Field(
+        default=4, ge=1, description="blocks: val and test are each about this many compact groups of "
+        "blocks (fewer groups: less training data lost to the buffer; more: held-out areas more spread)")
 
     @model_validator(mode="after")
     def _shares(self) -> SplitConfig:

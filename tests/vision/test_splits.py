@@ -40,6 +40,16 @@ def test_blocks_keep_train_at_least_the_block_size_from_val_and_test() -> None:
     assert assign(fps, [None] * len(fps), rule).splits == splits
 
 
+def test_held_out_blocks_grow_as_compact_groups_so_the_buffer_costs_little() -> None:
+    fps = _grid(60)  # 38.4 km a side
+    compact = assign(fps, [None] * len(fps), SplitRule("blocks", block_m=2000.0, seed=2, regions=2))
+    scattered = assign(fps, [None] * len(fps), SplitRule("blocks", block_m=2000.0, seed=2, regions=100_000))
+    assert len(compact.dropped) < len(scattered.dropped) / 2
+    for res in (compact, scattered):  # the guarantee holds either way
+        assert distances(fps, res.splits)["train-test"]["min_m"] >= 2000.0
+    assert compact.report["rule"]["regions"] == 2
+
+
 def test_preset_splits_are_kept_and_too_few_blocks_refused() -> None:
     fps = _grid(4)
     preset = ["test"] * 4 + [None] * 12

@@ -254,6 +254,8 @@ def chips_command(
     val: float = typer.Option(0.1, "--val", min=0.0, max=0.9, help="Share of chips for validation."),
     test: float = typer.Option(0.1, "--test", min=0.0, max=0.9, help="Share of chips for testing."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of jitter."),
+    regions: int = typer.Option(4, "--regions", min=1, help="Val and test are each about this many compact "
+                                "groups of blocks."),
     manifest: list[Path] = typer.Option([], "--manifest", metavar="FILE", help="Extra GeoTIFF chip manifest "
                                         "(e.g. the review service's dataset export) merged in."),
     overwrite: bool = overwrite_option("an existing --out folder"),
@@ -295,7 +297,7 @@ def chips_command(
         raise ConfigError(f"--split {split!r}: choose blocks or random")
     try:
         rad = Radiometry.from_obj(json.loads(radiometry)) if radiometry else None
-        rule = SplitRule(split, block_m, val, test, seed)
+        rule = SplitRule(split, block_m, val, test, seed, regions=regions)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
     spec = LabelledSpec(

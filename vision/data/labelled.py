@@ -106,7 +106,7 @@ def spec_from_config(d: DataConfig, input_size: Sequence[int], seed: int = 0) ->
         mode=d.sampling, stride=d.stride, background=d.background, background_buffer_m=d.background_buffer_m,
         background_max=d.background_max, max_nodata=d.max_nodata, max_cloud=d.max_cloud, seed=seed)
     s = d.split
-    rule = SplitRule(s.method, s.block_m, s.val, s.test, s.seed, s.buffer_m) if s is not None else None
+    rule = SplitRule(s.method, s.block_m, s.val, s.test, s.seed, s.buffer_m, s.regions) if s is not None else None
     return LabelledSpec(
         kind=d.source, base=base, scenes=groups, catalog=d.root if d.source == "stac" else None,
         labels=tuple(d.labels or ()), class_field=d.class_field, id_field=d.label_id_field,

@@ -6,10 +6,11 @@ not have on a new area (Roberts et al. 2017, *Cross-validation strategies for da
 temporal, spatial, hierarchical, or phylogenetic structure*, Ecography 40:913-929). Here:
 
 - ``blocks``: the ground is cut into squares of ``block_m`` metres (in each scene's projected
-  CRS, or the UTM zone of a geographic one); whole blocks go to test, then val, at random
-  (``seed``) until each holds its share of the windows; then every training window closer than
-  ``buffer_m`` (default ``block_m``) to a val or test window is dropped and counted, so the
-  smallest train-test distance is at least ``buffer_m``;
+  CRS, or the UTM zone of a geographic one); whole blocks go to test, then val, as about
+  ``regions`` compact groups each, grown from random seed blocks (``seed``) until each split
+  holds its share of the windows; then every training window closer than ``buffer_m``
+  (default ``block_m``) to a val or test window is dropped and counted, so the smallest
+  train-test distance is at least ``buffer_m`` (compact groups keep that cost low);
 - ``random``: windows drawn at random, with a warning when the labels are spatially clustered
   (Clark-Evans ratio below 1) or the typical test window lies within ``block_m`` of a
   training one.
@@ -22,6 +23,7 @@ the run's lineage report.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ class SplitRule:
         val, test: the shares of the windows.
         seed: for the draw.
         buffer_m: least train-to-val/test distance (``blocks``); ``None``: ``block_m``.
+        regions: val and test are each grown as about this many compact groups of blocks.
     """
 
     method: str = "blocks"
@@ -67,12 +70,15 @@ class SplitRule:
     test: float = 0.1
     seed: int = 0
     buffer_m: float | None = None
+    regions: int = 4
 
     def __post_init__(self) -> None:
         if self.method not in ("blocks", "random"):
             raise ValueError(f"split method must be blocks or random, not {self.method!r}")
         if not (self.block_m > 0 and 0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
             raise ValueError("split: block_m > 0, val and test in [0, 1) with val + test < 1")
+        if self.regions < 1:
+            raise ValueError(f"split regions must be at least 1, not {self.regions}")
 
     @property
     def buffer(self) -> float:
@@ -80,7 +86,7 @@ class SplitRule:
 
     def to_obj(self) -> dict[str, Any]:
         return {"method": self.method, "block_m": self.block_m, "val": self.val, "test": self.test,
-                "seed": self.seed, "buffer_m": self.buffer}
+                "seed": self.seed, "buffer_m": self.buffer, "regions": self.regions}
 
 
 @dataclass
@@ -227,6 +233,44 @@ def _blocks(fps: Sequence[Footprint], idx: Sequence[int], block_m: float) -> lis
     return keys
 
 
+BlockKey = tuple[str, int, int]
+
+
+def _grow(members: dict[BlockKey, list[int]], free: set[BlockKey], order: Sequence[BlockKey], target: float,
+          regions: int) -> list[BlockKey]:
+    """Blocks for one held-out split: compact groups, each grown from a random seed block to the
+    free blocks nearest it, about ``target / regions`` windows each, until ``target`` windows.
+
+    Compact groups keep the held-out area's edge short, so the buffer around it costs little
+    training data (scattered single blocks would each be ringed by dropped windows).
+    """
+    chosen: list[BlockKey] = []
+    count = 0
+    per = target / regions
+    for seed in order:
+        if count >= target:
+            break
+        if seed not in free:
+            continue
+        goal, got = min(per, target - count), 0
+        heap: list[tuple[int, BlockKey]] = [(0, seed)]
+        seen = {seed}
+        while heap and got < goal:
+            _d, key = heapq.heappop(heap)
+            free.discard(key)
+            chosen.append(key)
+            got += len(members[key])
+            frame, bx, by = key
+            for dx in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    nb = (frame, bx + dx, by + dy)
+                    if nb in free and nb not in seen:
+                        seen.add(nb)
+                        heapq.heappush(heap, ((nb[1] - seed[1]) ** 2 + (nb[2] - seed[2]) ** 2, nb))
+        count += got
+    return chosen
+
+
 def assign(fps: Sequence[Footprint], preset: Sequence[str | None], rule: SplitRule) -> SplitResult:
     """Give every window without a preset split one by ``rule`` (see the module docstring).
 
@@ -248,21 +292,23 @@ def assign(fps: Sequence[Footprint], preset: Sequence[str | None], rule: SplitRu
             splits[free[o]] = "test" if j < nt else "val" if j < nt + nv else "train"
         return result
     keys = _blocks(fps, free, rule.block_m)
-    members: dict[tuple[str, int, int], list[int]] = {}
+    members: dict[BlockKey, list[int]] = {}
     for k, key in zip(free, keys, strict=True):
         members.setdefault(key, []).append(k)
     blocks = sorted(members)
-    order = rng.permutation(len(blocks))
-    count = {"test": 0, "val": 0}
+    open_blocks = set(blocks)
+    order = [blocks[o] for o in rng.permutation(len(blocks))]
     nblocks = {"train": 0, "val": 0, "test": 0}
-    for o in order:
-        key = blocks[o]
-        name = next((s for s in ("test", "val") if count[s] < want[s] and want[s] > 0), "train")
-        if name != "train":
-            count[name] += len(members[key])
-        nblocks[name] += 1
+    for name in ("test", "val"):
+        chosen = _grow(members, open_blocks, order, want[name], rule.regions) if want[name] > 0 else []
+        nblocks[name] = len(chosen)
+        for key in chosen:
+            for k in members[key]:
+                splits[k] = name
+    nblocks["train"] = len(open_blocks)
+    for key in open_blocks:
         for k in members[key]:
-            splits[k] = name
+            splits[k] = TRAIN
     missing = [s for s in ("test", "val") if want[s] > 0 and nblocks[s] == 0]
     if missing or nblocks["train"] == 0:
         raise ConfigError(f"the windows fall in only {len(blocks)} block(s) of {rule.block_m:g} m: too few for "
@@ -317,6 +363,7 @@ def clustering_warning(fps: Sequence[Footprint], splits: Sequence[str | None], r
         parts.append(f"Clark-Evans ratio {r:.2f}{' (< 1: clustered)' if clustered else ''}")
     if median is not None:
         parts.append(f"the median held-out window is {median:,.0f} m from a training window")
-    return ("random split of spatially clustered labels: " + "; ".join(parts) + f" (block_m {rule.block_m:g}). "
+    what = "spatially clustered labels" if clustered else "labels that lie close together"
+    return (f"random split of {what}: " + "; ".join(parts) + f" (block_m {rule.block_m:g}). "
             "Neighbouring, near-identical windows in train and test make the test accuracy optimistic "
             "for a new area; use data.split.method: blocks (Roberts et al. 2017, Ecography 40:913)")
