@@ -297,10 +297,10 @@ def assign(fps: Sequence[Footprint], preset: Sequence[str | None], rule: SplitRu
         members.setdefault(key, []).append(k)
     blocks = sorted(members)
     open_blocks = set(blocks)
-    order = [blocks[o] for o in rng.permutation(len(blocks))]
+    seeds = [blocks[o] for o in rng.permutation(len(blocks))]
     nblocks = {"train": 0, "val": 0, "test": 0}
     for name in ("test", "val"):
-        chosen = _grow(members, open_blocks, order, want[name], rule.regions) if want[name] > 0 else []
+        chosen = _grow(members, open_blocks, seeds, want[name], rule.regions) if want[name] > 0 else []
         nblocks[name] = len(chosen)
         for key in chosen:
             for k in members[key]:
