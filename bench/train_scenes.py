@@ -6,8 +6,10 @@ same chips (JPEG decoding on every access), same model, batch, augmentations and
 from the second epoch on. Goal >= 0.9. The first pass over the scenes (sampling, reading and
 checking every window) is timed apart, as the cost of the first epoch's reads.
 
-Blocks of steps alternate (scenes, shards, scenes, shards ...) so that machine noise hits
-both alike. Build the mosaics first: ``bench/make_labelled_scenes.py --out DIR``.
+Both sources are warmed up first (the first training steps are several times slower), then
+blocks of steps alternate (scenes shards, shards scenes, ...) so that machine noise and order
+hit both alike. The loaders run from epoch 1, as the second epoch of a run would. Build the
+mosaics first: ``bench/make_labelled_scenes.py --out DIR``.
 
     .venv/bin/python bench/train_scenes.py --root DIR [--steps 20] [--rounds 3]
         [--scenes-recipe experiments/eurosat_rgb_lite0_scenes.yaml]
@@ -73,11 +75,18 @@ def main() -> None:
         train_one_epoch(model, batches, crit, opt, sched, device, channels_last=channels_last, max_steps=args.steps)
         return args.steps / (time.perf_counter() - t0)
 
-    timed(itertools.islice(from_shards, args.steps))  # warm-up (allocator, oneDNN primitive cache)
+    # Warm-up on both (allocator, oneDNN primitive cache: the first steps are several times slower).
+    timed(itertools.islice(from_shards, args.steps))
+    timed(itertools.islice(from_scenes, args.steps))
     a_rates, b_rates = [], []
     for r in range(args.rounds):
-        a_rates.append(timed(itertools.islice(from_scenes, args.steps)))
-        b_rates.append(timed(itertools.islice(from_shards, args.steps)))
+        # A B, then B A: whichever goes first in a round does not always come out ahead
+        if r % 2 == 0:
+            a_rates.append(timed(itertools.islice(from_scenes, args.steps)))
+            b_rates.append(timed(itertools.islice(from_shards, args.steps)))
+        else:
+            b_rates.append(timed(itertools.islice(from_shards, args.steps)))
+            a_rates.append(timed(itertools.islice(from_scenes, args.steps)))
         print(f"round {r + 1}: scenes {a_rates[-1]:.3f} steps/s, shards {b_rates[-1]:.3f} steps/s")
     ratio = sum(a_rates) / sum(b_rates)
     print(f"batch {shards_cfg.train.batch_size}, workers scenes {scenes_cfg.data.num_workers} / shards "
