@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vision.data.scene_source import sample_columns
 from vision.data.sources import ChipSource, ManifestSource, read_table
 from vision.errors import ConfigError, UnreadableInputError, VisionError
 from vision.metrics import classification_report, softmax
@@ -57,6 +58,11 @@ def group_samples(source: ChipSource, group_by: str) -> Grouping:
         return _utm_zones(source)
     if group_by == "brightness_quartile":
         return _brightness_quartiles(source)
+    columns = sample_columns(source)  # labelled scenes: scene, acquired, aoi, label_source
+    if columns is not None and group_by in columns:
+        by_path = columns[group_by]
+        return Grouping(group_by, [by_path.get(r.path, "(none)") for r in source.refs],
+                        f"the windows' {group_by} (labelled scenes)")
     manifest = _manifest_of(source)
     if group_by == "group" and manifest is None:
         if all(r.group is None for r in source.refs):

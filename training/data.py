@@ -25,10 +25,19 @@ class Splits:
 def open_splits(cfg: ExperimentConfig) -> Splits:
     """Open the recipe's train/val/test splits (same classes, same bands)."""
     d = cfg.data
-    train = open_split(d.source, d.train, d.root, d.bands, d.classes)
+    train: ChipSource
+    val: ChipSource
+    test: ChipSource | None
+    if d.source in ("scenes", "stac"):  # labelled scenes: every split sampled at once
+        from vision.data.labelled import open_labelled_splits
+
+        labelled = open_labelled_splits(cfg)
+        train, val, test = labelled.train, labelled.val, labelled.test
+    else:
+        train = open_split(d.source, d.train, d.root, d.bands, d.classes)
+        val = open_split(d.source, d.val, d.root, d.bands, train.classes)
+        test = open_split(d.source, d.test, d.root, d.bands, train.classes) if d.test else None
     classes = train.classes
-    val = open_split(d.source, d.val, d.root, d.bands, classes)
-    test = open_split(d.source, d.test, d.root, d.bands, classes) if d.test else None
     n = d.limit_per_split
     train, val = train.limit(n, cfg.seed), val.limit(n, cfg.seed)
     test = test.limit(n, cfg.seed) if test is not None else None

@@ -48,6 +48,7 @@ from vision.atomic import write_text_atomic as atomic_write_text
 from vision.config import ExperimentConfig, dump_experiment
 from vision.contracts.model import ModelMetadata
 from vision.data import dataset_fingerprint
+from vision.data.scene_source import labelled_facts
 from vision.data.stats import compute_band_stats
 from vision.errors import ConfigError
 from vision.hashing import file_sha256
@@ -212,6 +213,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                "split_sizes": {"train": len(splits.train), "val": len(splits.val),
                                "test": len(splits.test) if splits.test else 0},
                "source": cfg.data.source, "fingerprint": fingerprint}
+    labelled = labelled_facts(splits.train)  # labelled scenes: every label left out, and why
+    if labelled is not None:
+        lineage.update(labelled.lineage())
     if is_main:
         run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
         run_id = run.info.run_id
@@ -343,6 +347,7 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
         # Test-time views, from here on: calibration, test report and the exported graph.
         model.tta = cfg.model.tta
     classes, bands = splits.classes, splits.bands
+    labelled = labelled_facts(splits.train)
     bs = cfg.train.batch_size * 2
     val_logits, val_labels = predict(model, eval_loader(splits.val, bs), device)
     temperature = fit_temperature(val_logits, val_labels) if cfg.calibration.temperature_scaling else 1.0
@@ -383,7 +388,9 @@ def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.M
         mlflow_run_id=run_id or "", train_data_fingerprint=fingerprint,
         checkpoint=str(best_path.resolve()), thresholds=thresholds or None,
         work_size=cfg.model.work_size,
-        tta=cfg.model.tta if cfg.model.tta != "none" else None)
+        tta=cfg.model.tta if cfg.model.tta != "none" else None,
+        radiometry=labelled.radiometry if labelled is not None else None,
+        gsd_m=labelled.gsd_m if labelled is not None else None)
     parity_x = torch.stack([eval_loader(splits.val, 1).dataset[i][0]
                             for i in range(min(len(splits.val), 256))])
     model = model.cpu().to(memory_format=torch.contiguous_format)

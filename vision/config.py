@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from vision.errors import ConfigError
 
@@ -28,17 +37,50 @@ class AugmentationConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
 
 
+class SplitConfig(_Strict):
+    """How windows sampled from labelled scenes are split (``data.split``): whole spatial
+    blocks (default) or at random (`vision.data.splits`)."""
+
+    method: Literal["blocks", "random"] = Field(
+        default="blocks", description="blocks: squares of block_m metres go whole to one split; random: "
+        "windows at random (a warning when the labels are spatially clustered)")
+    block_m: float = Field(default=2000.0, gt=0, description="block side in metres")
+    buffer_m: float | None = Field(
+        default=None, ge=0, description="blocks: drop training windows closer than this to a val/test "
+        "window (default block_m, so the smallest train-test distance is at least block_m)")
+    val: float = Field(default=0.1, ge=0, lt=1, description="share of the windows for validation")
+    test: float = Field(default=0.1, ge=0, lt=1, description="share of the windows for testing")
+    seed: int = Field(default=0, description="seed of the draw")
+    regions: int = Field(
+        default=4, ge=1, description="blocks: val and test are each about this many compact groups of "
+        "blocks (fewer groups: less training data lost to the buffer; more: held-out areas more spread)")
+
+    @model_validator(mode="after")
+    def _shares(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val {self.val} + test {self.test} leaves nothing to train on")
+        return self
+
+
 class DataConfig(_Strict):
     """Where the labelled chips are and how to read them."""
 
-    source: Literal["eurosat-rgb", "eurosat-ms", "folder", "manifest", "synthetic"] = Field(
+    #: Keys only the labelled sources (``scenes``, ``stac``) read.
+    LABELLED_KEYS: ClassVar[tuple[str, ...]] = (
+        "scenes", "labels", "class_field", "label_id_field", "manifests", "aoi", "aoi_field", "min_inside",
+        "max_per_polygon", "sampling", "stride", "background", "background_buffer_m", "background_max",
+        "max_nodata", "max_cloud", "gsd_m", "radiometry", "split", "cache_mb")
+
+    source: Literal["eurosat-rgb", "eurosat-ms", "folder", "manifest", "synthetic", "scenes", "stac"] = Field(
         description="reader: WebDataset shards, EuroSAT MS GeoTIFFs, class folders, a manifest"
-        " (CSV/Parquet path,label[,group]) or the generated demo set"
+        " (CSV/Parquet path,label[,group]), the generated demo set, labelled scenes (GeoTIFF/STAC "
+        "scenes + vector labels) or a STAC label catalog (root: its catalog.json)"
     )
     root: str | None = Field(
         default=None,
         description="dataset folder; default VISION_DATA_DIR/<source> for EuroSAT, "
-        "and the demo output folder for synthetic",
+        "and the demo output folder for synthetic; for scenes the folder relative paths are "
+        "under, for stac the catalog/collection JSON",
     )
     train: str = Field(default="train", description="split name, sub-folder or manifest path")
     val: str = Field(default="val", description="split used for model selection and calibration")
@@ -55,6 +97,89 @@ class DataConfig(_Strict):
         default=None, ge=1, description="use at most this many samples per split (smoke runs)"
     )
     num_workers: int = Field(default=1, ge=0, description="data loader worker processes")
+    # --- labelled scenes and STAC label catalogs (vision.data.labelled) --------------------
+    scenes: list[str] | dict[str, list[str]] | None = Field(
+        default=None, description="scenes: GeoTIFF paths/globs and STAC item/catalog JSON files; a "
+        "mapping {train: [...], val: [...], test: [...]} gives each split its own scenes")
+    labels: list[str] | None = Field(
+        default=None, description="vector label files (GeoJSON, GeoPackage, Shapefile; points, polygons, "
+        "multipolygons; any CRS)")
+    class_field: str | None = Field(
+        default=None, description="label attribute holding the class (default `class`; stac: "
+        "label:properties)")
+    label_id_field: str | None = Field(default=None, description="label attribute naming each label")
+    manifests: list[str] | None = Field(
+        default=None, description="extra GeoTIFF chip manifests path,label[,group][,split] merged in "
+        "(e.g. the review service's dataset export)")
+    aoi: str | None = Field(default=None, description="areas of interest (GeoJSON/GeoPackage): each "
+                            "window's AOI becomes an audit group")
+    aoi_field: str | None = Field(default=None, description="AOI id attribute (default: feature index)")
+    min_inside: float = Field(default=0.75, gt=0, le=1,
+                              description="share of a window that must lie inside its class's polygons")
+    max_per_polygon: int | None = Field(default=None, ge=1, description="most windows per polygon")
+    sampling: Literal["grid", "jitter"] = Field(
+        default="grid", description="polygon windows on a grid or at random positions")
+    stride: int | None = Field(default=None, ge=1, description="grid step in pixels (default the window size)")
+    background: str | None = Field(
+        default=None, description="class name of background windows (far from every label); none by default")
+    background_buffer_m: float = Field(default=100.0, ge=0,
+                                       description="least distance of a background window from any label")
+    background_max: int = Field(default=1000, ge=0, description="most background windows per scene")
+    max_nodata: float = Field(default=0.0, ge=0, le=1,
+                              description="largest share of nodata pixels a window may have")
+    max_cloud: float = Field(default=0.5, ge=0, le=1,
+                             description="windows with a larger cloud fraction are skipped (as vision infer "
+                             "--max-cloud)")
+    gsd_m: float | None = Field(default=None, gt=0,
+                                description="read every scene at this ground sampling distance (metres)")
+    radiometry: dict[str, Any] | None = Field(
+        default=None, description="what the pixel values mean, for data that declares nothing (a "
+        "vision.radiometry object, e.g. {kind: reflectance, bits: 16, level: L2A, scale: 0.0001})")
+    split: SplitConfig | None = Field(
+        default=None, description="how windows are split (default blocks; scenes given per split and "
+        "STAC ml-aoi:split keep theirs)")
+    cache_mb: int = Field(default=4096, ge=0,
+                          description="windows kept in memory after the first read (beyond: read again)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Other sources dump as before: their resolved recipe (and its config hash) is unchanged.
+        out = handler(self)
+        if self.source not in ("scenes", "stac"):
+            for k in self.LABELLED_KEYS:
+                out.pop(k, None)
+        return out
+
+    @field_validator("radiometry")
+    @classmethod
+    def _radiometry(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from vision.radiometry import Radiometry
+
+            Radiometry.from_obj(v)  # ValueError names what is wrong
+        return v
+
+    @model_validator(mode="after")
+    def _labelled_keys(self) -> DataConfig:
+        if self.source not in ("scenes", "stac"):
+            used = [k for k in self.LABELLED_KEYS if k in self.model_fields_set]
+            if used:
+                raise ValueError(f"{', '.join(used)}: only for data.source scenes or stac")
+            return self
+        if self.source == "scenes" and not self.scenes:
+            raise ValueError("data.source scenes needs data.scenes (GeoTIFFs or STAC items)")
+        if self.source == "scenes" and not (self.labels or self.manifests):
+            raise ValueError("data.source scenes needs data.labels (vector label files) or data.manifests")
+        if self.source == "stac" and not self.root:
+            raise ValueError("data.source stac needs data.root: the catalog or collection JSON")
+        if self.source == "stac" and (self.scenes or self.labels):
+            raise ValueError("data.source stac takes its scenes and labels from the catalog (data.root)")
+        if isinstance(self.scenes, dict):
+            if self.split is not None:
+                raise ValueError("data.scenes per split already splits the windows: remove data.split")
+            if not self.scenes:
+                raise ValueError("data.scenes is empty")
+        return self
 
 
 class ModelConfig(_Strict):

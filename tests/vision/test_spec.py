@@ -215,8 +215,12 @@ def test_recipe_manifest_without_split_column_refuses_a_split_name(tmp_path: Pat
 def test_recipe_errors(tmp_path: Path, split_root: Path) -> None:
     with pytest.raises(ConfigError, match="data.root is required"):
         open_split("folder", "train")
-    with pytest.raises(ConfigError, match="unknown data.source 'stac'"):
+    with pytest.raises(ConfigError, match="unknown data.source 'tfrecord'"):
+        open_split("tfrecord", "train", str(tmp_path))
+    with pytest.raises(ConfigError, match="is not a STAC catalog, collection or item JSON"):
         open_split("stac", "train", str(tmp_path))
+    with pytest.raises(ConfigError, match="samples all its splits at once"):
+        open_split("scenes", "train", str(tmp_path))
     with pytest.raises(ConfigError, match="data split 'nope' is no split of .* and no file or folder there"):
         open_split("folder", "nope", str(tmp_path))
     with pytest.raises(ConfigError, match="is split root, but data.source eurosat-rgb reads"):

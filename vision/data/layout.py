@@ -11,6 +11,12 @@ layouts, in the order they are tried (`LAYOUTS`):
   a shard named otherwise belongs to a split named after its folder;
 - ``split-root``: a folder with split sub-folders (at least one named like `SPLIT_NAMES`)
   of class folders, ``root/train/<class>/...``; every sub-folder holding folders is a split;
+- ``stac``: a STAC catalog, collection or item JSON with the label extension: its items are
+  scenes, their label assets the labels, ``ml-aoi:split`` the splits (`vision.data.labelled`
+  samples the windows, at 64x64 pixels from the command line, at the model's input size in a
+  recipe);
+- ``chips``: a folder written by ``vision data chips``: GeoTIFF chips and a ``manifest.csv``
+  with their place (``scene,row_off,col_off,minx..maxy,crs,acquired``), read as a manifest;
 - ``class-folders``: any other folder, ``root/<class>/*.jpg|png|tif``: one split named
   after the folder.
 
@@ -180,7 +186,8 @@ def resolve_path(path: Path) -> Dataset:
         if layout.detect(path):
             return layout.resolve(path)
     raise ConfigError(
-        f"{path}: expected a folder, a .tar/.tar.gz shard or a .csv/.parquet manifest"
+        f"{path}: expected a folder, a .tar/.tar.gz shard, a .csv/.parquet manifest or a STAC "
+        "label catalog .json"
     )
 
 
@@ -329,12 +336,69 @@ def _read_manifest(ref: SplitRef, classes: list[str] | None, bands: Bands) -> Ch
     return ManifestSource(ref.path, classes, split=ref.rows, bands=bands)
 
 
+# --- STAC label catalogs and chip folders (vision.data.labelled, vision.data.chips) ---------
+
+#: Columns a chip folder's manifest has beyond ``path,label`` (`vision.data.chips`).
+CHIP_COLUMNS: tuple[str, ...] = ("scene", "row_off", "col_off", "minx", "miny", "maxx", "maxy", "crs")
+#: Window size of a STAC label catalog read from the command line (a recipe: model.input_size).
+STAC_WINDOW = (64, 64)
+
+
+def is_stac(p: Path) -> bool:
+    """A ``.json`` file that says it is a STAC Catalog, Collection or Item (first 64 KiB)."""
+    if not (p.is_file() and p.suffix.lower() == ".json"):
+        return False
+    with p.open("rb") as f:
+        head = f.read(65536).decode("utf-8", errors="replace")
+    return '"stac_version"' in head and re.search(r'"type"\s*:\s*"(Catalog|Collection|Feature)"', head) is not None
+
+
+def _resolve_stac(p: Path) -> Dataset:
+    from vision.data.stac_labels import catalog_splits
+
+    names = catalog_splits(p)
+    whole = SplitRef(p.stem, "stac", p)
+    splits = tuple(SplitRef(n, "stac", p, rows=n) for n in order_splits({n: n for n in names})) or (whole,)
+    return Dataset(p.stem, "stac", splits, None, whole, splits_named=bool(names))
+
+
+def _read_stac(ref: SplitRef, classes: list[str] | None, bands: Bands) -> ChipSource:
+    from vision.data.labelled import LabelledSpec, build
+    from vision.data.sampling import SamplingOptions
+
+    spec = LabelledSpec(kind="stac", catalog=str(ref.path), bands=tuple(bands) if bands is not None else None,
+                        sampling=SamplingOptions(size=STAC_WINDOW))
+    data = build(spec)
+    return data.source(ref.rows, classes)
+
+
+def chip_manifest(p: Path) -> Path | None:
+    """A chip folder's ``manifest.csv`` (it has the `CHIP_COLUMNS`), else ``None``."""
+    m = p / "manifest.csv"
+    if not (p.is_dir() and m.is_file()):
+        return None
+    with m.open(newline="", errors="replace") as f:
+        header = f.readline().strip().split(",")
+    return m if {"path", "label", *CHIP_COLUMNS} <= set(header) else None
+
+
+def _resolve_chips(p: Path) -> Dataset:
+    m = chip_manifest(p)
+    assert m is not None
+    names = manifest_splits(m)
+    whole = SplitRef(p.name, "chips", m)
+    splits = tuple(SplitRef(n, "chips", m, rows=n) for n in names) or (whole,)
+    return Dataset(p.name, "chips", splits, None, whole, splits_named=bool(names))
+
+
 #: Every layout, in the order `resolve_path` tries them (class folders catch any folder).
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
     for layout in (
         Layout("manifest", lambda p: p.is_file() and is_manifest(p), _resolve_manifest,
                _read_manifest),
+        Layout("stac", is_stac, _resolve_stac, _read_stac),
+        Layout("chips", lambda p: chip_manifest(p) is not None, _resolve_chips, _read_manifest),
         Layout("shards", _has_shards, _resolve_shards, _read_shards),
         Layout("split-root", is_split_root, _resolve_split_root, _read_folder),
         Layout("class-folders", Path.is_dir, _resolve_class_folders, _read_folder),

@@ -51,6 +51,7 @@ from vision.data.layout import (
     SplitRef,
     find_manifest,
     is_shard,
+    is_stac,
     read_classes_txt,
     resolve_path,
     shards_dataset,
@@ -73,12 +74,15 @@ class Source:
         known: the data is ``VISION_DATA_DIR/<name>`` by default, and ``NAME[:SPLIT]`` is a
             data spec on the command line.
         description: one line for error messages and docs.
+        whole_recipe: its splits are made from the whole ``data`` section at once (labelled
+            scenes: `vision.data.labelled.open_labelled_splits`), not one split at a time.
     """
 
     name: str
     layouts: tuple[str, ...]
     known: bool = False
     description: str = ""
+    whole_recipe: bool = False
 
 
 #: Every ``data.source`` a recipe may name (vision.config's ``DataConfig.source`` lists them).
@@ -95,6 +99,10 @@ SOURCES: dict[str, Source] = {
                description="a CSV/Parquet table path,label[,group][,split]"),
         Source("synthetic", ("split-root", "class-folders"),
                description="the generated demo set (class folders per split)"),
+        Source("scenes", (), whole_recipe=True,
+               description="GeoTIFF/STAC scenes with vector labels (data.scenes, data.labels)"),
+        Source("stac", ("stac",),
+               description="a STAC label catalog (data.root: its catalog/collection JSON)"),
     )
 }
 
@@ -286,7 +294,13 @@ def recipe_split(source: str, split: str, root: str | Path | None = None) -> Spl
     Raises:
         ConfigError: as `recipe_root`, or the value names nothing there.
     """
+    src = SOURCES.get(source)
+    if src is not None and src.whole_recipe:
+        raise ConfigError(f"data.source {source} samples all its splits at once from the recipe's data "
+                          "section: open it with vision.data.labelled.open_labelled_splits(recipe)")
     src, base = recipe_root(source, root)
+    if "stac" in src.layouts and not is_stac(base):
+        raise ConfigError(f"data.root {base} is not a STAC catalog, collection or item JSON (data.source {source})")
     located = find_manifest(base) if "manifest" in src.layouts else base
     ds = resolve_path(located) if located is not None and located.exists() else None
     if ds is not None and ds.layout not in src.layouts:

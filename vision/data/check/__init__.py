@@ -18,6 +18,11 @@ under VISION_DATA_DIR, each optionally ``:SPLIT``. The parts: `vision.data.check
 reads the chips, `vision.data.check.rules` finds the issues, `vision.data.check.report`
 holds and prints them. `check_dataset` returns a `CheckReport`; `render_report` prints it.
 
+Labelled scenes (PATHs that are scenes, with ``labels=``), a STAC label catalog, or a recipe
+whose ``data.source`` is ``scenes``/``stac`` are sampled as training samples them and their
+labels, windows and split reported (`vision.data.check.labels`); a chip folder written by
+``vision data chips`` is scanned as a manifest, then its rows, distances and duplicates checked.
+
 Example:
     >>> report = check_dataset(["/data/eurosat-rgb"])  # doctest: +SKIP
     >>> report.ok, report.class_counts["test"]["Forest"]  # doctest: +SKIP
@@ -31,13 +36,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
 from vision.data.check import rules
+from vision.data.check.labels import check_labelled_data, chip_folder_rules
 from vision.data.check.report import ISSUE_KINDS, CheckReport, Issue, by_kind, render_report, write_json
 from vision.data.check.scan import Chip, ScanSplit, progress_bar, results, work_units
+from vision.data.layout import STAC_WINDOW, is_stac
 from vision.data.spec import resolve_spec
 from vision.errors import ConfigError
 
@@ -47,11 +55,14 @@ CHIP_DTYPES: tuple[str, ...] = (
 )
 
 
-def _resolve_all(paths: Sequence[str]) -> list[ScanSplit]:
-    """Resolve every PATH; with several, each is a split (or a prefix of splits) named after it."""
+def _resolve_all(paths: Sequence[str], chip_manifests: list[Path] | None = None) -> list[ScanSplit]:
+    """Resolve every PATH; with several, each is a split (or a prefix of splits) named after it.
+    Chip folders (``vision data chips``) are noted in ``chip_manifests``."""
     resolved = []
     for p in paths:
         ds = resolve_spec(p)
+        if ds.layout == "chips" and chip_manifests is not None and ds.splits[0].path not in chip_manifests:
+            chip_manifests.append(ds.splits[0].path)
         resolved.append(([ScanSplit.of(ref) for ref in ds.splits], ds.label))
     if len(resolved) == 1:
         return resolved[0][0]
@@ -109,7 +120,8 @@ def check_dataset(
     if not imbalance_threshold >= 1:
         raise ConfigError(f"the imbalance threshold must be at least 1, got {imbalance_threshold}")
     t0 = time.perf_counter()
-    splits = _resolve_all([str(p) for p in paths])
+    chip_manifests: list[Path] = []
+    splits = _resolve_all([str(p) for p in paths], chip_manifests)
     sizes = [s.size() for s in splits]
     total = None if any(n is None for n in sizes) else sum(n or 0 for n in sizes)
     if total == 0:
@@ -155,6 +167,11 @@ def check_dataset(
     class_counts = {s.name: {c: counts[s.name][c] for c in classes} for s in splits}
     imbalance = {name: rules.ratio(per_class) for name, per_class in class_counts.items()}
     warnings += rules.balance_issues(class_counts, imbalance, imbalance_threshold)
+    spatial = None
+    for m in chip_manifests:
+        e, w, spatial = chip_folder_rules(m)
+        errors += e
+        warnings += w
 
     return CheckReport(
         inputs=[str(p) for p in paths],
@@ -170,7 +187,69 @@ def check_dataset(
         errors=by_kind(errors),
         warnings=by_kind(warnings),
         seconds=time.perf_counter() - t0,
+        spatial=spatial,
     )
+
+
+def is_labelled_input(path: str | Path) -> bool:
+    """A recipe (``.yaml``) or a STAC label catalog: checked by sampling its windows."""
+    p = Path(path)
+    return p.is_file() and (p.suffix.lower() in (".yaml", ".yml") or is_stac(p))
+
+
+def check_labelled(
+    paths: Sequence[str | Path],
+    labels: Sequence[str | Path] = (),
+    class_field: str | None = None,
+    classes: Sequence[str] | None = None,
+    size: tuple[int, int] = STAC_WINDOW,
+    id_field: str | None = None,
+    manifests: Sequence[str | Path] = (),
+    min_inside: float = 0.75,
+    progress: bool = True,
+    console: Console | None = None,
+) -> CheckReport:
+    """Sample labelled data as training does and report its labels, windows and split.
+
+    Args:
+        paths: scenes (GeoTIFFs, STAC items) with ``labels``/``manifests``; else one STAC
+            label catalog, or one recipe (its ``data`` section, at its ``model.input_size``).
+        labels: vector label files over the scenes.
+        class_field, id_field: the label attributes with the class and an id.
+        classes: the classes a label may have (others are reported).
+        size: the window size (scenes and catalogs; a recipe's is its model's input size).
+        manifests: extra chip manifests merged in.
+        min_inside: share of a window inside its polygon.
+
+    Raises:
+        ConfigError: as `vision.data.labelled.build`; a recipe of another data source.
+    """
+    from vision.data.labelled import LabelledSpec, build, spec_from_config
+    from vision.data.sampling import SamplingOptions
+
+    t0 = time.perf_counter()
+    names = [str(p) for p in paths]
+    sampling = SamplingOptions(size=size, min_inside=min_inside)
+    cls = tuple(classes) if classes else None
+    if labels or manifests:
+        spec = LabelledSpec(kind="scenes", scenes=((None, tuple(names)),), labels=tuple(map(str, labels)),
+                            class_field=class_field, id_field=id_field, classes=cls,
+                            manifests=tuple(map(str, manifests)), sampling=sampling)
+    elif len(names) == 1 and Path(names[0]).suffix.lower() in (".yaml", ".yml"):
+        from vision.config import load_experiment
+
+        cfg = load_experiment(names[0])
+        if cfg.data.source not in ("scenes", "stac"):
+            raise ConfigError(f"{names[0]}: data.source {cfg.data.source}: give the data itself to check "
+                              "(a recipe is checked here only for data.source scenes or stac)")
+        spec = spec_from_config(cfg.data, cfg.model.input_size, cfg.seed)
+    elif len(names) == 1 and is_stac(Path(names[0])):
+        spec = LabelledSpec(kind="stac", catalog=names[0], class_field=class_field, classes=cls, sampling=sampling)
+    else:
+        raise ConfigError("scenes need --labels FILE (vector labels) or --manifest FILE; a STAC label catalog or "
+                          "a recipe is checked alone")
+    data = build(replace(spec, strict_split=False), console=console, progress=progress, quiet=True, reuse=False)
+    return check_labelled_data(data, names, time.perf_counter() - t0)
 
 
 __all__ = [
@@ -179,6 +258,8 @@ __all__ = [
     "CheckReport",
     "Issue",
     "check_dataset",
+    "check_labelled",
+    "is_labelled_input",
     "render_report",
     "write_json",
 ]

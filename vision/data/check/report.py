@@ -22,6 +22,10 @@ from vision.atomic import write_json_atomic
 ISSUE_KINDS: tuple[str, ...] = (
     "unreadable", "label", "bands", "dtype", "nodata", "leakage", "duplicate",
     "size", "ignored", "missing-class", "imbalance",
+    # labelled scenes and chip folders (vision.data.check.labels)
+    "geometry", "class", "crs", "conflict", "duplicate-place", "place", "outside", "too-small", "no-window",
+    "windows-skipped", "chip-size", "scene", "refused-scene", "edge", "cloudy", "buffer", "possible-duplicate",
+    "data", "split",
 )
 
 
@@ -60,6 +64,9 @@ class CheckReport:
         errors: problems that make the dataset unfit as it is.
         warnings: problems worth a look that do not fail the check.
         seconds: wall time of the scan.
+        spatial: for labelled scenes and chip folders: the split's method and the smallest
+            distance (m) from a train window to a val/test one (``distances``).
+        labelled: for labelled scenes: how many labels gave no window, by reason.
     """
 
     inputs: list[str]
@@ -75,6 +82,8 @@ class CheckReport:
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     seconds: float = 0.0
+    spatial: dict[str, Any] | None = None
+    labelled: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -117,6 +126,12 @@ def render_report(report: CheckReport, console: Console, max_rows: int = 50) -> 
     console.print(_counts_table(report))
     _print_issues(console, "Errors", report.errors, "red", max_rows)
     _print_issues(console, "Warnings", report.warnings, "yellow", max_rows)
+    if report.labelled is not None:
+        kinds = ", ".join(f"{k} {n}" for k, n in report.labelled.items()) or "none"
+        console.print(f"Labels that gave no window: {sum(report.labelled.values())} ({escape(kinds)})",
+                      highlight=False)
+    if report.spatial is not None:
+        console.print(_spatial_line(report.spatial), highlight=False)
     leak = len(report.errors_of("leakage"))
     if len(report.splits) < 2:
         leakage = "one split: no leakage check"
@@ -127,6 +142,25 @@ def render_report(report: CheckReport, console: Console, max_rows: int = 50) -> 
     console.print(
         f"{verdict} · {len(report.warnings)} warning(s) · {leakage}", highlight=False
     )
+
+
+def _spatial_line(spatial: dict[str, Any]) -> str:
+    """``Split: blocks of 2000 m (buffer 2000 m) · train-test: at least 2,134 m apart ...``."""
+    method = spatial.get("method")
+    head = "Split: " + (f"{method}" if method and method != "preset" else "as given with the data")
+    if method == "blocks":
+        head += f" of {spatial.get('block_m'):g} m (buffer {spatial.get('buffer_m'):g} m"
+        head += f", {spatial['buffer_dropped']} train windows dropped)" if spatial.get("buffer_dropped") else ")"
+    if spatial.get("preset"):
+        head += f" ({spatial['preset']} windows: per-split scenes, ml-aoi:split or a split column)"
+    parts = []
+    for pair, d in (spatial.get("distances") or {}).items():
+        if d is None:
+            parts.append(f"{escape(pair)}: one side empty")
+        else:
+            parts.append(f"{escape(pair)}: smallest distance {d['min_m']:,.0f} m (median to train "
+                         f"{d['median_to_train_m']:,.0f} m)")
+    return " · ".join([head, *parts])
 
 
 def _counts_table(report: CheckReport) -> Table:
