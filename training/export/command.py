@@ -2,92 +2,111 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.evaluate import load_checkpoint_model
-from training.export import export_onnx
+from training.checkpoint import InferenceCheckpoint
+from training.export.graph import export_onnx
+from training.export.metadata import Identity, checkpoint_metadata
+from training.progress import Reporter
 from training.quantize import MIN_AGREEMENT, QuantReport, quantization_metadata, quantize_model
-from vision.config import load_experiment
-from vision.contracts.model import ModelMetadata, read_model_file
-from vision.data import ChipDataset, open_data_spec, open_split
+from vision.config import ExperimentConfig, load_experiment
+from vision.data import ChipDataset, ChipSource, open_data_spec, open_split
 from vision.errors import ConfigError
 
 
-def _stack(ds: ChipDataset, n: int) -> tuple[torch.Tensor, np.ndarray]:
+def _stack(ds: ChipDataset, n: int, report: Reporter, what: str) -> tuple[torch.Tensor, np.ndarray]:
     """``n`` chips spread evenly over ``ds`` (every class of a split sorted by class)."""
-    idx = np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int)
-    items = [ds[int(i)] for i in np.unique(idx)]
-    return torch.stack([x for x, _ in items]), np.array([y for _, y in items])
+    idx = np.unique(np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int))
+    xs, ys = [], []
+    with report.bar(f"reading {what}", len(idx)) as advance:
+        for i in idx:
+            x, y = ds[int(i)]
+            xs.append(x)
+            ys.append(y)
+            advance(1)
+    return torch.stack(xs), np.array(ys)
+
+
+def _run_of(source: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) for a run folder or a ``.pt`` file."""
+    if source.is_dir():
+        return source, source / "checkpoints" / "best.pt"
+    return source.parent.parent, source
 
 
 def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | None = None,
                       n_parity: int = 256, int8: bool = False, calibration: str | None = None,
                       n_calibration: int = 512, n_check: int = 1000,
-                      min_agreement: float = MIN_AGREEMENT) -> tuple[float, QuantReport | None]:
+                      min_agreement: float = MIN_AGREEMENT, progress: bool = True,
+                      max_diff: float | None = None) -> tuple[float, QuantReport | None]:
     """Export ``source`` (``.pt`` or a run folder) to ``out``.
 
-    Returns the parity difference of the float graph against PyTorch and, with ``int8``,
-    how the quantized model compares with that float graph (`training.quantize`):
-    calibrated on ``n_calibration`` chips of the training split (or ``calibration``),
-    checked on ``n_check`` chips of the validation split (or ``data``), refused when fewer
-    than ``min_agreement`` of them keep their top-1 class.
+    Returns the parity difference of the exported graph against the float32 PyTorch model
+    and, with ``int8``, how the quantized model compares with the float graph
+    (`training.quantize`): calibrated on ``n_calibration`` chips of the training split (or
+    ``calibration``), checked on ``n_check`` chips of the validation split (or ``data``),
+    refused when fewer than ``min_agreement`` of them keep their top-1 class. ``max_diff``
+    overrides the parity bound (`training.export.graph.export_onnx`).
+
+    Raises:
+        ConfigError: options that exclude each other, no checkpoint, no data to check on.
+        CheckpointError: the checkpoint cannot be read.
+        ParityError: the graph (or the int8 model) disagrees; nothing is written.
     """
     if fp16 and int8:
         raise ConfigError("--fp16 and --int8 exclude each other: fp16 is for GPUs, int8 for CPUs")
-    run_dir = source if source.is_dir() else source.parent.parent
-    ck_path = source / "checkpoints" / "best.pt" if source.is_dir() else source
+    report = Reporter(progress)
+    run_dir, ck_path = _run_of(source)
     if not ck_path.exists():
-        raise ConfigError(f"no checkpoint at {ck_path}")
-    model, ck = load_checkpoint_model(ck_path)
-    cfg = load_experiment(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
-    if data is not None:
-        src = open_data_spec(data, classes=ck["classes"])
-    elif cfg is not None:
-        src = open_split(cfg.data.source, cfg.data.val, cfg.data.root, cfg.data.bands, ck["classes"])
-    else:
-        raise ConfigError("no run folder around the checkpoint: give --data for parity samples")
+        raise ConfigError(f"no checkpoint at {ck_path} (give checkpoints/best.pt or a run folder)")
+    with report.stage(f"loading {ck_path}"):
+        ck = InferenceCheckpoint.load(ck_path)
+        model = ck.build_model(ck_path)
+    cfg_path = run_dir / "config.yaml"
+    cfg = load_experiment(cfg_path) if cfg_path.exists() else None
+    meta = checkpoint_metadata(ck, ck_path, Identity.of_run(run_dir), "fp16" if fp16 else "fp32")
+    src = _check_source(data, cfg, ck, "--data", "parity samples")
     ds = ChipDataset(src)
-    x = torch.stack([ds[i][0] for i in range(min(len(ds), n_parity))])
-    prev = read_model_file(run_dir / "model.onnx").metadata if (run_dir / "model.onnx").exists() else None
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-
-    def identity(key: str) -> str:
-        """From the run's exported model, else its metrics.json."""
-        return str(getattr(prev, key) if prev is not None else metrics.get(key) or "")
-
-    meta = ModelMetadata(
-        classes=tuple(ck["classes"]), bands=tuple(ck["bands"]), input_size=tuple(ck["input_size"]),
-        mean=tuple(ck["mean"]), std=tuple(ck["std"]), temperature=float(ck.get("temperature", 1.0)),
-        architecture=ck["architecture"], model_name=ck.get("model_name", ""),
-        model_version=identity("model_version"), mlflow_run_id=identity("mlflow_run_id"),
-        train_data_fingerprint=identity("train_data_fingerprint"),
-        checkpoint=str(ck_path.resolve()), thresholds=ck.get("thresholds") or None,
-        precision="fp16" if fp16 else "fp32",
-        work_size=tuple(ck["work_size"]) if ck.get("work_size") else None,
-        tta=ck.get("tta") if ck.get("tta", "none") != "none" else None)
-    temperature = float(ck.get("temperature", 1.0))
+    x, _ = _stack(ds, n_parity, report, "parity chips")
+    views = {"none": "", "flips": ", 4 views each", "d8": ", 8 views each"}[ck.tta]
     if not int8:
-        return export_onnx(model, out, meta, x, temperature=temperature, fp16=fp16), None
+        with report.bar(f"exporting {'fp16' if fp16 else 'fp32'} graph and checking parity{views}", len(x)) as adv:
+            diff = export_onnx(model, out, meta, x, temperature=ck.temperature, fp16=fp16, on_chips=adv,
+                               max_diff=max_diff)
+        return diff, None
 
-    if calibration is not None:
-        cal_src, cal_name = open_data_spec(calibration, classes=ck["classes"]), calibration
-    elif cfg is not None:
-        cal_src = open_split(cfg.data.source, cfg.data.train, cfg.data.root, cfg.data.bands,
-                             ck["classes"])
-        cal_name = f"{cfg.data.source}:{cfg.data.train}"
-    else:
-        raise ConfigError("no run folder around the checkpoint: give --calibration for int8")
-    cal, _ = _stack(ChipDataset(cal_src), n_calibration)
-    chk, chk_labels = _stack(ds, n_check)
+    cal_src = _check_source(calibration, cfg, ck, "--calibration", "int8 calibration", split="train")
+    cal_name = calibration or (f"{cfg.data.source}:{cfg.data.train}" if cfg is not None else "")
+    cal, _ = _stack(ChipDataset(cal_src), n_calibration, report, "calibration chips")
+    chk, chk_labels = _stack(ds, n_check, report, "check chips")
     with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp:
         float_path = Path(tmp) / "float.onnx"
-        diff = export_onnx(model, float_path, meta, x, temperature=temperature)
-        report = quantize_model(
-            float_path, out, cal.numpy(), chk.numpy(), chk_labels, temperature=temperature,
-            metadata=quantization_metadata(len(cal), cal_name), min_agreement=min_agreement)
-    return diff, report
+        with report.bar(f"exporting the float graph and checking parity{views}", len(x)) as adv:
+            diff = export_onnx(model, float_path, meta, x, temperature=ck.temperature, on_chips=adv,
+                               max_diff=max_diff)
+        with report.stage(f"quantizing to int8 and comparing on {len(chk)} check chips"):
+            q = quantize_model(float_path, out, cal.numpy(), chk.numpy(), chk_labels, temperature=ck.temperature,
+                               metadata=quantization_metadata(len(cal), cal_name), min_agreement=min_agreement)
+    return diff, q
+
+
+def _check_source(spec: str | None, cfg: ExperimentConfig | None, ck: InferenceCheckpoint, option: str,
+                  what: str, split: str = "val") -> ChipSource:
+    """Chips for ``what``: ``spec``, else the run's ``split``; they must fit the checkpoint's bands."""
+    if spec is not None:
+        src = open_data_spec(spec, classes=ck.classes)
+    elif cfg is not None:
+        d = cfg.data
+        src = open_split(d.source, d.val if split == "val" else d.train, d.root, d.bands, ck.classes)
+    else:
+        raise ConfigError(f"no run folder around the checkpoint: give {option} for {what}")
+    if not len(src):
+        raise ConfigError(f"no chips for {what} ({spec or split})")
+    if src.bands and len(src.bands) != len(ck.bands):
+        raise ConfigError(f"{what}: the data has {len(src.bands)} bands, the model takes "
+                          f"{len(ck.bands)} {ck.bands}")
+    return src
