@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from training import tracking
@@ -114,7 +115,7 @@ def calibrate(model: nn.Module, splits: Splits, cfg: ExperimentConfig, device: t
     val = {k: rep[k] for k in ("n", "accuracy", "macro_f1", "ece")}
     val["ece_uncalibrated"] = classification_report(labels, softmax(logits), splits.classes)["ece"]
     report.line(f"calibration: T = {temperature:.3f}, val ECE {val['ece_uncalibrated']:.4f} -> {val['ece']:.4f}"
-                + (f"; thresholds {thresholds}" if thresholds else ""))
+                + (escape(f"; thresholds {thresholds}") if thresholds else ""))
     return Calibration(temperature, thresholds, val, logits, labels)
 
 
@@ -179,9 +180,9 @@ def publish(run: RunInfo, cfg: ExperimentConfig, model: nn.Module, ck: Inference
     if audit is not None:
         write_text_atomic(report_dir / f"subgroups_{audit['group_by']}.json", json.dumps(audit, indent=2))
         metrics["subgroups"] = {k: audit[k] for k in ("group_by", "worst_group", "gap")}
-        report.line(subgroup_audit.summary_line(audit))
+        report.line(escape(subgroup_audit.summary_line(audit)))
     elif audit_error:
-        report.line(f"[yellow]subgroup audit skipped[/yellow]: {audit_error}")
+        report.line(f"[yellow]subgroup audit skipped[/yellow]: {escape(audit_error)}")
     with report.stage("model card"):
         card = model_card.build_card(
             cfg, metrics, json.loads((out / "lineage.json").read_text()),

@@ -128,7 +128,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
             if done.get("config_hash") != chash:
                 raise ConfigError(f"{out} holds a finished run of a different recipe; "
                                   "choose another --out")
-            console.print(f"Training already completed in {out} (nothing to do).")
+            console.print(f"Training already completed in {escape(str(out))} (nothing to do).")
             return TrainResult(out, done, skipped=True)
     if last_path.exists() and not resume:
         raise ConfigError(f"{out} holds an unfinished run: pass --resume to continue it, "
@@ -150,7 +150,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     classes, bands = splits.classes, splits.bands
     if not len(splits.train) or not len(splits.val):
         raise ConfigError("train and val splits must not be empty")
-    report.line(f"  {len(classes)} classes, bands {', '.join(bands)}; "
+    report.line(f"  {len(classes)} classes, bands {escape(', '.join(bands))}; "
                 + ", ".join(f"{k} {v}" for k, v in splits.sizes().items()))
     n_stats = min(len(splits.train), STATS_SAMPLES)
     with report.bar("band statistics of the train split", n_stats) as advance:
@@ -201,9 +201,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
         state.restore(model, optimizer, scheduler, ema=ema, scaler=scaler, path=last_path)
         start_epoch, history = state.epoch + 1, state.history
         best, bad_epochs, run_id = state.best, state.bad_epochs, state.mlflow_run_id
-        console.print(f"Resuming {out} after epoch {start_epoch} of {cfg.train.epochs}")
+        console.print(f"Resuming {escape(str(out))} after epoch {start_epoch} of {cfg.train.epochs}")
     elif resume:
-        console.print(f"No checkpoint in {out}: starting from the beginning")
+        console.print(f"No checkpoint in {escape(str(out))}: starting from the beginning")
 
     model_name = cfg.model.name
     lineage = {"bands": bands, "classes": classes, "mean": stats.mean, "std": stats.std,
