@@ -6,13 +6,13 @@ import threading
 from typing import Any
 
 import pytest
+from cli_runner import run_cli
 from sqlalchemy import select, text
 
 from review import audit
 from review.audit import AuditTamperError
 from review.db.engine import Database
 from review.db.models import AuditEntry
-from tests.cli_runner import run_review_cli as run_cli
 
 
 def _session(client_for: Any, job_id: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cli_runner import run_cli
 from fastapi.testclient import TestClient
 from review_helpers import PASSWORD, login
 from sqlalchemy import select
@@ -15,7 +16,6 @@ from review.db.engine import Database
 from review.db.models import AuditEntry, LoginSession, User, utcnow
 from review.service import preflight
 from review.settings import ReviewSettings, check_secret
-from tests.cli_runner import run_review_cli as run_cli
 from vision.errors import ConfigError
 
 

@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import yaml
+from cli_runner import run_cli
 from sqlalchemy import select
 
 from review.db.engine import Database
 from review.db.models import User, utcnow
 from review.queue import DecisionInput, claim_next, decide
-from tests.cli_runner import run_review_cli as run_cli
 from vision.config import ExperimentConfig
 from vision.data.sources import ManifestSource, open_split
 
