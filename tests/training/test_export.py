@@ -94,15 +94,18 @@ def test_export_refuses_to_replace_its_output(trained_run: Path, tmp_path: Path)
 def test_a_broken_checkpoint_is_an_error_not_a_traceback(trained_run: Path, synthetic_root: Path, tmp_path: Path,
                                                          content: bytes | str) -> None:
     """`vision export`, `evaluate` and `explain` given an empty, garbage or truncated .pt say
-    which file and what is wrong, with exit code 1 and no traceback."""
+    which file and what is wrong, with exit code 1 and no traceback (each kind of file through
+    `export`, and the garbage one through all three: they share one reader)."""
     good = (trained_run / "checkpoints" / "best.pt").read_bytes()
     bad = tmp_path / "best.pt"
     bad.write_bytes(good[: len(good) // 2] if isinstance(content, str) else content)
     val = synthetic_root / "val"
     chip = sorted((val / "Water").glob("*.tif"))[0]
-    for args in (["export", str(bad), "--out", str(tmp_path / "x.onnx"), "--data", str(val)],
-                 ["evaluate", str(bad), str(val)],
-                 ["explain", str(bad), str(chip), "--out", str(tmp_path / "h.png")]):
+    commands = [["export", str(bad), "--out", str(tmp_path / "x.onnx"), "--data", str(val)]]
+    if content == b"garbage" * 50:
+        commands += [["evaluate", str(bad), str(val)],
+                     ["explain", str(bad), str(chip), "--out", str(tmp_path / "h.png")]]
+    for args in commands:
         r = run_vision(*args, cwd=tmp_path)
         assert r.returncode == 1, (args, r.stderr[-2000:])
         assert "Traceback" not in r.stderr + r.stdout, r.stderr[-2000:]
