@@ -4,11 +4,23 @@ explain, audit, models (list, show, card, promote), demo."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from vision.cli_options import (
+    batch_size_option,
+    model_argument,
+    out_option,
+    overwrite_option,
+    progress_option,
+    refuse_overwrite,
+)
 
 console = Console()
 err = Console(stderr=True)
@@ -19,8 +31,9 @@ models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry."
 def train(
     recipe: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/eurosat_rgb_lite0.yaml"),
     set_: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
-    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/<recipe name>)"),
+    out: Path | None = out_option("run folder \\[default: runs/<recipe name>]"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    progress: bool = progress_option(),
 ) -> None:
     """Train a model per RECIPE; track it in MLflow, calibrate, export ONNX, register it.
 
@@ -31,19 +44,22 @@ def train(
         vision train experiments/eurosat_rgb_lite0.yaml --set model.weights=none --out runs/rgb-scratch
 
     A rerun of a finished run does nothing; after an interruption, rerun with --resume.
+    Every step prints what it does and how long it took; the last line points to the report.
     """
     from training.trainer import run_training
     from vision.config import load_experiment
 
     cfg = load_experiment(recipe, set_)
-    run_training(cfg, out or Path("runs") / recipe.stem, resume=resume, recipe=str(recipe))
+    run_training(cfg, out or Path("runs") / recipe.stem, resume=resume, recipe=str(recipe), progress=progress)
 
 
 def evaluate(
-    model: str = typer.Argument(..., help="model.onnx, checkpoints/best.pt, a run folder or models:/NAME@ALIAS"),
+    model: str = model_argument(),
     data: str = typer.Argument(..., help="eurosat-rgb:test, *.tar.gz shards, a manifest or a class folder"),
-    out: Path | None = typer.Option(None, "--out", help="write metrics.json and plots here"),
-    batch_size: int = typer.Option(256, help="batch size"),
+    out: Path | None = out_option("write metrics.json and plots into this folder"),
+    overwrite: bool = overwrite_option("an existing --out/metrics.json"),
+    batch_size: int = batch_size_option(256),
+    progress: bool = progress_option(),
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, calibration and confusion matrix of MODEL on DATA.
 
@@ -53,31 +69,35 @@ def evaluate(
     """
     from training.evaluate import evaluate as run_eval
     from training.report import write_report
-    from vision.atomic import write_text_atomic as atomic_write_text
+    from vision.atomic import write_text_atomic
 
-    rep, probs, labels = run_eval(model, data, batch_size)
-    table = Table(title=f"{model} on {data} ({rep['n']} samples)")
+    if out is not None:
+        refuse_overwrite(out / "metrics.json", overwrite)
+    rep, probs, labels = run_eval(model, data, batch_size, progress=progress)
+    table = Table(title=escape(f"{model} on {data} ({rep['n']} samples)"))
     for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="right" if col != "class" else "left")
+        table.add_column(col, justify="right" if col != "class" else "left", overflow="fold")
     for c, m in rep["per_class"].items():
-        table.add_row(c, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+        table.add_row(escape(c), f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
     console.print(table)
     console.print(f"accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  "
                   f"ECE {rep['ece']:.4f} (uncalibrated {rep['ece_uncalibrated']:.4f})")
     console.print("confusion matrix (rows true, columns predicted):")
     for c, row in zip(rep["classes"], rep["confusion_matrix"], strict=True):
-        console.print(f"  {c[:20]:>20} " + " ".join(f"{v:5d}" for v in row), soft_wrap=True)
+        console.print(f"  {escape(c[:20]):>20} " + " ".join(f"{v:5d}" for v in row), soft_wrap=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "metrics.json", json.dumps(rep, indent=2))
+        write_text_atomic(out / "metrics.json", json.dumps(rep, indent=2))
         write_report(out, rep, probs, labels)
-        console.print(f"written: {out}/metrics.json, confusion_matrix.png, reliability.png")
+        console.print(f"written: {escape(str(out))}/metrics.json, confusion_matrix.png, reliability.png")
 
 
 def export(
-    source: Path = typer.Argument(..., help="checkpoint (.pt) or run folder"),
-    out: Path = typer.Option(..., "--out", help="destination .onnx"),
-    fp16: bool = typer.Option(False, "--fp16", help="half-precision network for GPUs (inputs stay float32)"),
+    source: Path = model_argument("a run folder or its checkpoints/best.pt"),
+    out: Path = out_option("destination .onnx", required=True),
+    overwrite: bool = overwrite_option("an existing --out"),
+    fp16: bool = typer.Option(False, "--fp16", help="half-precision network for GPUs (inputs, normalisation "
+                              "and outputs stay float32)"),
     int8: bool = typer.Option(False, "--int8",
                               help="int8 network for CPUs (static quantization, calibrated on "
                                    "training chips, checked on validation chips)"),
@@ -90,76 +110,128 @@ def export(
     min_agreement: float = typer.Option(
         0.98, "--min-agreement", min=0.0, max=1.0,
         help="int8 is refused when fewer check chips keep their float top-1 class"),
+    max_diff: float | None = typer.Option(
+        None, "--max-diff", min=0.0, help="largest ONNX-vs-PyTorch probability difference accepted "
+        "\\[default: 1e-4; 1e-3 with --fp16]"),
+    progress: bool = progress_option(),
 ) -> None:
     """Export a checkpoint to ONNX (raw pixels in, normalisation and metadata inside) and
-    check ONNX-vs-PyTorch parity on real samples.
+    check ONNX-vs-PyTorch parity on real samples (the first few chips first: a graph that is
+    off is refused at once).
 
-    --int8 writes a quantized model for CPU inference (about 1.8x the chips/s of the float
-    model on an AVX2 CPU, a quarter of its size). It is refused when it changes the top-1
-    class of more than 2 % of the check chips (--min-agreement); the float and int8
-    accuracies on those chips are printed.
+    --fp16 runs the network in half precision for GPUs; parity against the float32 model
+    must hold within 1e-3 on probabilities (--max-diff: float16 rounding moves some networks'
+    probabilities by more; the refusal says by how much). --int8 writes a quantized model for CPU
+    inference (about 1.8x the chips/s of the float model on an AVX2 CPU, a quarter of its
+    size). It is refused when it changes the top-1 class of more than 2 % of the check chips
+    (--min-agreement); the float and int8 agreement and accuracies are printed.
 
     Examples:
 
         vision export runs/rgb --out rgb-fp16.onnx --fp16
+
         vision export runs/rgb --out rgb-int8.onnx --int8
     """
-    from training.exporting import export_checkpoint
+    from training.export.command import export_checkpoint
 
-    diff, q = export_checkpoint(source, out, fp16=fp16, data=data, int8=int8,
+    refuse_overwrite(out, overwrite)
+    diff, q = export_checkpoint(Path(source), out, fp16=fp16, data=data, int8=int8,
                                 calibration=calibration, n_calibration=calibration_chips,
-                                min_agreement=min_agreement)
-    console.print(f"exported {out} (parity max abs {diff:.2e}" + (" of the float graph)" if q else ")"))
+                                min_agreement=min_agreement, progress=progress, max_diff=max_diff)
+    console.print(f"exported {escape(str(out))} (parity max abs {diff:.2e}"
+                  + (" of the float graph)" if q else ")"), highlight=False)
     if q is not None:
         acc = (f"; accuracy {q.accuracy_float:.4f} float -> {q.accuracy_int8:.4f} int8"
                if q.accuracy_float is not None and q.accuracy_int8 is not None else "")
         console.print(
             f"int8: calibrated on {q.n_calibration} chips; on {q.n_check} check chips the top-1 "
             f"class agrees on {q.agreement:.2%} (max probability difference "
-            f"{q.max_prob_diff:.3f}){acc}; {q.size_float / 1e6:.1f} MB -> {q.size_int8 / 1e6:.1f} MB")
+            f"{q.max_prob_diff:.3f}){acc}; {q.size_float / 1e6:.1f} MB -> {q.size_int8 / 1e6:.1f} MB",
+            highlight=False)
+
+
+def _when(ms: int | None) -> str:
+    """A registry timestamp (ms since the epoch) as ``2025-03-01 14:05 UTC``."""
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
     """Registered models with their versions and aliases.
 
     Example:
 
         vision models list
+
+        vision models list --json
     """
     from training import tracking
 
     c = tracking.client()
-    table = Table(title="registered models")
-    for col in ("name", "version", "aliases", "run", "created"):
-        table.add_column(col)
+    rows = []
     for rm in c.search_registered_models():
         aliases: dict[str, list[str]] = {}
         for a, v in (rm.aliases or {}).items():
             aliases.setdefault(str(v), []).append(a)
-        for mv in c.search_model_versions(f"name='{rm.name}'"):
-            table.add_row(rm.name, str(mv.version), ",".join(aliases.get(str(mv.version), [])),
-                          mv.run_id or "", str(mv.creation_timestamp))
+        for mv in sorted(c.search_model_versions(f"name='{rm.name}'"), key=lambda m: int(m.version)):
+            rows.append({"name": rm.name, "version": str(mv.version),
+                         "aliases": sorted(aliases.get(str(mv.version), [])), "run_id": mv.run_id or "",
+                         "created": _when(mv.creation_timestamp)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="registered models")
+    widest = max((len(r["name"]) for r in rows), default=4)
+    for col in ("name", "version", "aliases", "run", "created"):
+        # Full names and run ids: folded onto more lines on a narrow terminal, never cut;
+        # names keep their width first.
+        table.add_column(col, overflow="fold", min_width=min(widest, 24) if col == "name" else None)
+    for r in rows:
+        table.add_row(escape(r["name"]), r["version"], escape(", ".join(r["aliases"])), r["run_id"], r["created"])
     console.print(table)
 
 
 @models_app.command("show")
-def models_show(name: str = typer.Argument(..., help="registered model name")) -> None:
-    """Versions, aliases and metrics of one registered model.
+def models_show(
+    name: str = typer.Argument(..., help="registered model name"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Versions, aliases, metrics and tags of one registered model.
 
     Example:
 
         vision models show eurosat_rgb_lite0
+
+        vision models show eurosat_rgb_lite0 --json
     """
     from training import tracking
 
     c = tracking.client()
-    rm = c.get_registered_model(name)
-    console.print(f"[bold]{name}[/bold] aliases: {dict(rm.aliases or {})}")
+    rm = tracking.get_registered_model(name)
+    by_version: dict[str, list[str]] = {}
+    for a, v in (rm.aliases or {}).items():
+        by_version.setdefault(str(v), []).append(a)
+    versions: list[dict[str, Any]] = []
     for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda m: int(m.version)):
         metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
-        keep = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("test_", "val_acc"))}
-        console.print(f"  v{mv.version} run {mv.run_id} {keep} tags {dict(mv.tags)}")
+        keep = {k: v for k, v in sorted(metrics.items()) if k.startswith(("test_", "val_acc"))}
+        versions.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
+                         "run_id": mv.run_id or "", "created": _when(mv.creation_timestamp),
+                         "metrics": keep, "tags": dict(mv.tags)})
+    if as_json:
+        print(json.dumps({"name": name, "aliases": {a: str(v) for a, v in (rm.aliases or {}).items()},
+                          "versions": versions}, indent=2))
+        return
+    table = Table(title=escape(f"{name}: {len(versions)} version(s)"))
+    for col in ("version", "aliases", "created", "run", "metrics", "tags"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        table.add_row(v["version"], escape(", ".join(v["aliases"])), v["created"], v["run_id"],
+                      "\n".join(f"{k} {val:.4f}" for k, val in v["metrics"].items()),
+                      escape("\n".join(f"{k}={val}" for k, val in sorted(v["tags"].items()))))
+    console.print(table)
 
 
 @models_app.command("promote")
@@ -241,15 +313,15 @@ def models_card(
 
 
 def explain(
-    model: str = typer.Argument(..., help="model.onnx, checkpoints/best.pt, a run folder or models:/NAME@ALIAS"),
+    model: str = model_argument(),
     input_: str = typer.Argument(..., metavar="IMAGE_OR_JOB_ROW",
                                  help="chip file (.jpg/.png/.tif), SHARD.tar.gz#KEY, or JOB_DIR#ROW "
                                       "(row of JOB_DIR/predictions.parquet; scene rows read their window)"),
-    out: Path = typer.Option(Path("heatmap.png"), "--out", help="PNG: the chip and the heatmap overlaid"),
+    out: Path | None = out_option("PNG: the chip and the heatmap overlaid \\[default: heatmap.png]"),
     target: str | None = typer.Option(None, "--class", help="class to explain (default: the prediction)"),
     layer: str | None = typer.Option(None, "--layer", help="layer to explain (default: the registry's)"),
     npy: Path | None = typer.Option(None, "--npy", help="also save the H x W heatmap as .npy"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out"),
+    overwrite: bool = overwrite_option("an existing --out or --npy"),
 ) -> None:
     """Grad-CAM: where in the chip the model looked for its decision.
 
@@ -264,10 +336,11 @@ def explain(
     """
     from training.explain import explain as run_explain
     from training.explain import load_explainer, read_input, render_overlay
-    from vision.errors import ConfigError
 
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    out = out or Path("heatmap.png")
+    refuse_overwrite(out, overwrite)
+    if npy is not None:
+        refuse_overwrite(npy, overwrite)
     ex = load_explainer(model)
     chip = read_input(input_, ex.bands)
     cls: int | str | None = int(target) if target is not None and target.isdigit() else target
@@ -279,20 +352,24 @@ def explain(
     if npy is not None:
         import numpy as np
 
-        np.save(npy, res.heatmap)
-    console.print(f"{chip.source}: {title}; contrast {res.contrast:.3f}", highlight=False)
-    console.print(f"written: {out}" + (f", {npy}" if npy else ""))
+        from vision.atomic import atomic_path
+
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, res.heatmap)
+    console.print(escape(f"{chip.source}: {title}; contrast {res.contrast:.3f}"), highlight=False)
+    console.print(escape(f"written: {out}" + (f", {npy}" if npy else "")), highlight=False)
 
 
 def audit(
-    model: str = typer.Argument(..., help="model.onnx, checkpoints/best.pt, a run folder or models:/NAME@ALIAS"),
+    model: str = model_argument(),
     data: str = typer.Argument(..., help="eurosat-rgb:test, eurosat-ms:train, shards, a manifest or a class folder"),
     group_by: str = typer.Option(..., "--group-by", help="utm_zone (GeoTIFF CRS), brightness_quartile, group, "
                                  "or any manifest column"),
     json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON"),
+    overwrite: bool = overwrite_option("an existing --json file"),
     n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples per group"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed (same seed, same intervals)"),
-    batch_size: int = typer.Option(256, help="batch size"),
+    batch_size: int = batch_size_option(256),
 ) -> None:
     """Subgroup audit: accuracy, macro-F1, per-class recall and ECE per group, with bootstrap
     confidence intervals, and the worst-group gap.
@@ -304,15 +381,17 @@ def audit(
         vision audit runs/ms/model.onnx eurosat-ms:train --group-by utm_zone --json audit.json
     """
     from training.audit import audit_model, render_tables, summary_line
-    from vision.atomic import write_text_atomic as atomic_write_text
+    from vision.atomic import write_text_atomic
 
+    if json_out is not None:
+        refuse_overwrite(json_out, overwrite)
     rep = audit_model(model, data, group_by, batch_size=batch_size, n_boot=n_boot, seed=seed)
     for table in render_tables(rep):
         console.print(table)
     console.print(summary_line(rep))
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(rep, indent=2))
-        console.print(f"written: {json_out}")
+        write_text_atomic(json_out, json.dumps(rep, indent=2))
+        console.print(escape(f"written: {json_out}"), highlight=False)
 
 
 def demo(

@@ -9,21 +9,82 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
 from vision.config import ExperimentConfig
-from vision.data import BandStats, ChipDataset, ChipSource, compute_band_stats, open_split
+from vision.data import ChipDataset, ChipSource, open_split
+from vision.errors import BandMismatchError, ConfigError
 from vision.transforms import Augmenter, build_augmenter
 
 
 @dataclass
 class Splits:
+    """The recipe's splits, opened; every source checks each chip's band count as it reads."""
+
     train: ChipSource
     val: ChipSource
     test: ChipSource | None
     classes: list[str]
     bands: list[str]
 
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val),
+                "test": len(self.test) if self.test is not None else 0}
+
+
+class CheckedSource(ChipSource):
+    """A split whose chips must all have the split's band count (and be ``H x W x C``).
+
+    One 3-band chip among 6-band ones would otherwise surface as a numpy broadcast error in
+    the band statistics or a collate error in the loader, without naming the file.
+    """
+
+    def __init__(self, parent: ChipSource, split: str):
+        self.parent, self.split = parent, split
+        self.classes, self.bands, self.refs = parent.classes, parent.bands, parent.refs
+
+    def read(self, index: int) -> np.ndarray:
+        chip = self.parent.read(index)
+        want = len(self.bands)
+        if chip.ndim != 3 or (want and chip.shape[-1] != want):
+            got = chip.shape[-1] if chip.ndim == 3 else f"shape {chip.shape}"
+            raise BandMismatchError(
+                f"{self.refs[index].path}: has {got} bands, the {self.split} split's chips have {want} "
+                f"({', '.join(self.bands)}); remove or replace that file (`vision data check` lists "
+                "such files), or select common bands with data.bands")
+        return chip
+
+    def raw_bytes(self, index: int) -> bytes:
+        return self.parent.raw_bytes(index)
+
+    def limit(self, n: int | None, seed: int = 0) -> ChipSource:
+        return self if n is None or n >= len(self.refs) else CheckedSource(self.parent.limit(n, seed), self.split)
+
+
+def _check_band_indices(source: ChipSource, split: str, bands: list[str | int] | None) -> None:
+    """Refuse ``data.bands`` indices beyond the chips' band count, naming the count."""
+    indices = [b for b in bands or [] if isinstance(b, int)]
+    if not indices or not len(source):
+        return
+    path = source.refs[0].path
+    if path.split("#")[0].lower().endswith((".tif", ".tiff")):
+        from vision.raster import open_raster
+
+        with open_raster(path) as ds:
+            count = int(ds.count)
+    else:
+        from vision.data.decode import decode_file
+
+        count = int(decode_file(path).shape[-1])
+    bad = [b for b in indices if b >= count]
+    if bad:
+        raise ConfigError(f"data.bands {bad}: out of range: the {split} chips (e.g. {path}) have {count} "
+                          f"bands, indices 0..{count - 1} (or give band names)")
+
 
 def open_splits(cfg: ExperimentConfig) -> Splits:
-    """Open the recipe's train/val/test splits (same classes, same bands)."""
+    """Open the recipe's train/val/test splits (same classes, same bands).
+
+    Raises:
+        ConfigError: a split is missing, or ``data.bands`` names bands the chips do not have.
+    """
     d = cfg.data
     train: ChipSource
     val: ChipSource
@@ -39,13 +100,16 @@ def open_splits(cfg: ExperimentConfig) -> Splits:
         test = open_split(d.source, d.test, d.root, d.bands, train.classes) if d.test else None
     classes = train.classes
     n = d.limit_per_split
-    train, val = train.limit(n, cfg.seed), val.limit(n, cfg.seed)
-    test = test.limit(n, cfg.seed) if test is not None else None
-    return Splits(train, val, test, classes, train.bands)
-
-
-def band_stats(train: ChipSource, seed: int) -> BandStats:
-    return compute_band_stats(train, max_samples=20000, seed=seed)
+    named = {"train": train.limit(n, cfg.seed), "val": val.limit(n, cfg.seed)}
+    if test is not None:
+        named["test"] = test.limit(n, cfg.seed)
+    for split, src in named.items():
+        _check_band_indices(src, split, d.bands)
+        if split != "train" and len(src.bands) != len(train.bands):
+            raise ConfigError(f"the {split} split has {len(src.bands)} bands ({src.bands}), the train split "
+                              f"{len(train.bands)} ({train.bands}); select common bands with data.bands")
+    checked = {k: CheckedSource(v, k) for k, v in named.items()}
+    return Splits(checked["train"], checked["val"], checked.get("test"), classes, train.bands)
 
 
 class _WorkerSeeder:

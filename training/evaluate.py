@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,15 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import InferenceCheckpoint
 from training.loop import predict
 from vision.contracts.model import read_model_file
 from vision.data import ChipSource, open_data_spec
 from vision.data.dataset import ChipDataset
-from vision.errors import ConfigError, ModelFormatError
+from vision.errors import ConfigError
 from vision.metrics import classification_report, softmax
 from vision.model_uri import is_registry_uri, resolve_model
-from vision.models import NormalizedClassifier, get_model
+from vision.models import NormalizedClassifier
+
+OnBatch = Callable[[int], None]
 
 
 @dataclass
@@ -29,7 +31,7 @@ class LoadedModel:
     classes: list[str]
     bands: list[str]
     temperature: float
-    predict_logits: Any  # (ChipSource, batch_size) -> (logits, labels)
+    predict_logits: Any  # (ChipSource, batch_size, on_batch=None) -> (logits, labels)
     kind: str
 
 
@@ -57,17 +59,14 @@ def _local_model_path(model: str) -> Path:
     return p
 
 
-def load_checkpoint_model(path: Path) -> tuple[NormalizedClassifier, dict[str, Any]]:
-    """Rebuild the `NormalizedClassifier` a training checkpoint was saved from."""
-    ck = load_checkpoint(path)
-    if "architecture" not in ck:
-        raise ModelFormatError(f"{path}: not an inference checkpoint (use checkpoints/best.pt)")
-    backbone = get_model(ck["architecture"], len(ck["classes"]), len(ck["bands"]), "none",
-                         band_names=ck["bands"], dropout=ck.get("dropout", 0.2))
-    model = NormalizedClassifier(backbone, ck["mean"], ck["std"], ck.get("work_size"),
-                                 ck.get("tta", "none"))
-    model.load_state_dict(ck["model"])
-    return model.eval(), ck
+def load_checkpoint_model(path: Path) -> tuple[NormalizedClassifier, InferenceCheckpoint]:
+    """Rebuild the `NormalizedClassifier` an inference checkpoint (``best.pt``) was saved from.
+
+    Raises:
+        CheckpointError: the file is not a readable inference checkpoint.
+    """
+    ck = InferenceCheckpoint.load(path)
+    return ck.build_model(path), ck
 
 
 def load_any(model: str) -> LoadedModel:
@@ -83,34 +82,46 @@ def _load_path(path: Path) -> LoadedModel:
         meta = read_model_file(path).metadata  # checks the contract and external data
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-        def run_onnx(src: ChipSource, bs: int) -> tuple[np.ndarray, np.ndarray]:
+        def run_onnx(src: ChipSource, bs: int, on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
             loader = torch.utils.data.DataLoader(ChipDataset(src), batch_size=bs, num_workers=1)
             outs, labels = [], []
             for x, y in loader:
                 outs.append(sess.run(["logits"], {"pixels": x.numpy()})[0])
                 labels.append(y.numpy())
+                if on_batch is not None:
+                    on_batch(len(y))
             return np.concatenate(outs), np.concatenate(labels)
 
         return LoadedModel(list(meta.classes), list(meta.bands), meta.temperature, run_onnx, "onnx")
     net, ck = load_checkpoint_model(path)
 
-    def run_torch(src: ChipSource, bs: int) -> tuple[np.ndarray, np.ndarray]:
+    def run_torch(src: ChipSource, bs: int, on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
         loader = torch.utils.data.DataLoader(ChipDataset(src), batch_size=bs, num_workers=1)
-        return predict(net, loader, torch.device("cpu"))
+        return predict(net, loader, torch.device("cpu"), on_batch=on_batch)
 
-    return LoadedModel(ck["classes"], ck["bands"], float(ck.get("temperature", 1.0)), run_torch,
-                       "checkpoint")
+    return LoadedModel(ck.classes, ck.bands, ck.temperature, run_torch, "checkpoint")
 
 
-def evaluate(model: str, data: str, batch_size: int = 256) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Report (accuracy, macro-F1, per-class, confusion, ECE) plus calibrated probs and labels."""
+def evaluate(model: str, data: str, batch_size: int = 256, progress: bool = False
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Report (accuracy, macro-F1, per-class, confusion, ECE) plus calibrated probs and labels.
+
+    Args:
+        progress: show a progress bar over the chips (`training.progress`).
+    """
     m = load_any(model)
     src = open_data_spec(data, classes=m.classes)
     if src.classes != m.classes:
         raise ConfigError(f"data classes {src.classes} differ from the model's {m.classes}")
     if src.bands and len(src.bands) != len(m.bands):
         raise ConfigError(f"data has {len(src.bands)} bands, the model takes {len(m.bands)} {m.bands}")
-    logits, labels = m.predict_logits(src, batch_size)
+    if progress:
+        from training.progress import Reporter
+
+        with Reporter().bar(f"predicting {data}", len(src)) as advance:
+            logits, labels = m.predict_logits(src, batch_size, advance)
+    else:
+        logits, labels = m.predict_logits(src, batch_size)
     probs = softmax(logits, m.temperature)
     rep = classification_report(labels, probs, m.classes)
     rep["ece_uncalibrated"] = classification_report(labels, softmax(logits), m.classes)["ece"]

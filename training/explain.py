@@ -277,12 +277,9 @@ def _load_cached(path: str, _mtime_ns: int) -> Explainer:
     # Grad-CAM explains one view: the chip as it is (test-time views would fire the hooks
     # once per view).
     net.tta = "none"
-    arch = str(ck["architecture"])
-    h, w = (int(v) for v in ck.get("input_size", (64, 64)))
-    return Explainer(model=net, layer=gradcam_layer(arch, isinstance(net, NormalizedClassifier)),
-                     classes=list(ck["classes"]), bands=list(ck["bands"]), input_size=(h, w),
-                     temperature=float(ck.get("temperature", 1.0)), architecture=arch,
-                     checkpoint=Path(path))
+    return Explainer(model=net, layer=gradcam_layer(ck.architecture, isinstance(net, NormalizedClassifier)),
+                     classes=list(ck.classes), bands=list(ck.bands), input_size=ck.input_size,
+                     temperature=ck.temperature, architecture=ck.architecture, checkpoint=Path(path))
 
 
 # --- reading what to explain ---------------------------------------------------------------

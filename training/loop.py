@@ -127,8 +127,12 @@ def predict(
     *,
     amp: bool = False,
     channels_last: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (float32) and labels over a loader, in loader order."""
+    """Logits (float32) and labels over a loader, in loader order.
+
+    ``on_batch(n)`` is called after each batch of ``n`` samples (progress).
+    """
     model.eval()
     logits, labels = [], []
     for x, y in loader:
@@ -139,6 +143,8 @@ def predict(
             out = model(x)
         logits.append(out.float().cpu().numpy())
         labels.append(y.numpy())
+        if on_batch is not None:
+            on_batch(len(y))
     if not logits:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
     return np.concatenate(logits), np.concatenate(labels)

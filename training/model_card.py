@@ -9,12 +9,14 @@ limitations, and the version's lineage. Both files are logged to the MLflow run 
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from vision.atomic import write_text_atomic as atomic_write_text
@@ -22,6 +24,7 @@ from vision.config import ExperimentConfig
 from vision.data import ChipSource
 
 CARD_MD, CARD_JSON, CARD_DIR = "MODEL_CARD.md", "model_card.json", "card"
+TEMPLATE = "model_card.md.j2"
 SCHEMA_VERSION = "1"
 
 #: What we know of the ground sampling of the known datasets.
@@ -48,6 +51,17 @@ def class_counts(sources: dict[str, ChipSource | None], classes: list[str]) -> d
         counts = np.bincount(src.labels(), minlength=len(classes))
         out[split] = {c: int(counts[i]) for i, c in enumerate(classes)}
     return out
+
+
+def _radiometry_line(lineage: dict[str, Any]) -> str:
+    """The training pixels' meaning and GSD, as recorded in ``vision.radiometry``/``vision.gsd_m``."""
+    from vision.radiometry import Radiometry
+
+    raw = lineage.get("radiometry")
+    text = Radiometry.from_obj(raw).describe() if raw else "not recorded"
+    src = raw.get("source") if isinstance(raw, dict) else None
+    gsd = lineage.get("gsd_m")
+    return text + (f" ({src})" if src else "") + (f", {gsd:g} m ground sampling distance" if gsd else "")
 
 
 def ground_resolution(cfg: ExperimentConfig, source: ChipSource | None) -> str:
@@ -226,6 +240,7 @@ def build_card(cfg: ExperimentConfig, metrics: dict[str, Any], lineage: dict[str
             "input": f"raw pixel values (uint8/uint16 cast to float32), bands {bands}, N x C x H x W",
             "input_size": list(cfg.model.input_size),
             "normalisation": "(x - mean) / std per band, inside the model (and the ONNX graph)",
+            "radiometry": _radiometry_line(lineage),
             "mean": lineage.get("mean"), "std": lineage.get("std"),
             "augmentations (training only)": [a.name for a in cfg.augmentations],
             "resizing": "inference resizes smaller chips bilinearly to the input size; scenes are tiled"
@@ -285,100 +300,29 @@ def _ci(m: dict[str, Any]) -> str:
     return f"{m['value'] * 100:.2f} [{ci[0] * 100:.2f}, {ci[1] * 100:.2f}]" if ci else f"{m['value'] * 100:.2f}"
 
 
+def _points(v: float, signed: bool = True) -> str:
+    return f"{v * 100:+.2f}" if signed else f"{v * 100:.2f}"
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("training", "templates"), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             autoescape=False)  # Markdown, not HTML
+    env.filters.update(pct=_pct, ci=_ci, points=_points, fmt=format, json=json.dumps,
+                       round_list=lambda v: [round(x, 2) for x in v or []])
+    return env.get_template(TEMPLATE)
+
+
 def render_markdown(card: dict[str, Any]) -> str:
-    """``MODEL_CARD.md`` from the card dict."""
-    m, d, p, t = card["model"], card["training_data"], card["preprocessing"], card["training"]
-    met, cal, sub, lin = card["metrics"], card["calibration"], card["subgroups"], card["lineage"]
-    lines = [f"# Model card: {m['name']} v{m['version']}", "",
-             f"{m['architecture']} classifier; MLflow run `{m['mlflow_run_id']}`; card made "
-             f"{m['card_created_at']}.", "", "## Intended use", ""]
-    lines += [f"- {u}" for u in card["intended_use"]]
-    lines += ["", "## Out-of-scope uses", ""] + [f"- {u}" for u in card["out_of_scope"]]
-    lines += ["", "## Training data", "",
-              f"- Source: `{d['source']}`" + (f" at `{d['root']}`" if d["root"] else "")
-              + f"; splits train=`{d['splits']['train']}`, val=`{d['splits']['val']}`, test=`{d['splits']['test']}`",
-              f"- Fingerprint (train+val): `{d['fingerprint']}`",
-              f"- Bands: {', '.join(d['bands'])}; resolution: {d['resolution']}",
-              f"- Split sizes: {', '.join(f'{k} {v}' for k, v in d['split_sizes'].items())}"]
-    if d.get("limit_per_split"):
-        lines.append(f"- Limited to {d['limit_per_split']} samples per split (smoke run)")
-    if d.get("notes"):
-        lines.append(f"- {d['notes']}")
-    splits = list(d["class_counts"])
-    if splits:
-        lines += ["", "| class | " + " | ".join(splits) + " |", "| --- |" + " ---: |" * len(splits)]
-        for c in d["classes"]:
-            lines.append(f"| {c} | " + " | ".join(str(d["class_counts"][s].get(c, 0)) for s in splits) + " |")
-    lines += ["", "## Preprocessing", "",
-              f"- Input: {p['input']}, {p['input_size'][0]} x {p['input_size'][1]} px",
-              f"- Normalisation: {p['normalisation']}; mean {[round(v, 2) for v in p['mean'] or []]}, "
-              f"std {[round(v, 2) for v in p['std'] or []]}",
-              f"- Augmentations (training only): {', '.join(p['augmentations (training only)']) or 'none'}",
-              f"- {p['resizing']}",
-              "", "## Training", "",
-              f"- Initial weights: {t['initial_weights'].get('weights')}"
-              + (f" ({t['initial_weights']['source']}; {t['initial_weights']['license']})"
-                 if "source" in t["initial_weights"] else ""),
-              f"- {t['optimizer']}; batch {t['batch_size']}; label smoothing {t['label_smoothing']}; "
-              f"imbalance: {t['imbalance']}; seed {t['seed']}",
-              f"- Epochs run {t['epochs_run']} of {t['epochs_planned']}; best epoch {t['best_epoch']} "
-              f"by {t['monitor']}",
-              "", f"## Metrics ({met['split']} split, {met['n']} samples)", "",
-              f"- Accuracy **{_pct(met['accuracy'])}**, macro-F1 **{_pct(met['macro_f1'])}**"
-              + (f"; validation accuracy {_pct(met['val_accuracy'])}" if met.get("val_accuracy") is not None else ""),
-              f"- ONNX vs PyTorch parity (max abs probability difference): {met['onnx_parity_max_abs']}",
-              "", "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
-    for c, v in met["per_class"].items():
-        lines.append(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |")
-    ops = cal["operating_points"]
-    lines += ["", "## Calibration", "",
-              f"- Method: {cal['method']}; temperature T = {cal['temperature']:.4f}"
-              if cal.get("temperature") is not None else f"- Method: {cal['method']}",
-              f"- ECE (15 bins, {cal['split']}): {_pct(cal['ece_before'])} before -> **{_pct(cal['ece_after'])}** "
-              f"after" + (f" (bound {_pct(cal['ece_max'])}: "
-                          f"{'met' if cal['ece_after'] <= cal['ece_max'] else 'NOT met'})"
-                          if cal.get("ece_max") is not None and cal.get("ece_after") is not None else ""),
-              f"- ECE on validation: {_pct(cal['val_ece_before'])} -> {_pct(cal['val_ece_after'])}"]
-    if cal.get("reliability_diagram"):
-        lines.append(f"- Reliability diagram: `{cal['reliability_diagram']}` (run artifact)")
-    if ops["thresholds"]:
-        lines.append("- Operating points (`vision.thresholds`, the `flagged` column): "
-                     + "; ".join(f"{c} >= {v:.4f} (target {ops['targets'].get(c)})"
-                                 for c, v in ops["thresholds"].items()))
-    lines += ["", "## Subgroup results", ""]
+    """``MODEL_CARD.md`` from the card dict (template ``training/templates/model_card.md.j2``)."""
+    sub = card["subgroups"]
+    rows: list[tuple[str, dict[str, Any]]] = []
     if sub.get("status") == "ok":
-        b = sub["bootstrap"]
-        lines += [f"Grouped by `{sub['group_by']}` on the {sub.get('split', met['split'])} split: {sub['grouping']}. "
-                  f"Values in %, {int(b['confidence'] * 100)} % bootstrap intervals ({b['n_boot']} resamples, "
-                  f"seed {b['seed']}).", "",
-                  "| group | n | accuracy | macro-F1 | ECE | lowest recall |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
         for g, gm in [*sub["groups"].items(), ("all", sub["overall"])]:
             low = min(gm["recall"].items(), key=lambda kv: kv[1]["value"]) if gm["recall"] else None
-            lines.append(f"| {g} | {gm['n']} | {_ci(gm['accuracy'])} | {_ci(gm['macro_f1'])} | {_ci(gm['ece'])} | "
-                         + (f"{low[0]} {_ci(low[1])}" if low else "-") + " |")
-        w = sub["worst_group"]["accuracy"]
-        lines += ["", f"Worst group: **{w['group']}** ({_pct(w['value'])}, {w['vs_overall'] * 100:+.2f} points vs "
-                      f"overall); best-worst gap: accuracy {sub['gap']['accuracy'] * 100:.2f} points, macro-F1 "
-                      f"{sub['gap']['macro_f1'] * 100:.2f} points, ECE {sub['gap']['ece'] * 100:.2f} points."]
-        if sub.get("grouping_meta"):
-            lines.append(f"Grouping details: `{json.dumps(sub['grouping_meta'])}`")
-    else:
-        lines.append(f"Not available: {sub.get('reason')}.")
-    lines += ["", "## Known limitations", ""] + [f"- {x}" for x in card["limitations"]]
-    pr = card["promotion"]
-    lines += ["", "## Version and lineage", "",
-              f"- Registered model `{lin['model_name']}` version {lin['model_version']}, MLflow run "
-              f"`{lin['mlflow_run_id']}`",
-              f"- Recipe: `{lin['recipe']}` (resolved copy: run artifact `config.yaml`; hash {lin['config_hash']})",
-              f"- Training data fingerprint: `{lin['train_data_fingerprint']}`",
-              f"- Initial weights: {lin['initial_weights'].get('source', lin['initial_weights'].get('weights'))}",
-              f"- ONNX sha256: `{m['onnx_sha256']}`",
-              f"- Code: vision {lin['code_version']}" + (f", git {lin['git_commit']}" if lin.get("git_commit") else ""),
-              f"- Run folder: `{lin['run_folder']}`",
-              f"- Promotion minimums (recipe): accuracy {pr['min_accuracy']}, group accuracy "
-              f"{pr['min_group_accuracy']} by {pr['group_by']}, ECE max {pr['ece_max']}", ""]
-    return "\n".join(lines)
+            rows.append((g, {**gm, "low": low}))
+    return _template().render(card=card, group_rows=rows)
 
 
 def write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
@@ -454,7 +398,7 @@ def generate_for_run(run_dir: Path, group_by: str | None = None, batch_size: int
     if group_by:
         model, ck = load_checkpoint_model(run_dir / "checkpoints" / "best.pt")
         logits, labels = predict(model, eval_loader(source, batch_size), torch.device("cpu"))
-        probs = softmax(logits, float(ck.get("temperature", 1.0)))
+        probs = softmax(logits, ck.temperature)
         audit, error = registration_audit(group_by, source, probs, labels, splits.classes, split, cfg.seed)
     tags = run_tags(metrics.get("mlflow_run_id")) if log else {}
     report_files = sorted(f"report/{p.name}" for p in (run_dir / "report").glob("*")) \

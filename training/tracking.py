@@ -115,6 +115,22 @@ def get_version(name: str, version: str) -> Any:
         raise ConfigError(f"no registered version {name} v{version} (see `vision models list`)") from exc
 
 
+def get_registered_model(name: str) -> Any:
+    """The registered model ``name``.
+
+    Raises:
+        ConfigError: no such model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from vision.errors import ConfigError
+
+    try:
+        return client().get_registered_model(name)
+    except MlflowException as exc:
+        raise ConfigError(f"no registered model {name!r} (see `vision models list`)") from exc
+
+
 def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
     """Set tags on a registered version (promotion records, card location)."""
     c = client()

@@ -15,13 +15,14 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,32 +33,25 @@ from rich.progress import (
 )
 from torch import nn
 
-from training import tracking
-from training.calibration import fit_temperature, operating_points
-from training.checkpoint import (
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
-from training.data import class_weights, eval_loader, open_splits, train_loader
-from training.export import export_onnx
+from training import finish, tracking
+from training.checkpoint import CheckpointError, InferenceCheckpoint, TrainState, rng_state, save_checkpoint
+from training.data import Splits, class_weights, eval_loader, open_splits, train_loader
 from training.loop import make_ema, param_groups, predict, train_one_epoch
-from training.report import plot_reliability, write_report
+from training.progress import Reporter, console
 from vision.atomic import write_text_atomic as atomic_write_text
-from vision.config import ExperimentConfig, dump_experiment
-from vision.contracts.model import ModelMetadata
-from vision.data import dataset_fingerprint
+from vision.config import ExperimentConfig, check_resources, dump_experiment
+from vision.data import BandStats, ChipSource, dataset_fingerprint
+from vision.data.pixels import PixelFacts, pixel_facts
 from vision.data.scene_source import labelled_facts
 from vision.data.stats import compute_band_stats
 from vision.errors import ConfigError
-from vision.hashing import file_sha256
 from vision.metrics import classification_report, softmax
 from vision.models import NormalizedClassifier, get_model
 from vision.models.depthwise import use_fast_depthwise
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
+#: Training chips the band statistics are computed from (a random subset beyond).
+STATS_SAMPLES = 20000
 
 
 @dataclass
@@ -120,8 +114,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
-                 recipe: str = "<recipe>") -> TrainResult:
-    """Train per ``cfg`` into ``out``. See the module docstring for the folder layout."""
+                 recipe: str = "<recipe>", progress: bool = True) -> TrainResult:
+    """Train per ``cfg`` into ``out``. See the module docstring for the folder layout.
+
+    Every step says what it does: reading the splits, band statistics, building the model,
+    each epoch (a progress bar, or a line every 10 % in a log), then calibration, the test
+    report, export and parity, the model card and registration (`training.finish`).
+    """
     out = Path(out)
     metrics_path, last_path = out / "metrics.json", out / "checkpoints" / "last.pt"
     chash = config_hash(cfg)
@@ -131,31 +130,48 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
             if done.get("config_hash") != chash:
                 raise ConfigError(f"{out} holds a finished run of a different recipe; "
                                   "choose another --out")
-            console.print(f"Training already completed in {out} (nothing to do).")
+            console.print(f"Training already completed in {escape(str(out))} (nothing to do).")
             return TrainResult(out, done, skipped=True)
     if last_path.exists() and not resume:
         raise ConfigError(f"{out} holds an unfinished run: pass --resume to continue it, "
                           "or choose another --out")
+    # What the recipe names must exist before minutes go into reading data.
+    check_resources(cfg)
+    state = _read_train_state(last_path, chash) if resume and last_path.exists() else None
 
     rank, world = _distributed()
     is_main = rank == 0
+    report = Reporter(progress and is_main)
     device = pick_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed + rank)
 
-    splits = open_splits(cfg)
+    with report.stage(f"reading the {cfg.data.source} splits"):
+        splits = open_splits(cfg)
     classes, bands = splits.classes, splits.bands
     if not len(splits.train) or not len(splits.val):
         raise ConfigError("train and val splits must not be empty")
-    stats = compute_band_stats(splits.train, max_samples=20000, seed=cfg.seed)
+    report.line(f"  {len(classes)} classes, bands {escape(', '.join(bands))}; "
+                + ", ".join(f"{k} {v}" for k, v in splits.sizes().items()))
+    # What the pixels mean and their size on the ground: recorded in the model, so that
+    # inference refuses pixels of another kind (refused here when nothing says).
+    pixels = pixel_facts(splits.train, cfg.data.source, cfg.data.radiometry, cfg.data.gsd_m)
+    report.line(f"  pixels: {escape(pixels.radiometry.describe())}"
+                + (f" at {pixels.gsd_m:g} m" if pixels.gsd_m else ", ground sampling distance unknown"))
+    for w in pixels.warnings:
+        report.line(f"  [yellow]note[/yellow]: {escape(w)}")
+    n_stats = min(len(splits.train), STATS_SAMPLES)
+    with report.bar("band statistics of the train split", n_stats) as advance:
+        stats = compute_band_stats(_Counted(splits.train, advance), max_samples=STATS_SAMPLES, seed=cfg.seed)
     fingerprint = dataset_fingerprint(splits.train, splits.val)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_experiment(cfg))
 
-    backbone = get_model(cfg.model.architecture, len(classes), len(bands), cfg.model.weights,
-                         band_names=bands, dropout=cfg.model.dropout)
+    with report.stage(f"building {cfg.model.architecture} (weights: {cfg.model.weights})"):
+        backbone = get_model(cfg.model.architecture, len(classes), len(bands), cfg.model.weights,
+                             band_names=bands, dropout=cfg.model.dropout)
     if device.type == "cpu":
         # Same weights and keys; oneDNN's slow depthwise weight gradient on small maps is
         # replaced by an exact batched form (~1.6x faster Lite0 steps on 2 cores).
@@ -190,41 +206,32 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     start_epoch, history, best, bad_epochs, run_id = 0, [], None, 0, None
-    if resume and last_path.exists():
-        ck = load_checkpoint(last_path)
-        if ck.get("config_hash") != chash:
-            raise ConfigError(f"{last_path} was written by a different recipe; cannot resume")
-        model.load_state_dict(ck["model"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        restore_rng_state(ck["rng"])
-        start_epoch, history = ck["epoch"] + 1, ck["history"]
-        best, bad_epochs, run_id = ck["best"], ck["bad_epochs"], ck.get("mlflow_run_id")
-        console.print(f"Resuming {out} after epoch {start_epoch} of {cfg.train.epochs}")
+    if state is not None:
+        state.restore(model, optimizer, scheduler, ema=ema, scaler=scaler, path=last_path)
+        start_epoch, history = state.epoch + 1, state.history
+        best, bad_epochs, run_id = state.best, state.bad_epochs, state.mlflow_run_id
+        console.print(f"Resuming {escape(str(out))} after epoch {start_epoch} of {cfg.train.epochs}")
     elif resume:
-        console.print(f"No checkpoint in {out}: starting from the beginning")
+        console.print(f"No checkpoint in {escape(str(out))}: starting from the beginning")
 
     model_name = cfg.model.name
     lineage = {"bands": bands, "classes": classes, "mean": stats.mean, "std": stats.std,
-               "split_sizes": {"train": len(splits.train), "val": len(splits.val),
-                               "test": len(splits.test) if splits.test else 0},
-               "source": cfg.data.source, "fingerprint": fingerprint}
+               "split_sizes": splits.sizes(), "source": cfg.data.source, "fingerprint": fingerprint,
+               "radiometry": pixels.radiometry.to_obj(), "gsd_m": pixels.gsd_m,
+               "pixel_warnings": list(pixels.warnings)}
     labelled = labelled_facts(splits.train)  # labelled scenes: every label left out, and why
     if labelled is not None:
         lineage.update(labelled.lineage())
     if is_main:
-        run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
-        run_id = run.info.run_id
-        tracking.log_params(_flatten(cfg.model_dump(mode="json")))
-        tracking.set_tags({"recipe": recipe, "train_data_fingerprint": fingerprint,
-                           "vision.out": str(out.resolve()), "config_hash": chash})
-        tracking.log_artifact(out / "config.yaml")
-        atomic_write_text(out / "lineage.json", json.dumps(lineage, indent=2))
-        tracking.log_artifact(out / "lineage.json")
+        with report.stage("starting the MLflow run"):
+            run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
+            run_id = run.info.run_id
+            tracking.log_params(_flatten(cfg.model_dump(mode="json")))
+            tracking.set_tags({"recipe": recipe, "train_data_fingerprint": fingerprint,
+                               "vision.out": str(out.resolve()), "config_hash": chash})
+            tracking.log_artifact(out / "config.yaml")
+            atomic_write_text(out / "lineage.json", json.dumps(lineage, indent=2))
+            tracking.log_artifact(out / "lineage.json")
 
     monitor = cfg.train.monitor
     sign = -1.0 if monitor == "val_loss" else 1.0
@@ -238,15 +245,15 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                     shuffle=True, seed=cfg.seed)
                 sampler.set_epoch(epoch)
             loader = train_loader(cfg, splits.train, epoch, sampler)
-            with _progress(is_main) as progress:
-                task = progress.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps,
-                                         loss=float("nan"), acc=float("nan"), ips=0.0)
+            with _progress(report.enabled) as progress_bar:
+                task = progress_bar.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps,
+                                             loss=float("nan"), acc=float("nan"), ips=0.0)
 
                 every = max(steps // 10, 1)
                 t0 = time.perf_counter()
 
                 def on_step(step: int, loss: float, acc: float, ips: float,
-                            _t: Any = task, _p: Progress = progress, _e: int = epoch,
+                            _t: Any = task, _p: Progress = progress_bar, _e: int = epoch,
                             _every: int = every, _t0: float = t0) -> None:
                     _p.update(_t, completed=step, loss=loss, acc=acc, ips=ips)
                     if not console.is_terminal and is_main and (step % _every == 0 or step == steps):
@@ -280,28 +287,52 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                     f"| {stats_e.samples_per_s:.0f} img/s{' *' if improved else ''}")
                 tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
                 if improved:
-                    save_checkpoint(out / "checkpoints" / "best.pt",
-                                    _inference_checkpoint(judged, cfg, classes, bands, stats, epoch + 1))
-                save_checkpoint(last_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                    "rng": rng_state(), "epoch": epoch, "history": history, "best": best,
-                    "bad_epochs": bad_epochs, "mlflow_run_id": run_id, "config_hash": chash})
+                    _inference_checkpoint(judged, cfg, classes, bands, stats, epoch + 1, pixels).save(
+                        out / "checkpoints" / "best.pt")
+                save_checkpoint(last_path, TrainState(
+                    model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    ema=ema.state_dict() if ema is not None else None, scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict() if scaler is not None else {}, rng=rng_state(),
+                    epoch=epoch, history=history, best=best, bad_epochs=bad_epochs,
+                    mlflow_run_id=run_id, config_hash=chash).to_dict())
             patience = cfg.train.early_stopping_patience
             if patience is not None and bad_epochs >= patience:
                 console.print(f"early stopping: no {monitor} improvement in {patience} epochs")
                 break
         if not is_main:
             return TrainResult(out, {})
-        metrics = _finish(cfg, out, model, splits, stats, fingerprint, history, run_id, chash, device)
+        metrics = _finish(cfg, out, model, splits, fingerprint, history, run_id, chash, device, report)
     except BaseException:
         if is_main:
             tracking.end_run("KILLED")
         raise
     tracking.end_run()
     return TrainResult(out, metrics)
+
+
+def _read_train_state(path: Path, chash: str) -> TrainState:
+    """``last.pt`` for ``--resume``, or a clear error saying what to do with it."""
+    try:
+        state = TrainState.load(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}. --resume cannot continue from it: delete {path} to start the run "
+                              "over, or train into another --out") from exc
+    if state.config_hash != chash:
+        raise ConfigError(f"{path} was written by a different recipe; cannot resume")
+    return state
+
+
+class _Counted(ChipSource):
+    """A source that reports each chip read (progress of a pass over it)."""
+
+    def __init__(self, parent: ChipSource, advance: Callable[[int], None]):
+        self.parent, self.advance = parent, advance
+        self.classes, self.bands, self.refs = parent.classes, parent.bands, parent.refs
+
+    def read(self, index: int) -> np.ndarray:
+        chip = self.parent.read(index)
+        self.advance(1)
+        return chip
 
 
 class _Indexable:
@@ -321,118 +352,40 @@ def _progress(enabled: bool) -> Progress:
         console=console, disable=not enabled, transient=False)
 
 
-def _inference_checkpoint(model: NormalizedClassifier | nn.Module, cfg: ExperimentConfig,
-                          classes: list[str], bands: list[str], stats: Any, epoch: int,
-                          temperature: float = 1.0, thresholds: dict[str, float] | None = None
-                          ) -> dict[str, Any]:
+def _inference_checkpoint(model: nn.Module, cfg: ExperimentConfig, classes: list[str], bands: list[str],
+                          stats: BandStats, epoch: int, pixels: PixelFacts) -> InferenceCheckpoint:
     """What evaluation, export and explanations need: weights plus how to rebuild the model."""
-    return {"model": model.state_dict(), "architecture": cfg.model.architecture,
-            "classes": classes, "bands": bands, "mean": stats.mean, "std": stats.std,
-            "input_size": list(cfg.model.input_size), "epoch": epoch,
-            "work_size": list(cfg.model.work_size) if cfg.model.work_size else None,
-            "tta": cfg.model.tta,
-            "temperature": temperature, "thresholds": thresholds or {},
-            "model_name": cfg.model.name, "dropout": cfg.model.dropout}
+    return InferenceCheckpoint(
+        state_dict=model.state_dict(), architecture=cfg.model.architecture, classes=list(classes),
+        bands=list(bands), mean=list(stats.mean), std=list(stats.std), input_size=cfg.model.input_size,
+        epoch=epoch, work_size=cfg.model.work_size, tta=cfg.model.tta, model_name=cfg.model.name,
+        dropout=cfg.model.dropout, radiometry=pixels.radiometry.to_obj(), gsd_m=pixels.gsd_m)
 
 
-def _finish(cfg: ExperimentConfig, out: Path, model: NormalizedClassifier | nn.Module, splits: Any,
-            stats: Any, fingerprint: str, history: list[dict[str, Any]], run_id: str | None,
-            chash: str, device: torch.device) -> dict[str, Any]:
-    """Best weights -> calibration, test report, registration, ONNX export, metrics.json."""
+def _finish(cfg: ExperimentConfig, out: Path, model: nn.Module, splits: Splits, fingerprint: str,
+            history: list[dict[str, Any]], run_id: str | None, chash: str, device: torch.device,
+            report: Reporter) -> dict[str, Any]:
+    """Best weights -> calibrate, evaluate, publish (`training.finish`)."""
     best_path = out / "checkpoints" / "best.pt"
-    best = load_checkpoint(best_path)
-    model.load_state_dict(best["model"])
+    ck = InferenceCheckpoint.load(best_path)
+    model.load_state_dict(ck.state_dict)
     model.eval()
     if isinstance(model, NormalizedClassifier):
         # Test-time views, from here on: calibration, test report and the exported graph.
         model.tta = cfg.model.tta
-    classes, bands = splits.classes, splits.bands
-    labelled = labelled_facts(splits.train)
-    bs = cfg.train.batch_size * 2
-    val_logits, val_labels = predict(model, eval_loader(splits.val, bs), device)
-    temperature = fit_temperature(val_logits, val_labels) if cfg.calibration.temperature_scaling else 1.0
-    thresholds = (operating_points(val_logits, val_labels, classes, cfg.calibration.targets,
-                                   temperature) if cfg.calibration.targets else {})
-    metrics: dict[str, Any] = {"status": "running", "config_hash": chash, "history": history,
-                               "best_epoch": best["epoch"], "temperature": temperature,
-                               "thresholds": thresholds, "train_data_fingerprint": fingerprint}
-    report_dir = out / "report"
-    val_rep = classification_report(val_labels, softmax(val_logits, temperature), classes)
-    metrics["val"] = {k: val_rep[k] for k in ("n", "accuracy", "macro_f1", "ece")}
-    metrics["val"]["ece_uncalibrated"] = classification_report(
-        val_labels, softmax(val_logits), classes)["ece"]
-    eval_split, eval_logits, eval_labels = "val", val_logits, val_labels
-    if splits.test is not None and len(splits.test):
-        eval_logits, eval_labels = predict(model, eval_loader(splits.test, bs), device)
-        eval_split = "test"
-    probs = softmax(eval_logits, temperature)
-    rep = classification_report(eval_labels, probs, classes)
-    rep["ece_uncalibrated"] = classification_report(eval_labels, softmax(eval_logits), classes)["ece"]
-    metrics[eval_split] = rep
-    paths = write_report(report_dir, rep, probs, eval_labels, prefix=f"{eval_split}_")
-    plot_reliability(probs, eval_labels, paths["reliability"], other=softmax(eval_logits),
-                     title=f"{eval_split}: ECE {rep['ece_uncalibrated']:.3f} -> {rep['ece']:.3f}")
-    atomic_write_text(report_dir / f"{eval_split}_report.json", json.dumps(rep, indent=2))
-
-    # Save calibration into the checkpoint, then register and export with the version.
-    ck = _inference_checkpoint(model, cfg, classes, bands, stats, best["epoch"], temperature,
-                               thresholds)
-    save_checkpoint(best_path, ck)
-    artifact_uri = tracking.run_artifact_uri(run_id) if run_id else ""
-    version = tracking.register_version(cfg.model.name, run_id, artifact_uri,
-                                        tags={"train_data_fingerprint": fingerprint}) if run_id else ""
-    meta = ModelMetadata(
-        classes=tuple(classes), bands=tuple(bands), input_size=cfg.model.input_size,
-        mean=tuple(stats.mean), std=tuple(stats.std), temperature=temperature,
-        architecture=cfg.model.architecture, model_name=cfg.model.name, model_version=version,
-        mlflow_run_id=run_id or "", train_data_fingerprint=fingerprint,
-        checkpoint=str(best_path.resolve()), thresholds=thresholds or None,
-        work_size=cfg.model.work_size,
-        tta=cfg.model.tta if cfg.model.tta != "none" else None,
-        radiometry=labelled.radiometry if labelled is not None else None,
-        gsd_m=labelled.gsd_m if labelled is not None else None)
-    parity_x = torch.stack([eval_loader(splits.val, 1).dataset[i][0]
-                            for i in range(min(len(splits.val), 256))])
-    model = model.cpu().to(memory_format=torch.contiguous_format)
-    diff = export_onnx(model, out / "model.onnx", meta, parity_x, temperature=temperature)
-    metrics.update({"status": "complete", "model_name": cfg.model.name, "model_version": version,
-                    "mlflow_run_id": run_id, "onnx_parity_max_abs": diff,
-                    "model_sha256": file_sha256(out / "model.onnx")})
-    # Subgroup audit (recipe promotion.group_by) and model card: the promotion gate reads both.
-    from training import audit as subgroup_audit
-    from training import model_card
-
-    eval_source = splits.test if eval_split == "test" else splits.val
-    audit, audit_error = subgroup_audit.registration_audit(cfg.promotion.group_by, eval_source, probs,
-                                                           eval_labels, classes, eval_split, cfg.seed)
-    if audit is not None:
-        atomic_write_text(report_dir / f"subgroups_{audit['group_by']}.json", json.dumps(audit, indent=2))
-        metrics["subgroups"] = {k: audit[k] for k in ("group_by", "worst_group", "gap")}
-        console.print(subgroup_audit.summary_line(audit))
-    elif audit_error:
-        console.print(f"[yellow]subgroup audit skipped[/yellow]: {audit_error}")
-    card = model_card.build_card(
-        cfg, metrics, json.loads((out / "lineage.json").read_text()),
-        model_card.class_counts({"train": splits.train, "val": splits.val, "test": splits.test}, classes),
-        audit=audit, audit_error=audit_error, resolution=model_card.ground_resolution(cfg, splits.train),
-        run_tags=model_card.run_tags(run_id), report_files=sorted(f"report/{p.name}" for p in report_dir.iterdir()))
-    card_md, card_json = model_card.write_card(out, card)
-    if run_id:
-        final = {f"{eval_split}_accuracy": rep["accuracy"], f"{eval_split}_macro_f1": rep["macro_f1"],
-                 f"{eval_split}_ece": rep["ece"], f"{eval_split}_ece_uncalibrated": rep["ece_uncalibrated"],
-                 "temperature": temperature, "onnx_parity_max_abs": diff}
-        tracking.log_metrics(final)
-        tracking.log_artifact(out / "model.onnx", "model")
-        for p in sorted(report_dir.iterdir()):
-            tracking.log_artifact(p, "report")
-        tracking.log_artifact(best_path, "checkpoint")  # explanations find the weights via the run id
-        model_card.log_card(run_id, card_md, card_json, cfg.model.name, version)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    if run_id:
-        tracking.log_artifact(out / "metrics.json")
-    console.print(
-        f"[green]done[/green]: {eval_split} accuracy {rep['accuracy']:.4f}, macro-F1 "
+    report.line(f"training done ({report.total()}); best epoch {ck.epoch} of {len(history)}")
+    cal = finish.calibrate(model, splits, cfg, device, report)
+    ev = finish.evaluate(model, splits, cal, cfg, device, out / "report", report)
+    run = finish.RunInfo(out, run_id, chash, fingerprint, history, ck.epoch)
+    metrics = finish.publish(run, cfg, model, ck, splits, cal, ev, report)
+    rep = ev.report
+    registered = (f"registered {escape(cfg.model.name)} v{metrics['model_version']} as challenger; "
+                  if metrics["model_version"] else "")
+    report.line(
+        f"[green]done[/green] in {report.total()}: {ev.split} accuracy {rep['accuracy']:.4f}, macro-F1 "
         f"{rep['macro_f1']:.4f}, ECE {rep['ece_uncalibrated']:.4f} -> {rep['ece']:.4f} "
-        f"(T={temperature:.3f}); registered {cfg.model.name} v{version} as challenger; "
-        f"{out / 'model.onnx'} (parity {diff:.1e})")
+        f"(T={cal.temperature:.3f}); {registered}{escape(str(out / 'model.onnx'))} "
+        f"(parity {metrics['onnx_parity_max_abs']:.1e})")
+    report.line(f"report: {escape(str(out / 'report'))}/ (confusion matrix, per-class metrics, reliability "
+                f"diagram) and {escape(str(out / 'MODEL_CARD.md'))}")
     return metrics

@@ -1,13 +1,17 @@
 """Experiment recipes: strict, typed, loaded with ``yaml.safe_load`` and never executed.
 
-A recipe declares data, model, augmentations and schedule. Unknown keys are errors, so a
-typo is caught before hours of training. ``--set key=value`` overrides use dotted paths
+A recipe declares data, model, augmentations and schedule. Unknown keys are errors (with the
+closest valid key suggested), so a typo is caught before hours of training; so are values no
+run can use: infinite or NaN numbers, input sizes outside 1..`MAX_INPUT_SIDE`, negative band
+indices, unknown architectures. `check_resources` then checks what the recipe names on disk
+(the weights file) before any data is read. ``--set key=value`` overrides use dotted paths
 (``--set model.weights=none``), parsed as YAML scalars.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -23,11 +27,18 @@ from pydantic import (
     model_validator,
 )
 
+from vision.contracts.model import MAX_INPUT_SIDE
 from vision.errors import ConfigError
+
+#: ``model.weights`` values that are not paths.
+NAMED_WEIGHTS = ("imagenet", "none")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # allow_inf_nan=False: `train.lr: .inf` (or NaN anywhere) is refused, not trained with.
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+
 
 
 class AugmentationConfig(_Strict):
@@ -69,7 +80,7 @@ class DataConfig(_Strict):
     LABELLED_KEYS: ClassVar[tuple[str, ...]] = (
         "scenes", "labels", "class_field", "label_id_field", "manifests", "aoi", "aoi_field", "min_inside",
         "max_per_polygon", "sampling", "stride", "background", "background_buffer_m", "background_max",
-        "max_nodata", "max_cloud", "gsd_m", "radiometry", "split", "cache_mb")
+        "max_nodata", "max_cloud", "split", "cache_mb")
 
     source: Literal["eurosat-rgb", "eurosat-ms", "folder", "manifest", "synthetic", "scenes", "stac"] = Field(
         description="reader: WebDataset shards, EuroSAT MS GeoTIFFs, class folders, a manifest"
@@ -88,13 +99,16 @@ class DataConfig(_Strict):
         default="test", description="held-out split, reported but never used for selection"
     )
     bands: list[str | int] | None = Field(
-        default=None, description="band names or 0-based indices to use; default all"
+        default=None, description="band names or 0-based indices to use (indices must be below the "
+        "chips' band count); default all"
     )
     classes: list[str] | None = Field(
         default=None, description="class names in label order; default from the dataset"
     )
     limit_per_split: int | None = Field(
-        default=None, ge=1, description="use at most this many samples per split (smoke runs)"
+        default=None, ge=1,
+        description="use at most this many samples of each split (train, val and test), a seeded "
+        "random subset: smoke runs and demos; the model card records the limit",
     )
     num_workers: int = Field(default=1, ge=0, description="data loader worker processes")
     # --- labelled scenes and STAC label catalogs (vision.data.labelled) --------------------
@@ -130,11 +144,14 @@ class DataConfig(_Strict):
     max_cloud: float = Field(default=0.5, ge=0, le=1,
                              description="windows with a larger cloud fraction are skipped (as vision infer "
                              "--max-cloud)")
-    gsd_m: float | None = Field(default=None, gt=0,
-                                description="read every scene at this ground sampling distance (metres)")
+    gsd_m: float | None = Field(
+        default=None, gt=0, description="the chips' ground sampling distance in metres, recorded in "
+        "the model (default: EuroSAT 10 m, else from GeoTIFF chips' transforms); for scenes: read every "
+        "scene at this GSD")
     radiometry: dict[str, Any] | None = Field(
-        default=None, description="what the pixel values mean, for data that declares nothing (a "
-        "vision.radiometry object, e.g. {kind: reflectance, bits: 16, level: L2A, scale: 0.0001})")
+        default=None, description="what the pixel values mean, recorded in the model (vision.radiometry): "
+        "needed for data that declares nothing, e.g. {kind: reflectance, level: L2A, scale: 0.0001} or "
+        "{kind: display, bits: 8}; EuroSAT, JPEG/PNG chips and labelled scenes need none")
     split: SplitConfig | None = Field(
         default=None, description="how windows are split (default blocks; scenes given per split and "
         "STAC ml-aoi:split keep theirs)")
@@ -148,6 +165,9 @@ class DataConfig(_Strict):
         if self.source not in ("scenes", "stac"):
             for k in self.LABELLED_KEYS:
                 out.pop(k, None)
+            for k in ("gsd_m", "radiometry"):  # declared only when set
+                if out.get(k) is None:
+                    out.pop(k, None)
         return out
 
     @field_validator("radiometry")
@@ -181,16 +201,31 @@ class DataConfig(_Strict):
                 raise ValueError("data.scenes is empty")
         return self
 
+    @field_validator("bands")
+    @classmethod
+    def _band_indices(cls, v: list[str | int] | None) -> list[str | int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("bands is empty: list band names or 0-based indices, or leave it out for all")
+            negative = [b for b in v if isinstance(b, int) and b < 0]
+            if negative:
+                raise ValueError(f"band indices are 0-based and not negative: {negative}")
+            if len(set(map(str, v))) != len(v):
+                raise ValueError(f"bands lists a band twice: {v}")
+        return v
+
 
 class ModelConfig(_Strict):
     """Which network and which starting weights."""
 
     architecture: str = Field(description="a name from `vision.models.list_models()`")
     weights: str = Field(
-        default="imagenet", description="imagenet | none | path to a state_dict or checkpoint"
+        default="imagenet", description="imagenet | none | path to a state_dict or checkpoint "
+        "(a file torch.load(weights_only=True) reads as a state_dict)"
     )
-    name: str = Field(description="registered model name in MLflow")
-    input_size: tuple[int, int] = Field(default=(64, 64), description="H, W the model takes")
+    name: str = Field(min_length=1, description="registered model name in MLflow")
+    input_size: tuple[int, int] = Field(
+        default=(64, 64), description=f"H, W the model takes, each 1..{MAX_INPUT_SIDE}")
     work_size: tuple[int, int] | None = Field(
         default=None,
         description="H, W the network runs at: chips of input_size are resized (bilinear) "
@@ -203,6 +238,24 @@ class ModelConfig(_Strict):
         "none, flips (4 views) or d8 (the 8 symmetries of the square; square inputs only); "
         "multiplies inference cost by the view count",
     )
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from vision.models import get_spec
+
+        try:
+            get_spec(v)
+        except ConfigError as exc:  # names the closest architecture and lists them all
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("input_size", "work_size")
+    @classmethod
+    def _bounded(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not all(1 <= side <= MAX_INPUT_SIDE for side in v):
+            raise ValueError(f"{list(v)}: each side must be 1..{MAX_INPUT_SIDE} pixels")
+        return v
 
     @model_validator(mode="after")
     def _d8_needs_a_square(self) -> ModelConfig:
@@ -335,6 +388,37 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     return validate_experiment(raw, source=str(p))
 
 
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class of the section ``loc`` points into (``("train",)`` -> `TrainConfig`)."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = field.annotation
+        for cand in (inner, *getattr(inner, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """`` (did you mean `train.epochs`?)`` for an unknown key close to a valid one."""
+    section = _section_model(loc[:-1])
+    if section is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.6)
+    if not close:
+        return f" (valid keys here: {', '.join(section.model_fields)})"
+    prefix = ".".join(str(x) for x in loc[:-1] if not isinstance(x, int))
+    return f" (did you mean `{prefix + '.' if prefix else ''}{close[0]}`?)"
+
+
 def validate_experiment(raw: dict[str, Any], source: str = "<recipe>") -> ExperimentConfig:
     """Validate a raw dict as an `ExperimentConfig`, with a readable error."""
     try:
@@ -343,8 +427,42 @@ def validate_experiment(raw: dict[str, Any], source: str = "<recipe>") -> Experi
         lines = [f"{source}: invalid recipe"]
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + _did_you_mean(tuple(err["loc"]))
+            elif err["type"] == "finite_number":
+                msg = "must be a finite number (not inf or NaN)"
+            lines.append(f"  {loc}: {msg}")
         raise ConfigError("\n".join(lines)) from exc
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """What the recipe names on disk, checked before any data is read.
+
+    ``model.weights`` other than ``imagenet``/``none`` must be an existing file that
+    ``torch.load(weights_only=True)`` reads as a state_dict (or a checkpoint holding one).
+
+    Raises:
+        ConfigError: naming the file and what is wrong with it.
+    """
+    weights = cfg.model.weights
+    if weights in NAMED_WEIGHTS:
+        return
+    p = Path(weights)
+    if not p.exists():
+        raise ConfigError(f"model.weights {weights}: no such file (give a state_dict file, imagenet or none)")
+    if not p.is_file():
+        raise ConfigError(f"model.weights {weights}: not a file (give a state_dict file, imagenet or none)")
+    from vision.models import load_state_dict_file
+
+    try:
+        state = load_state_dict_file(p)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it means it is not weights
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model.weights {weights}: not a state_dict torch.load(weights_only=True) can read "
+                          f"({first}); give a .pt/.pth state_dict, imagenet or none") from exc
+    if not state or not all(hasattr(v, "shape") for v in state.values()):
+        raise ConfigError(f"model.weights {weights}: not a state_dict (no tensors in it)")
 
 
 def dump_experiment(cfg: ExperimentConfig) -> str:

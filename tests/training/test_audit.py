@@ -10,38 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
 
+from tests.cli_runner import run_training_cli as run_cli
 from training.audit import Grouping, audit_predictions, group_metrics, group_samples, utm_zone_name
 from training.checkpoint import save_checkpoint
 from vision.data import FolderSource, ManifestSource
-from vision.errors import ConfigError, VisionError
+from vision.errors import ConfigError
 from vision.metrics import classification_report
 from vision.models import NormalizedClassifier, get_model
 
 CLASSES = ["a", "b", "c"]
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    from training.cli import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    result = CliRunner().invoke(app, list(args))
-    exc = result.exception
-    if isinstance(exc, ConfigError):
-        return 2, f"{result.output}error: {exc}"
-    if isinstance(exc, VisionError):
-        return 1, f"{result.output}error: {exc}"
-    if exc is not None and not isinstance(exc, SystemExit):
-        raise exc
-    return result.exit_code, result.output
 
 
 def _probs(labels: np.ndarray, correct: np.ndarray, rng: np.random.Generator) -> np.ndarray:

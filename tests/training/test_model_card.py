@@ -6,37 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
-from typer.testing import CliRunner
-
+from tests.cli_runner import run_training_cli as run_cli
 from training.model_card import CARD_JSON, CARD_MD, fetch_card, generate_for_run, render_markdown
 from training.trainer import run_training
 from vision.config import load_experiment
-from vision.errors import ConfigError, VisionError
 
 SECTIONS = ["## Intended use", "## Out-of-scope uses", "## Training data", "## Preprocessing", "## Training",
             "## Metrics", "## Calibration", "## Subgroup results", "## Known limitations", "## Version and lineage"]
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    from training.cli import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    result = CliRunner().invoke(app, list(args), terminal_width=200)
-    exc = result.exception
-    if isinstance(exc, ConfigError):
-        return 2, f"{result.output}error: {exc}"
-    if isinstance(exc, VisionError):
-        return 1, f"{result.output}error: {exc}"
-    if exc is not None and not isinstance(exc, SystemExit):
-        raise exc
-    return result.exit_code, result.output
 
 
 def test_card_at_registration_has_every_section_with_real_numbers(tiny_recipe, mlflow_store, tmp_path: Path) -> None:

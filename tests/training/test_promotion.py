@@ -6,34 +6,12 @@ import getpass
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
+from tests.cli_runner import run_training_cli as run_cli
 from training.promotion import Evidence, evaluate_gate, evidence_from_card
 from training.trainer import run_training
 from vision.config import CalibrationConfig, PromotionConfig, load_experiment
-from vision.errors import ConfigError, VisionError
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    from training.cli import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    result = CliRunner().invoke(app, list(args), terminal_width=300)
-    exc = result.exception
-    if isinstance(exc, ConfigError):
-        return 2, f"{result.output}error: {exc}"
-    if isinstance(exc, VisionError):
-        return 1, f"{result.output}error: {exc}"
-    if exc is not None and not isinstance(exc, SystemExit):
-        raise exc
-    return result.exit_code, result.output
+from vision.errors import ConfigError
 
 
 def _card(accuracy: float = 0.99, ece: float = 0.01, groups: dict[str, float] | None = None) -> dict:

