@@ -48,6 +48,11 @@ def test_train_exports_registers_and_matches_evaluate(tiny_recipe, mlflow_store,
     assert meta.temperature == pytest.approx(m["temperature"])
     assert meta.thresholds is not None and set(meta.thresholds) == {"Cropland"}
     assert meta.checkpoint is not None and Path(meta.checkpoint).exists()
+    # What the pixels meant, as the synthetic GeoTIFFs declare it (scale tags), and their GSD.
+    assert meta.schema_version == 2 and meta.radiometry is not None
+    assert meta.radiometry.kind == "reflectance" and meta.radiometry.scale == pytest.approx(1e-4)
+    assert meta.gsd_m == pytest.approx(10.0)
+    assert "reflectance" in (out / "MODEL_CARD.md").read_text().split("Radiometry")[1].splitlines()[0]
 
     # A plain onnxruntime session on raw pixels gives the same top-1 as `vision evaluate`.
     src = FolderSource(synthetic_root / "test", list(meta.classes))

@@ -73,5 +73,8 @@ def write_synthetic_dataset(root: Path, per_class: dict[str, int] | None = None,
                 ) as ds:
                     ds.write(chip)
                     ds.descriptions = BANDS
+                    # What the values mean, as a GeoTIFF declares it: reflectance = DN * 1e-4.
+                    ds.scales = (1e-4,) * len(BANDS)
+                    ds.offsets = (0.0,) * len(BANDS)
                     ds.update_tags(SYNTHETIC="true")
     return root
