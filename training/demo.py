@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,8 +83,27 @@ def run_demo(data: str, out: Path, epochs: int = 6) -> None:
         + (f"classified:   {job / 'predictions.parquet'} (+ manifest.json; a rerun is a no-op)\n\n"
            if data == "synthetic" else "\n")
         +
-        "Next:\n"
-        f"  vision evaluate {run_dir / 'model.onnx'} {out / 'data' / 'test'}\n"
-        f"  vision models show {m['model_name']}\n"
-        "  mlflow ui --backend-store-uri " + settings.tracking_uri(),
+        "Next (copy and paste; or `source .venv/bin/activate` first and drop the folder):\n"
+        f"  {_tool('vision')} evaluate {_here(run_dir / 'model.onnx')} {_here(out / 'data' / 'test')}\n"
+        f"  {_tool('vision')} models show {m['model_name']}\n"
+        + (f"  {_tool('vision')} explain {_here(run_dir / 'model.onnx')} {_here(job)}#0 "
+           f"--out {_here(out / 'row0.png')}\n" if data == "synthetic" else "")
+        + f"  {_tool('mlflow')} ui --backend-store-uri {settings.tracking_uri()}",
         title="demo complete", style="green"))
+
+
+def _tool(name: str) -> str:
+    """How to call ``name`` from the working directory: the virtual environment's own script
+    (``.venv/bin/vision``), since `make demo` does not activate the environment."""
+    script = Path(sys.executable).parent / name
+    if not script.exists() or shutil.which(name) == str(script):
+        return name
+    return _here(script)
+
+
+def _here(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it (shorter to paste)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
