@@ -120,6 +120,9 @@ def import_job_route(
     """
     target = resolve_in_roots(svc.settings.job_roots, root, path)
     if is_change_folder(target, svc.roots):
+        if split_classes(classes_of_interest):
+            raise HTTPException(400, "a change folder's classes of interest are the ones `vision change --classes` "
+                                     "compared: leave the field empty")
         job_id = create_change_import_job(
             svc.db, target, who.name, svc.roots, name=name.strip() or None,
             transitions=split_classes(transitions), four_eyes=four_eyes, request_id=rid, again=again,
