@@ -278,3 +278,12 @@ def test_audit_verify_names_an_edited_change_row(client_for: Any, change_job: in
         assert f"item {undecided} of change job {change_job} has no change row" in out, out
     else:
         assert "has no item in a change job" in out, out
+
+
+def test_change_decisions_do_not_apply_to_items_of_a_job(client_for: Any, job_id: int) -> None:
+    rev, csrf = client_for("rev")
+    item = _post(rev, csrf, f"/api/jobs/{job_id}/claim").json()["item"]
+    assert item["change"] is None
+    r = _decide(rev, csrf, item, "confirmed")
+    assert r.status_code == 400 and "accept, correct, reject" in r.json()["detail"]
+    assert rev.get(f"/items/{item['id']}/change/before/picture.png").status_code == 404
