@@ -13,6 +13,9 @@ which then compares the tables with what the rows recorded and names the first m
   exists; after an undo, the state it restored); its prediction and location
   (`item_fingerprint`) equal what the reviewer saw;
 - each job has as many items as its import recorded;
+- a change item's change row (its before window, classes, inputs and models:
+  `review.audit_changes`) equals what each decision on it recorded, every change row has its
+  item in a change job, and every item of a change job has its change row;
 - every user exists in the log with the role and active flag of their last change;
 - an empty log in a database that holds users, jobs, items or decisions was wiped.
 
@@ -31,7 +34,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from review.db.models import PENDING, AuditEntry, Decision, Item, Job, User
+from review.audit_changes import change_fingerprint, changes_of, check_change_rows
+from review.db.models import PENDING, AuditEntry, ChangeItem, Decision, Item, Job, User
 
 #: Review actions and the decision kind each records.
 REVIEW_KINDS = {
@@ -120,7 +124,16 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def _decision_expected(d: Decision, r: _Review, names: dict[int, str]) -> list[tuple[str, Any, Any]]:
+def decision_mismatch(d: Any, r: _Review, names: dict[int, str]) -> str | None:
+    """Why decision row ``d`` (a `Decision` or an object with its attributes) differs from
+    the review row ``r`` made on the same item version, or ``None``."""
+    for label, actual, want in _decision_expected(d, r, names):
+        if actual != want:
+            return f"decision {d.id} (item {d.item_id}): {label} is {actual!r} but audit row {r.seq} says {want!r}"
+    return None
+
+
+def _decision_expected(d: Any, r: _Review, names: dict[int, str]) -> list[tuple[str, Any, Any]]:
     """``(what, in the table, in the audit row)`` for one decision row."""
     undo = r.kind == UNDO_KIND  # its after holds the item's restored state, not the undo's
     expected: list[tuple[str, Any, Any]] = [
@@ -187,7 +200,12 @@ class Expectations:
             if wiped is not None:
                 return wiped
         names = {int(i): str(n) for i, n in db.execute(select(User.id, User.name))}
-        return self._users(db) or self._job_items(db) or self._decisions(db, names) or self._items(db, names)
+        return (self._users(db) or self._job_items(db) or self._change_rows(db) or self._decisions(db, names)
+                or self._items(db, names))
+
+    def _change_rows(self, db: Session) -> Mismatch | None:
+        bad = check_change_rows(db)
+        return Mismatch(None, bad) if bad is not None else None
 
     def _wiped(self, db: Session) -> Mismatch | None:
         counts = {
@@ -252,14 +270,9 @@ class Expectations:
                         "added behind the service's back",
                     )
                 seen.add(key)
-                expected = _decision_expected(d, r, names)
-                for label, actual, want in expected:
-                    if actual != want:
-                        return Mismatch(
-                            r.seq,
-                            f"decision {d.id} (item {d.item_id}): {label} is {actual!r} but audit row {r.seq} "
-                            f"says {want!r}",
-                        )
+                bad = decision_mismatch(d, r, names)
+                if bad is not None:
+                    return Mismatch(r.seq, bad)
             last_id = batch[-1].id
             db.expunge_all()
         for key, r in self.reviews.items():
@@ -278,9 +291,10 @@ class Expectations:
             batch = db.execute(select(Item).where(Item.id > last_id).order_by(Item.id).limit(_BATCH)).scalars().all()
             if not batch:
                 break
+            changes = changes_of(db, [item.id for item in batch])
             for item in batch:
                 seen.add(item.id)
-                bad = self._item(item, names)
+                bad = self.check_item(item, names, changes.get(item.id))
                 if bad is not None:
                     return bad
             last_id = batch[-1].id
@@ -290,7 +304,9 @@ class Expectations:
                 return Mismatch(r.seq, f"audit row {r.seq} records a decision on item {item_id}, which is missing")
         return None
 
-    def _item(self, item: Item, names: dict[int, str]) -> Mismatch | None:
+    def check_item(self, item: Any, names: dict[int, str], change: ChangeItem | Any | None = None) -> Mismatch | None:
+        """Whether one item (an `Item` or an object with its attributes, and its change row
+        for a change item) holds what its last review row says."""
         r = self.last.get(item.id)
         first = names.get(item.first_reviewer_id) if item.first_reviewer_id is not None else None
         if r is None:
@@ -318,6 +334,9 @@ class Expectations:
             expected.append(("decision time", _iso(item.decided_at), r.after.get("decided_at")))
         if "item" in r.after:
             expected.append(("imported content (path, window, prediction)", item_fingerprint(item), r.after["item"]))
+        if "change" in r.after:
+            have = change_fingerprint(change) if change is not None else None
+            expected.append(("imported change (before window, classes, inputs, models)", have, r.after["change"]))
         for label, actual, want in expected:
             if actual == want:
                 continue

@@ -9,6 +9,9 @@ Examples::
     vision review export 1 --format dataset --out reviewed/2024-06
     vision review audit verify
     vision review audit anchor --to /mnt/offsite/review-anchors.jsonl
+    vision review import changes/crops --transitions appeared
+    vision review evidence 3 --items 12,14 --out case.zip
+    vision review evidence verify case.zip
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from review.cli_evidence import evidence_app
 from review.formats import ExportFormat
 from vision.cli_options import progress_option
 
@@ -39,6 +43,7 @@ review_app = typer.Typer(
 audit_app = typer.Typer(no_args_is_help=True, help="The keyed, hash-chained audit log: verify and anchor it.")
 users_app = typer.Typer(no_args_is_help=True, help="People who sign in to the review service.")
 review_app.add_typer(audit_app, name="audit")
+review_app.add_typer(evidence_app, name="evidence")
 
 
 class Role(StrEnum):
@@ -95,44 +100,72 @@ def worker_cmd(
 
 @review_app.command("import")
 def import_cmd(
-    job_dir: Path = typer.Argument(..., help="a finished `vision infer` output folder"),
+    job_dir: Path = typer.Argument(..., help="a finished `vision infer` output folder, or a `vision change` folder"),
     db: str | None = DB_OPTION,
     name: str | None = typer.Option(None, help="job name (default: the folder name)"),
-    interest: list[str] = typer.Option([], "--interest", help="class of interest (repeatable)"),
-    four_eyes: bool = typer.Option(False, help="second review for positives of those classes"),
+    interest: list[str] = typer.Option([], "--interest", help="class of interest (repeatable; job folders only)"),
+    four_eyes: bool = typer.Option(
+        False, help="second review for positives of those classes (for a change folder: for confirmed changes)"),
+    transitions: list[str] = typer.Option(
+        [], "--transitions",
+        help="change folder: transitions to review (comma-separated or repeated; default appeared,disappeared,changed; "
+             "also persisted, absent). uncertain and not_assessed windows are never queued"),
     again: bool = typer.Option(False, "--again", help="import a folder that was imported before, as a new job"),
     progress: bool = progress_option(),
 ) -> None:
-    """Import a finished job folder; its rows enter the review queue.
+    """Import a finished job folder, or a `vision change` folder; its rows enter the review queue.
 
     As for imports from the web page, the folder and every input its table names must lie
     inside the allowed folders (VISION_REVIEW_ROOTS and the service's DATA/jobs): add the
-    folder to VISION_REVIEW_ROOTS to import from elsewhere.
+    folder to VISION_REVIEW_ROOTS to import from elsewhere. For a change folder, both jobs'
+    folders and both dates' inputs must lie inside them too.
 
     Example: vision review import runs/2024-06 --interest AnnualCrop --four-eyes
+
+    Example: vision review import changes/crops --transitions appeared --four-eyes
     """
     from rich.progress import Progress
 
     from review.db.models import Job
+    from review.jobs.change_import import import_change_folder, is_change_folder
     from review.jobs.files import service_roots
     from review.jobs.importer import import_job
     from review.service import cli_actor
+    from vision.errors import ConfigError
 
     settings, database = _open(db)
     roots = service_roots(settings.job_roots, settings.data_dir)
+    change = is_change_folder(job_dir, roots)
+    if change and interest:
+        raise ConfigError("--interest is for job folders: a change folder's classes of interest are the ones "
+                          "`vision change --classes` compared")
+    if transitions and not change:
+        raise ConfigError(f"--transitions is for `vision change` folders; {job_dir} has no change_manifest.json "
+                          "inside the allowed folders")
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("importing rows", total=None)
 
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        job_id = import_job(
-            database, job_dir, cli_actor(), roots, name=name, classes_of_interest=interest, four_eyes=four_eyes,
-            again=again, on_progress=on_progress,
-        )
+        if change:
+            job_id = import_change_folder(database, job_dir, cli_actor(), roots, name=name, transitions=transitions,
+                                          four_eyes=four_eyes, again=again, on_progress=on_progress)
+        else:
+            job_id = import_job(
+                database, job_dir, cli_actor(), roots, name=name, classes_of_interest=interest,
+                four_eyes=four_eyes, again=again, on_progress=on_progress,
+            )
     with database.read() as s:
         job = s.get(Job, job_id)
         assert job is not None
+        if change:
+            typer.echo(
+                f"job {job.id}: {job.progress_total - job.rows_skipped} changes queued for review "
+                f"({', '.join(job.transitions or [])}), {job.rows_skipped} windows not queued (other transitions, "
+                "uncertain or not assessed)"
+            )
+            return
         typer.echo(
             f"job {job.id}: {job.progress_total - job.rows_skipped} items queued for review, "
             f"{job.rows_skipped} rows not assessed (nodata, error or non-finite numbers)"

@@ -9,6 +9,9 @@ left out of the dataset, as are chips whose band count differs from the model's 
 the job does not say, from the first chip's) and inputs that cannot be read inside the
 allowed roots (`review.jobs.files.open_input`: outside them, behind a link, missing): those
 are listed in ``skipped.csv`` and returned, with their reasons, in `DatasetExport`.
+
+A change job exports its confirmed changes only (`review.export_changes`); it has no
+labelled dataset.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from review.db.models import DONE, Item, Job, User
 from review.formats import ExportFormat
 from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input
 from review.jobs.importer import read_manifest
+from review.jobs.records import KIND_CHANGE
 from review.render import MAX_IMAGE_BYTES, item_input
 from vision.atomic import atomic_dir, atomic_path, write_text_atomic
 from vision.cli_options import refuse_overwrite
@@ -312,8 +316,16 @@ def export_job(
     Raises:
         ConfigError: no such job, or ``out`` exists and ``overwrite`` is false.
     """
-    _job(db, job_id)
+    job = _job(db, job_id)
     refuse_overwrite(out, overwrite)
+    if job.kind == KIND_CHANGE:
+        from review.export_changes import export_changes_geojson, export_changes_parquet
+
+        if fmt is ExportFormat.dataset:
+            raise ConfigError(f"job {job_id} is a change job: it exports confirmed changes (--format geojson or "
+                              "parquet), not a labelled dataset")
+        write = export_changes_geojson if fmt is ExportFormat.geojson else export_changes_parquet
+        return ExportDone(fmt, out, write(db, job_id, out))
     if fmt is ExportFormat.geojson:
         return ExportDone(fmt, out, export_geojson(db, job_id, out))
     if fmt is ExportFormat.parquet:

@@ -26,8 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import audit
-from review.audit_state import item_fingerprint
-from review.db.models import DECISIONS, DONE, PENDING, SECOND, Decision, Item, Job
+from review.audit_changes import content_fingerprints
+from review.db.models import CHANGE_DECISIONS, CONFIRMED, DECISIONS, DONE, PENDING, SECOND, Decision, Item, Job
+from review.jobs.records import KIND_CHANGE
 from vision.errors import VisionError
 
 
@@ -195,7 +196,8 @@ class DecisionInput:
     """What a reviewer sent.
 
     Attributes:
-        decision: ``accept``, ``correct`` or ``reject`` (reject = wrong and unclear).
+        decision: ``accept``, ``correct`` or ``reject`` (reject = wrong and unclear); on a
+            change item ``confirmed``, ``no_change`` or ``unclear``.
         class_name: the right class, for ``correct``.
         comment: optional free text.
         version: the item version the reviewer saw.
@@ -215,6 +217,33 @@ def review_state(item: Item) -> dict[str, Any]:
         "class": item.final_class,
         "version": item.version,
     }
+
+
+def decisions_for(job: Job) -> tuple[str, ...]:
+    """The decisions a reviewer can give on the items of ``job``."""
+    return CHANGE_DECISIONS if job.kind == KIND_CHANGE else DECISIONS
+
+
+def _outcome(job: Job, item: Item, given: DecisionInput) -> tuple[str | None, bool]:
+    """The reviewed class a decision gives, and whether it is a positive (four eyes).
+
+    A change item has no class to correct: its positives are confirmed changes.
+    """
+    if given.decision not in decisions_for(job):
+        raise InvalidDecisionError(f"decision must be one of {', '.join(decisions_for(job))}")
+    if job.kind == KIND_CHANGE:
+        return None, given.decision == CONFIRMED
+    classes = list(job.classes or [])
+    final_class: str | None
+    if given.decision == "accept":
+        final_class = item.class_name
+    elif given.decision == "correct":
+        if not given.class_name or given.class_name not in classes:
+            raise InvalidDecisionError(f"choose a class among {classes}")
+        final_class = given.class_name
+    else:
+        final_class = None
+    return final_class, final_class is not None and final_class in set(job.classes_of_interest or [])
 
 
 def decide(
@@ -238,18 +267,7 @@ def decide(
         raise InvalidDecisionError(f"no item {item_id}")
     job = db.get(Job, item.job_id)
     assert job is not None
-    if given.decision not in DECISIONS:
-        raise InvalidDecisionError(f"decision must be one of {', '.join(DECISIONS)}")
-    classes = list(job.classes or [])
-    final_class: str | None
-    if given.decision == "accept":
-        final_class = item.class_name
-    elif given.decision == "correct":
-        if not given.class_name or given.class_name not in classes:
-            raise InvalidDecisionError(f"choose a class among {classes}")
-        final_class = given.class_name
-    else:
-        final_class = None
+    final_class, positive = _outcome(job, item, given)
     if item.version != given.version:
         raise DecisionConflictError(
             f"item {item_id} changed since you opened it (version {given.version} → "
@@ -270,8 +288,6 @@ def decide(
             kind, status = "second", DONE
         else:
             kind = "first"
-            interest = set(job.classes_of_interest or [])
-            positive = final_class is not None and final_class in interest
             status = SECOND if job.four_eyes and positive else DONE
     before = review_state(item)
     values: dict[str, Any] = {
@@ -312,13 +328,13 @@ def decide(
     except IntegrityError as exc:
         raise DecisionConflictError(f"item {item_id} was decided concurrently; reload it") from exc
     db.refresh(item)
-    # The decision time and the item's imported content are recorded so `audit verify` can
-    # check the decision and item rows that exports read against this row.
+    # The decision time and the item's imported content (and a change item's change row)
+    # are recorded so `audit verify` can check the rows that exports read against this row.
     after = review_state(item) | {
         "predicted": item.class_name,
         "comment": comment,
         "decided_at": now.isoformat(timespec="microseconds"),
-        "item": item_fingerprint(item),
+        **content_fingerprints(db, item),
     }
     audit.append(
         db,
@@ -377,3 +393,41 @@ def job_counts(db: Session, job_id: int) -> dict[str, int]:
     out = {PENDING: 0, SECOND: 0, DONE: 0}
     out.update({str(s): int(n) for s, n in rows})
     return out
+
+
+@dataclass(frozen=True)
+class TransitionAgreement:
+    """How reviewers judged the changes of one transition (finished change items).
+
+    Attributes:
+        transition: ``appeared``, ``disappeared``, ``changed`` (or another queued one).
+        confirmed, no_change, unclear: finished reviews of each decision.
+    """
+
+    transition: str
+    confirmed: int
+    no_change: int
+    unclear: int
+
+    @property
+    def precision(self) -> float | None:
+        """Share of the clear answers that confirmed the change (``None`` before any)."""
+        clear = self.confirmed + self.no_change
+        return self.confirmed / clear if clear else None
+
+
+def change_agreement(db: Session, job_id: int) -> list[TransitionAgreement]:
+    """Per transition of a change job, the reviewers' decisions on finished items."""
+    from review.db.models import NO_CHANGE, UNCLEAR, ChangeItem
+
+    def count(decision: str) -> Any:
+        return func.sum(case((Item.final_decision == decision, 1), else_=0))
+
+    rows = db.execute(
+        select(ChangeItem.transition, count(CONFIRMED), count(NO_CHANGE), count(UNCLEAR))
+        .join(Item, Item.id == ChangeItem.item_id)
+        .where(ChangeItem.job_id == job_id, Item.status == DONE)
+        .group_by(ChangeItem.transition)
+        .order_by(ChangeItem.transition)
+    ).all()
+    return [TransitionAgreement(str(t), int(c or 0), int(n or 0), int(u or 0)) for t, c, n, u in rows]

@@ -113,7 +113,7 @@ def natural_bands(src: SafeFile, names: Sequence[str]) -> list[int] | None:
     return None
 
 
-def _chosen(ds: DatasetReader, bands: Sequence[int] | None) -> list[int]:
+def chosen_bands(ds: DatasetReader, bands: Sequence[int] | None) -> list[int]:
     """The 1-based bands to draw: ``bands`` (checked against the file), else natural colour."""
     count = int(ds.count)
     chosen = list(bands) if bands else default_bands(raster_band_names(ds.descriptions))
@@ -124,6 +124,9 @@ def _chosen(ds: DatasetReader, bands: Sequence[int] | None) -> list[int]:
     return chosen
 
 
+_chosen = chosen_bands
+
+
 def stretch(arr: np.ndarray, nodata: float | None = None) -> np.ndarray:
     """``C x H x W`` values to ``H x W x C`` uint8 with the project's display stretch
     (`vision.bands.stretch`); a band's ``nodata`` pixels are black."""
@@ -131,7 +134,9 @@ def stretch(arr: np.ndarray, nodata: float | None = None) -> np.ndarray:
     return stretch_uint8(arr, valid)
 
 
-def _png(rgb: np.ndarray, size: int | None = None) -> bytes:
+def rgb_png(rgb: np.ndarray, size: int | None = None) -> bytes:
+    """``H x W x 3`` uint8 as PNG bytes, enlarged (nearest neighbour) to ``size`` pixels on
+    its longer side when smaller."""
     im = Image.fromarray(rgb)
     if size and max(im.size) < size:
         scale = size / max(im.size)
@@ -139,6 +144,9 @@ def _png(rgb: np.ndarray, size: int | None = None) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+_png = rgb_png
 
 
 def _window(row_off: int | None, col_off: int | None, height: int | None, width: int | None) -> Window | None:

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import audit
-from review.audit_state import item_fingerprint
+from review.audit_changes import content_fingerprints
 from review.db.models import PENDING, SECOND, Decision, Item, User
 from review.queue import DecisionConflictError, Reviewer, ReviewError, review_state
 
@@ -201,7 +201,7 @@ def undo_last(
         "first_reviewer": _name(db, item.first_reviewer_id),
         "decided_at": _iso(item.decided_at),
         "predicted": item.class_name,
-        "item": item_fingerprint(item),
+        **content_fingerprints(db, item),
         "undo_at": _iso(now),
         "undone": {
             "decision_id": last.id,

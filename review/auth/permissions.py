@@ -52,6 +52,8 @@ ROUTE_ACTIONS: dict[str, Action] = {
     "item_chip": Action.VIEW_JOB,
     "item_overview": Action.VIEW_JOB,
     "item_heatmap": Action.VIEW_JOB,
+    "change_picture": Action.VIEW_JOB,
+    "change_heatmap": Action.VIEW_JOB,
     "new_job_form": Action.SUBMIT_JOB,
     "submit_job": Action.SUBMIT_JOB,
     "import_job": Action.SUBMIT_JOB,

@@ -31,6 +31,10 @@ ROLES: tuple[str, ...] = ("analyst", "reviewer", "admin")
 PENDING, SECOND, DONE = "pending", "second", "done"
 #: Reviewer decisions.
 DECISIONS: tuple[str, ...] = ("accept", "correct", "reject")
+#: Reviewer decisions on a change item (`ChangeItem`): the change is real, there is none, or
+#: the reviewer cannot tell.
+CONFIRMED, NO_CHANGE, UNCLEAR = "confirmed", "no_change", "unclear"
+CHANGE_DECISIONS: tuple[str, ...] = (CONFIRMED, NO_CHANGE, UNCLEAR)
 #: Job states.
 JOB_QUEUED, JOB_RUNNING, JOB_READY, JOB_FAILED = "queued", "running", "ready", "failed"
 #: A job whose table is being brought into the review queue (by the worker, in batches).
@@ -114,6 +118,8 @@ class Job(Base):
     rows_skipped: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     submitted_by: Mapped[str] = mapped_column(String(64))
+    #: For a change job: the transitions that became review items (``None`` otherwise).
+    transitions: Mapped[list[str] | None] = mapped_column(JSONText, nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -163,6 +169,59 @@ class Item(Base):
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     claim_expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ChangeItem(Base):
+    """The two dates of a change item: one row of a change folder's ``changes.parquet``
+    (`vision.contracts.changes`) that entered the review queue.
+
+    The `Item` it belongs to (same id) holds the *after* window (the latest date: path,
+    window, CRS, bounds, class, input and model identity) and the review state; this row
+    holds the comparison and the *before* window (the oldest date) in its own scene's pixels
+    and CRS. Nothing here changes after the import: `review.audit_changes` fingerprints it
+    into every decision's audit row, so ``audit verify`` names an edited one.
+    """
+
+    __tablename__ = "change_items"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True, autoincrement=False)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    change_id: Mapped[str] = mapped_column(String(200))
+    transition: Mapped[str] = mapped_column(String(16))
+    aoi_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    area_ha: Mapped[float | None] = mapped_column(Float, nullable=True)
+    alignment: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    item_before: Mapped[str | None] = mapped_column(Text, nullable=True)
+    item_after: Mapped[str | None] = mapped_column(Text, nullable=True)
+    acquired_before: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    acquired_after: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    class_before: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    class_after: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    p_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p_interest_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p_interest_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cloud_fraction_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cloud_fraction_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    path_before: Mapped[str] = mapped_column(Text)
+    row_off_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    col_off_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    width_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    crs_before: Mapped[str | None] = mapped_column(Text, nullable=True)
+    minx_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    miny_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    maxx_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    maxy_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    input_sha256_before: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_name_before: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_version_before: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    model_sha256_before: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_before: Mapped[str] = mapped_column(Text)
+    job_after: Mapped[str] = mapped_column(Text)
+    #: Every date, oldest first: ``[item, class or status, probability]``.
+    trajectory: Mapped[list[Any] | None] = mapped_column(JSONText, nullable=True)
+    first_appeared: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Decision(Base):

@@ -4,7 +4,8 @@ The jobs table is the queue: a worker takes the oldest ``queued`` job with a
 compare-and-set update. An *inference* job runs ``python -m vision.cli infer INPUT --model
 MODEL --out DIR [--engine ray]`` as a subprocess (so the service never imports inference
 code and a crash cannot take the service down) and then imports the finished table; an
-*import* job (a finished folder queued by ``POST /jobs/import``) is imported directly. The
+*import* job (a finished folder queued by ``POST /jobs/import``) is imported directly, and a
+*change* job (a `vision change` folder) by `review.jobs.change_import`. The
 import runs in batches (`review.jobs.importer.run_import`), so review requests never wait
 on one long write.
 
@@ -35,7 +36,7 @@ from review.db.engine import Database
 from review.db.models import JOB_IMPORTING, JOB_QUEUED, JOB_READY, JOB_RUNNING, Job, utcnow
 from review.jobs.files import check_tree
 from review.jobs.importer import fail_import, run_import
-from review.jobs.records import KIND_INFERENCE, new_job
+from review.jobs.records import KIND_CHANGE, KIND_INFERENCE, new_job
 from vision.contracts.progress import JobProgress
 
 log = logging.getLogger(__name__)
@@ -142,16 +143,23 @@ class Worker:
             assert job is not None
             kind, input_path, model, out_dir = job.kind, job.input_path, job.model, Path(job.job_dir)
         rc: int | None = None
+        fail = fail_import
         try:
-            if kind == KIND_INFERENCE:
-                rc = self._infer(job_id, str(input_path), str(model), out_dir)
-            result = run_import(self.db, job_id, self.roots)
+            if kind == KIND_CHANGE:
+                from review.jobs.change_import import fail_change_import, run_change_import
+
+                fail = fail_change_import
+                result = run_change_import(self.db, job_id, self.roots)
+            else:
+                if kind == KIND_INFERENCE:
+                    rc = self._infer(job_id, str(input_path), str(model), out_dir)
+                result = run_import(self.db, job_id, self.roots)
         except RunnerFailedError as exc:
-            fail_import(self.db, job_id, str(exc), WORKER, WORKER, exc.rc)
+            fail(self.db, job_id, str(exc), WORKER, WORKER, exc.rc)
             return
         except Exception as exc:  # a broken table fails this job, not the worker
             log.warning("job %s: import failed: %s", job_id, exc)
-            fail_import(self.db, job_id, f"import failed: {exc}", WORKER, WORKER, rc)
+            fail(self.db, job_id, f"import failed: {exc}", WORKER, WORKER, rc)
             return
         after: dict[str, object] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
         if rc is not None:

@@ -22,7 +22,7 @@ from review.settings import ReviewSettings
 from review.web.deps import Services
 from review.web.guard import LoginRequiredError, check_all_guarded
 from review.web.middleware import RequestIdMiddleware
-from review.web.routes import admin, auth, jobs
+from review.web.routes import admin, auth, changes, jobs
 from review.web.routes import review as review_routes
 from vision.errors import ConfigError, InputError
 
@@ -49,7 +49,7 @@ def create_app(settings: ReviewSettings, db: Database | None = None) -> FastAPI:
         templates=templates,
         roots=service_roots(settings.job_roots, settings.data_dir),
     )
-    for module in (auth, jobs, review_routes, admin):
+    for module in (auth, jobs, review_routes, changes, admin):
         app.include_router(module.router)
     check_all_guarded(app.routes)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -96,8 +96,58 @@ def _wrap(lon: float) -> float:
     return lon
 
 
+class DateView(BaseModel):
+    """One date of a change item: what the model said there, and where the window is.
+
+    Attributes:
+        label: ``before`` (the oldest date) or ``after`` (the latest).
+        item: the STAC item (or scene) id of that date.
+        acquired: its acquisition time (ISO 8601, UTC).
+        picture_url: the window, drawn with the other date's bands and stretch.
+        heatmap_url: the Grad-CAM map of that date's model (``None``: ``heatmap_note`` says why).
+    """
+
+    label: str
+    item: str | None
+    acquired: str | None
+    class_name: str | None
+    p: Finite
+    p_interest: Finite = None
+    cloud_fraction: Finite = None
+    file: str
+    window: WindowView | None
+    bounds: list[float] | None
+    crs: str | None
+    wgs84: Wgs84View | None = None
+    model: str
+    picture_url: str
+    heatmap_url: str | None
+    heatmap_note: str | None = None
+
+
+class ChangeView(BaseModel):
+    """The comparison a change item asks the reviewer to confirm.
+
+    Attributes:
+        bands: band names both dates have (choices for ``?bands=``).
+        default_bands: the names of the default view (natural colour where named).
+    """
+
+    change_id: str
+    transition: str
+    classes_of_interest: list[str]
+    aoi_id: str | None
+    area_ha: Finite
+    alignment: str | None
+    first_appeared: str | None
+    before: DateView
+    after: DateView
+    bands: list[str]
+    default_bands: list[str]
+
+
 class ItemView(BaseModel):
-    """What the review page shows of an item."""
+    """What the review page shows of an item (``change``: a change item's two dates)."""
 
     id: int
     version: int
@@ -119,6 +169,7 @@ class ItemView(BaseModel):
     overview_url: str | None
     heatmap_url: str | None
     heatmap_note: str | None = None
+    change: ChangeView | None = None
 
 
 class ClaimAnswer(BaseModel):

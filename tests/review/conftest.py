@@ -182,6 +182,23 @@ def job_id(db: Database, roots: Path, allowed: tuple[Path, ...], users: dict[str
 
 
 @pytest.fixture
+def change_folder(roots: Path, data_dir: Path) -> Path:
+    """A `vision change` folder (8 x 8 windows of real EuroSAT chips at two dates, simulated
+    jobs, class of interest AnnualCrop) under the allowed root, with its jobs and scenes."""
+    from change_helpers import write_change_folder
+
+    return write_change_folder(roots / "area", data_dir)
+
+
+@pytest.fixture
+def change_job(db: Database, change_folder: Path, allowed: tuple[Path, ...], users: dict[str, str]) -> int:
+    """The change folder imported (appeared, disappeared and changed windows queued)."""
+    from review.jobs.change_import import import_change_folder
+
+    return import_change_folder(db, change_folder, "test", allowed)
+
+
+@pytest.fixture
 def app_client(settings: ReviewSettings, db: Database) -> Iterator[TestClient]:
     """A test client of the app (not signed in)."""
     app = create_app(settings, db)

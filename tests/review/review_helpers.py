@@ -247,10 +247,10 @@ def write_relative_job(work: Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_model(folder: Path) -> Path:
-    """A small real model (Lite0, no pretraining, the scene's four bands) exported with its
-    checkpoint as training does; returns the ``.onnx`` (heatmaps are Grad-CAM from the
-    checkpoint it names)."""
+def write_model(folder: Path, bands: list[str] | None = None) -> Path:
+    """A small real model (Lite0, no pretraining, the scene's four bands or ``bands``)
+    exported with its checkpoint as training does; returns the ``.onnx`` (heatmaps are
+    Grad-CAM from the checkpoint it names)."""
     import torch
 
     from training.checkpoint import save_checkpoint
@@ -258,17 +258,18 @@ def write_model(folder: Path) -> Path:
     from vision.contracts.model import ModelMetadata
     from vision.models import NormalizedClassifier, get_model
 
-    bands = ["B02", "B03", "B04", "B08"]
+    bands = list(bands or ["B02", "B03", "B04", "B08"])
+    n = len(bands)
     torch.manual_seed(0)
-    net = NormalizedClassifier(get_model("efficientnet_lite0", len(CLASSES), len(bands), "none", band_names=bands),
-                               [1000.0] * 4, [500.0] * 4).eval()
+    net = NormalizedClassifier(get_model("efficientnet_lite0", len(CLASSES), n, "none", band_names=bands),
+                               [1000.0] * n, [500.0] * n).eval()
     ck = folder / "checkpoints" / "best.pt"
     save_checkpoint(ck, {"model": net.state_dict(), "architecture": "efficientnet_lite0", "classes": CLASSES,
-                         "bands": bands, "mean": [1000.0] * 4, "std": [500.0] * 4, "input_size": [32, 32],
+                         "bands": bands, "mean": [1000.0] * n, "std": [500.0] * n, "input_size": [32, 32],
                          "temperature": 1.0, "thresholds": {}, "model_name": "landcover", "dropout": 0.2})
-    meta = ModelMetadata(classes=tuple(CLASSES), bands=tuple(bands), input_size=(32, 32), mean=(1000.0,) * 4,
-                         std=(500.0,) * 4, temperature=1.0, architecture="efficientnet_lite0", model_name="landcover",
+    meta = ModelMetadata(classes=tuple(CLASSES), bands=tuple(bands), input_size=(32, 32), mean=(1000.0,) * n,
+                         std=(500.0,) * n, temperature=1.0, architecture="efficientnet_lite0", model_name="landcover",
                          model_version="3", checkpoint=str(ck))
     onnx_path = folder / "model.onnx"
-    export_onnx(net, onnx_path, meta, torch.rand(4, 4, 32, 32) * 3000)
+    export_onnx(net, onnx_path, meta, torch.rand(4, n, 32, 32) * 3000)
     return onnx_path

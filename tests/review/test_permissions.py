@@ -69,7 +69,7 @@ def test_route_role_matrix(clients: dict[str | None, tuple[TestClient, str]], db
     with db.read() as s:
         item_id = s.execute(select(Item.id).where(Item.job_id == job_id).limit(1)).scalar_one()
         user_id = s.execute(select(User.id).where(User.name == "rev2")).scalar_one()
-    ids = {"job_id": job_id, "item_id": item_id, "user_id": user_id, "fmt": "geojson"}
+    ids = {"job_id": job_id, "item_id": item_id, "user_id": user_id, "fmt": "geojson", "date": "after"}
     routes = sorted(api_routes(clients[None][0].app), key=lambda r: r.name == "logout")  # logout last
     checked = 0
     for route in routes:

@@ -15,10 +15,12 @@ from review import audit
 from review.db.models import Item, Job
 from review.export import export_job
 from review.formats import ExportFormat
+from review.jobs.change_import import create_change_import_job, is_change_folder
 from review.jobs.importer import create_import_job, set_classes_of_interest
 from review.jobs.paths import PathRefusedError, resolve_in_roots
+from review.jobs.records import KIND_CHANGE
 from review.jobs.worker import submit_job as queue_job
-from review.queue import agreement, job_counts
+from review.queue import agreement, change_agreement, job_counts
 from review.web.deps import JobId, RequestId, Services, ServicesDep, Who
 from review.web.routes.common import make_router, page, split_classes
 from review.web.views import JobStatus
@@ -108,13 +110,24 @@ def import_job_route(
     classes_of_interest: Annotated[str, Form(max_length=2000)] = "",
     four_eyes: Annotated[bool, Form()] = False,
     again: Annotated[bool, Form()] = False,
+    transitions: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    """Queue a finished job folder found under an allowed root for import.
+    """Queue a finished job folder, or a `vision change` folder, found under an allowed root
+    for import.
 
     The folder and its table's columns are checked here (400 when unusable); the worker
     reads the rows in batches and checks every input, with progress on the job page.
     """
     target = resolve_in_roots(svc.settings.job_roots, root, path)
+    if is_change_folder(target, svc.roots):
+        if split_classes(classes_of_interest):
+            raise HTTPException(400, "a change folder's classes of interest are the ones `vision change --classes` "
+                                     "compared: leave the field empty")
+        job_id = create_change_import_job(
+            svc.db, target, who.name, svc.roots, name=name.strip() or None,
+            transitions=split_classes(transitions), four_eyes=four_eyes, request_id=rid, again=again,
+        )
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
     job_id = create_import_job(
         svc.db,
         target,
@@ -148,15 +161,19 @@ def _status(svc: Services, job_id: int) -> JobStatus:
 def job_page(request: Request, job_id: JobId, svc: ServicesDep) -> Response:
     """A job: live progress, review counts, model-vs-reviewer agreement, exports."""
     job = _job(svc, job_id)
+    change = job.kind == KIND_CHANGE
     with svc.db.read() as s:
         counts = job_counts(s, job_id)
-        agree = agreement(s, job_id)
+        agree = [] if change else agreement(s, job_id)
+        transitions = change_agreement(s, job_id) if change else []
     return page(
         request,
         "job.html",
         job=job,
         counts=counts,
         agreement=agree,
+        transitions=transitions,
+        is_change=change,
         classes=job.classes or [],
         classes_of_interest=", ".join(job.classes_of_interest or []),
     )
@@ -177,8 +194,11 @@ def job_settings(
     classes_of_interest: Annotated[str, Form(max_length=2000)] = "",
     four_eyes: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Change a job's classes of interest (queue order) and four-eyes rule."""
-    _job(svc, job_id)
+    """Change a job's classes of interest (queue order) and four-eyes rule (not of a change
+    job: its classes of interest are the ones `vision change` compared)."""
+    if _job(svc, job_id).kind == KIND_CHANGE:
+        raise HTTPException(400, "a change job's classes of interest are the ones `vision change` compared; "
+                                 "import the change folder again to review other transitions")
     with svc.db.write() as s:
         job = s.get(Job, job_id)
         assert job is not None

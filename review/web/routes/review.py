@@ -7,6 +7,10 @@ accept what they could not see; such an item can be skipped.
 The page keeps the ids the reviewer skipped (in the tab's ``sessionStorage``) and sends them
 with every claim, decision and undo (``skip``), so a skipped item does not come straight
 back to them; each answer says how many items are ``left`` for them.
+
+A change job's items (`review.db.models.ChangeItem`) get the change review page: both dates
+side by side (`review.web.change_pages`), decided ``confirmed``, ``no_change`` or ``unclear``
+through the same claim, decision, skip and undo endpoints.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from review.auth.permissions import Action
-from review.db.models import JOB_READY, SECOND, Decision, Item, Job, User, utcnow
+from review.db.models import JOB_READY, SECOND, ChangeItem, Decision, Item, Job, User, utcnow
 from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input, read_small, write_in
+from review.jobs.records import KIND_CHANGE
 from review.queue import MAX_EXCLUDED, DecisionInput, Left, claim_next, decide, release, remaining
 from review.render import (
     MAX_IMAGE_BYTES,
@@ -42,6 +47,7 @@ from review.render import (
     render_overview,
 )
 from review.undo import NothingToUndoError, undo_last
+from review.web.change_pages import change_view, load_change, pictures
 from review.web.deps import ItemId, JobId, RequestId, Services, ServicesDep, Who
 from review.web.guard import Principal
 from review.web.routes.common import make_router, page
@@ -113,6 +119,11 @@ def item_view(svc: Services, item: Item, job: Job) -> ItemView:
     if not _has_cached_heatmap(svc, job, item):
         heatmap_note = job_model(Path(job.job_dir), job.model, svc.roots).reason or None
     names, natural = _bands(svc, item, job)
+    change = None
+    if job.kind == KIND_CHANGE:
+        with svc.db.read() as s:
+            row = s.get(ChangeItem, item.id)
+        change = change_view(svc, job, item, row) if row is not None else None
     return ItemView(
         id=item.id,
         version=item.version,
@@ -134,6 +145,7 @@ def item_view(svc: Services, item: Item, job: Job) -> ItemView:
         overview_url=f"/items/{item.id}/overview.png" if window and is_scene(item.path) else None,
         heatmap_url=None if heatmap_note else f"/items/{item.id}/heatmap.png",
         heatmap_note=f"No heatmap: {heatmap_note}." if heatmap_note else None,
+        change=change,
     )
 
 
@@ -176,7 +188,13 @@ def _left(svc: Services, job_id: int, user: Principal, skip: Sequence[int]) -> L
 
 
 def _require_pixels(svc: Services, item: Item, job: Job) -> None:
-    """Refuse (422) a decision on an item whose picture cannot be drawn."""
+    """Refuse (422) a decision on an item whose picture (both, for a change) cannot be drawn."""
+    if job.kind == KIND_CHANGE:
+        try:
+            pictures(svc, item, load_change(svc, item.id))  # cached: the page drew them already
+        except HTTPException as exc:
+            raise HTTPException(422, f"no decision recorded: {exc.detail}") from exc
+        return
     try:
         with _input(svc, item, job) as src:
             render_chip(src, _window(item))  # cached: the reviewer's page drew it already
@@ -195,7 +213,8 @@ def review_page(request: Request, job_id: JobId, svc: ServicesDep) -> Response:
         raise HTTPException(404, f"no job {job_id}")
     seconds = svc.settings.claim_seconds
     window = f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
-    return page(request, "review.html", job=job, classes=list(job.classes or []), undo_window=window)
+    template = "change_review.html" if job.kind == KIND_CHANGE else "review.html"
+    return page(request, template, job=job, classes=list(job.classes or []), undo_window=window)
 
 
 #: The ids a reviewer skipped in this session (newest last), sent with each request.
@@ -263,12 +282,17 @@ def release_item(item_id: ItemId, svc: ServicesDep, who: Who) -> ReleaseAnswer:
     return ReleaseAnswer(released=held)
 
 
+#: Every decision a page may send (`review.queue.decisions_for` says which fit an item).
+DECISION_PATTERN = "^(accept|correct|reject|confirmed|no_change|unclear)$"
+
+
 class DecisionBody(BaseModel):
     """A decision as the review page sends it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    decision: str = Field(pattern="^(accept|correct|reject)$")
+    decision: str = Field(pattern=DECISION_PATTERN, description="accept, correct, reject; on a change item "
+                          "confirmed, no_change, unclear")
     class_name: str | None = Field(default=None, max_length=200)
     comment: str | None = Field(default=None, max_length=2000)
     version: int = Field(ge=0, le=2**31 - 1)
@@ -338,7 +362,7 @@ def override_item(
     svc: ServicesDep,
     who: Who,
     rid: RequestId,
-    decision: Annotated[str, Form(pattern="^(accept|correct|reject)$")],
+    decision: Annotated[str, Form(pattern=DECISION_PATTERN)],
     version: Annotated[int, Form(ge=0, le=2**31 - 1)],
     class_name: Annotated[str, Form(max_length=200)] = "",
     comment: Annotated[str, Form(max_length=2000)] = "",

@@ -1,0 +1,496 @@
+"""Bring a finished `vision change` folder into the review queue as change items.
+
+A change folder (``change_manifest.json`` of kind ``vision-change``, ``changes.parquet`` of
+the contract `vision.contracts.changes`, ``_SUCCESS``) is imported as a job of kind
+``change``. Each row with ``status == ok`` whose transition is one of the job's transitions
+(default `DEFAULT_TRANSITIONS`: appeared, disappeared, changed; ``--transitions`` chooses
+others) becomes an `Item` (the after window: path, window, class, input and model of the
+latest date) with a `ChangeItem` beside it (the comparison and the before window).
+``uncertain`` and ``not_assessed`` rows are never queued: nobody is asked to confirm a
+change the rules did not claim, and a window not seen at one date is never "no change".
+
+The same rules as for job folders (`review.jobs.importer`): the change folder, both jobs'
+folders and every input a queued row names (``path_before``, ``path_after``) must lie
+inside the allowed roots (resolved; relative inputs are accepted beside their job folder
+only with the row's sha256); one row outside refuses the whole folder. Rows are inserted
+in batches, each its own short write transaction with the progress, and an interrupted
+import resumes after the last row inserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from review import audit
+from review.db.engine import Database
+from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, ChangeItem, Item, Job, utcnow
+from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
+from review.jobs.importer import HEARTBEAT_S, INSERT_BATCH, NAMED_ROWS, ImportResult, Progress, fail_import
+from review.jobs.inputs import InputResolver
+from review.jobs.records import KIND_CHANGE, new_job
+from vision.contracts.changes import (
+    CHANGE_TRANSITIONS,
+    STATUS_OK,
+    TRANSITIONS,
+    ChangeTableError,
+    check_change_table,
+)
+from vision.errors import ConfigError
+
+CHANGE_MANIFEST, CHANGES_TABLE, SUCCESS = "change_manifest.json", "changes.parquet", "_SUCCESS"
+#: ``kind`` of a change folder's manifest (what `vision change` writes).
+MANIFEST_KIND = "vision-change"
+#: Transitions queued for review unless the import names others.
+DEFAULT_TRANSITIONS: tuple[str, ...] = CHANGE_TRANSITIONS
+#: Largest change manifest read.
+MANIFEST_LIMIT = 64 << 20
+
+
+def parse_transitions(values: Sequence[str] | None) -> list[str]:
+    """The transitions to queue (``None`` or empty: `DEFAULT_TRANSITIONS`); items may be
+    comma-separated.
+
+    Raises:
+        ConfigError: an unknown transition.
+    """
+    wanted = [t.strip() for v in (values or ()) for t in v.split(",") if t.strip()]
+    if not wanted:
+        return list(DEFAULT_TRANSITIONS)
+    bad = [t for t in wanted if t not in TRANSITIONS]
+    if bad:
+        raise ConfigError(
+            f"unknown transition(s) {', '.join(bad)}: choose among {', '.join(TRANSITIONS)} "
+            "(uncertain and not_assessed windows are never queued as changes)"
+        )
+    return sorted(set(wanted), key=TRANSITIONS.index)
+
+
+def is_change_folder(folder: Path, roots: Sequence[Path]) -> bool:
+    """Whether ``folder`` (inside the roots) holds a change manifest: a `vision change` output."""
+    try:
+        with open_input(Path(os.path.realpath(folder)) / CHANGE_MANIFEST, roots):
+            return True
+    except (InputMissingError, InputRefusedError):
+        return False
+
+
+def read_change_manifest(folder: Path, roots: Sequence[Path]) -> dict[str, Any]:
+    """The folder's ``change_manifest.json``, checked to be a change folder's.
+
+    Raises:
+        ConfigError: missing, outside the roots, unreadable, or not of a change folder.
+    """
+    try:
+        data = json.loads(read_small(folder / CHANGE_MANIFEST, roots, MANIFEST_LIMIT))
+    except (InputMissingError, InputRefusedError) as exc:
+        raise ConfigError(f"{folder}/{CHANGE_MANIFEST}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{folder}/{CHANGE_MANIFEST} is not JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
+        raise ConfigError(f"{folder}/{CHANGE_MANIFEST} is not the manifest of a `vision change` folder")
+    return data
+
+
+@contextmanager
+def open_changes(folder: Path, roots: Sequence[Path]) -> Iterator[pq.ParquetFile]:
+    """``folder/changes.parquet``, opened inside the roots, checked against the contract.
+
+    Raises:
+        ConfigError: missing, outside the roots, not Parquet, or not a change table.
+    """
+    try:
+        with open_input(folder / CHANGES_TABLE, roots) as f, os.fdopen(os.dup(f.fd), "rb") as fobj:
+            try:
+                table = pq.ParquetFile(fobj)
+                check_change_table(table.schema_arrow)
+            except ChangeTableError as exc:
+                raise ConfigError(f"{folder}/{CHANGES_TABLE}: {exc}") from exc
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise ConfigError(f"{folder}/{CHANGES_TABLE} is not a readable Parquet table ({exc})") from exc
+            yield table
+    except InputMissingError as exc:
+        raise ConfigError(f"{folder}: no {CHANGES_TABLE} (is this a `vision change` output?)") from exc
+    except InputRefusedError as exc:
+        raise ConfigError(f"{folder}/{CHANGES_TABLE}: {exc}") from exc
+
+
+def check_change_dir(folder: Path, roots: Sequence[Path]) -> tuple[int, dict[str, Any]]:
+    """Check a finished change folder before queueing it; returns its rows and manifest.
+
+    Raises:
+        ConfigError: outside the roots, not a change folder, unfinished, or a bad table.
+    """
+    if not is_inside(folder, roots):
+        raise ConfigError(
+            f"{folder} is outside the allowed folders ({', '.join(map(str, roots))}); "
+            "add its folder to VISION_REVIEW_ROOTS to import it"
+        )
+    manifest = read_change_manifest(folder, roots)
+    with open_changes(folder, roots) as table:
+        rows = int(table.metadata.num_rows)
+    try:
+        with open_input(folder / SUCCESS, roots):
+            pass
+    except (InputMissingError, InputRefusedError) as exc:
+        raise ConfigError(f"{folder}: `vision change` has not finished (no {SUCCESS} marker)") from exc
+    return rows, manifest
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def _naive(v: Any) -> datetime | None:
+    if not isinstance(v, datetime):
+        return None
+    return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo is not None else v
+
+
+def _text(v: Any, n: int) -> str | None:
+    return str(v)[:n] if v is not None else None
+
+
+def _queueable(r: dict[str, Any], wanted: set[str]) -> bool:
+    """An ``ok`` row of a wanted transition, with both probabilities finite and both paths."""
+    return (
+        r.get("status") == STATUS_OK
+        and r.get("transition") in wanted
+        and _finite(r.get("p_before")) is not None
+        and _finite(r.get("p_after")) is not None
+        and all(isinstance(r.get(k), str) and r[k] for k in ("path_before", "path_after", "job_before", "job_after"))
+    )
+
+
+@dataclass
+class _Scan:
+    total: int = 0
+    queued: int = 0
+    bad: list[str] = field(default_factory=list)
+    n_bad: int = 0
+    model: tuple[str | None, str | None] = (None, None)
+
+
+class _Inputs:
+    """Resolves the job folders and inputs of change rows inside the roots, once each."""
+
+    def __init__(self, roots: Sequence[Path]):
+        self.roots = roots
+        self._jobs: dict[str, str] = {}  # resolved, or "!why not"
+        self._resolvers: dict[str, InputResolver] = {}
+
+    def job(self, raw: str) -> str:
+        """The resolved job folder ``raw`` names.
+
+        Raises:
+            InputRefusedError: relative, or outside the roots.
+        """
+        if raw not in self._jobs:
+            if not os.path.isabs(raw):
+                self._jobs[raw] = "!the job folder is not an absolute path"
+            else:
+                real = os.path.realpath(raw)
+                ok = is_inside(real, self.roots)
+                self._jobs[raw] = real if ok else "!the job folder is outside the allowed folders"
+                if ok:
+                    self._resolvers[real] = InputResolver(Path(real), self.roots)
+        got = self._jobs[raw]
+        if got.startswith("!"):
+            raise InputRefusedError(got[1:])
+        return got
+
+    def resolve(self, job: str, raw: str, sha: str | None) -> str:
+        return self._resolvers[self.job(job)].resolve(raw, sha)
+
+    def known(self, job: str, raw: str, sha: str | None) -> str | None:
+        real = self._jobs.get(job)
+        if real is None or real.startswith("!"):
+            return None
+        return self._resolvers[real].known(raw, sha)
+
+
+def _batches(table: pq.ParquetFile) -> Iterator[list[dict[str, Any]]]:
+    try:
+        for batch in table.iter_batches(batch_size=INSERT_BATCH):
+            yield batch.to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ConfigError(f"{CHANGES_TABLE} cannot be read ({exc})") from exc
+
+
+def _scan(table: pq.ParquetFile, wanted: set[str], inputs: _Inputs, heartbeat: Callable[[], None]) -> _Scan:
+    scan = _Scan()
+    last = time.monotonic()
+    for rows in _batches(table):
+        for r in rows:
+            if time.monotonic() - last > HEARTBEAT_S:
+                heartbeat()
+                last = time.monotonic()
+            i = scan.total
+            scan.total += 1
+            if not _queueable(r, wanted):
+                continue
+            try:
+                for date in ("before", "after"):
+                    inputs.resolve(r[f"job_{date}"], r[f"path_{date}"], r.get(f"input_sha256_{date}"))
+            except (InputRefusedError, InputMissingError) as exc:
+                scan.n_bad += 1
+                if len(scan.bad) < NAMED_ROWS:
+                    scan.bad.append(f"row {i} ({str(r.get('change_id'))[:80]!r}): {exc}")
+                continue
+            scan.queued += 1
+            if scan.model == (None, None):
+                scan.model = (r.get("model_name_after"), r.get("model_version_after"))
+    return scan
+
+
+def _trajectory(r: dict[str, Any]) -> list[Any]:
+    items, states, ps = (r.get(k) or [] for k in ("trajectory_items", "trajectory", "trajectory_p"))
+    return [[_text(it, 200), _text(st, 200), _finite(p)] for it, st, p in zip(items, states, ps, strict=False)]
+
+
+def _rows(job: Job, i: int, r: dict[str, Any], before: str, after: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `Item` and `ChangeItem` values of change row ``i``."""
+    classes = list(job.classes or [])
+    p_b, p_a = _finite(r["p_before"]), _finite(r["p_after"])
+    assert p_b is not None and p_a is not None
+    cls = _text(r.get("class_after"), 200)
+    item = {
+        "job_id": job.id,
+        "row_index": i,
+        "path": after,
+        **{k: r.get(k) for k in ("row_off", "col_off", "height", "width")},
+        "crs": r.get("crs"),
+        **{k: _finite(r.get(k)) for k in ("minx", "miny", "maxx", "maxy")},
+        "label": classes.index(cls) if cls in classes else None,
+        "class_name": cls,
+        # The queue takes the least sure first: a change is as sure as its less sure date.
+        "confidence": min(p_b, p_a),
+        "probs": None,
+        "flagged": None,
+        "input_sha256": _text(r.get("input_sha256_after"), 64),
+        "model_name": _text(r.get("model_name_after"), 200),
+        "model_version": _text(r.get("model_version_after"), 100),
+        "model_sha256": _text(r.get("model_sha256_after"), 64),
+        "interest": r.get("transition") in CHANGE_TRANSITIONS,
+        "status": PENDING,
+        "version": 0,
+    }
+    change = {
+        "job_id": job.id,
+        "change_id": _text(r.get("change_id"), 200) or f"row-{i}",
+        "transition": r["transition"],
+        "aoi_id": _text(r.get("aoi_id"), 200),
+        "area_ha": _finite(r.get("area_ha")),
+        "alignment": _text(r.get("alignment"), 16),
+        "item_before": _text(r.get("item_before"), 1000),
+        "item_after": _text(r.get("item_after"), 1000),
+        "acquired_before": _naive(r.get("acquired_before")),
+        "acquired_after": _naive(r.get("acquired_after")),
+        "class_before": _text(r.get("class_before"), 200),
+        "class_after": cls,
+        "p_before": p_b,
+        "p_after": p_a,
+        "p_interest_before": _finite(r.get("p_interest_before")),
+        "p_interest_after": _finite(r.get("p_interest_after")),
+        "cloud_fraction_before": _finite(r.get("cloud_fraction_before")),
+        "cloud_fraction_after": _finite(r.get("cloud_fraction_after")),
+        "path_before": before,
+        **{f"{k}_before": r.get(f"{k}_before") for k in ("row_off", "col_off", "height", "width")},
+        "crs_before": r.get("crs_before"),
+        **{f"{k}_before": _finite(r.get(f"{k}_before")) for k in ("minx", "miny", "maxx", "maxy")},
+        "input_sha256_before": _text(r.get("input_sha256_before"), 64),
+        "model_name_before": _text(r.get("model_name_before"), 200),
+        "model_version_before": _text(r.get("model_version_before"), 100),
+        "model_sha256_before": _text(r.get("model_sha256_before"), 64),
+        "job_before": os.path.realpath(r["job_before"]),
+        "job_after": os.path.realpath(r["job_after"]),
+        "trajectory": _trajectory(r),
+        "first_appeared": _naive(r.get("first_appeared")),
+    }
+    return item, change
+
+
+def _classes(manifest: dict[str, Any]) -> list[str]:
+    c = manifest.get("classes")
+    return [str(x)[:200] for x in c[:10_000]] if isinstance(c, list) and all(isinstance(x, str) for x in c) else []
+
+
+def run_change_import(db: Database, job_id: int, roots: Sequence[Path],
+                      on_progress: Progress | None = None) -> ImportResult:
+    """Read a queued change job's table and queue its changes (see the module docstring).
+    The job ends ``ready``; on an error it is left as it was for `fail_change_import`.
+
+    Raises:
+        ConfigError: the folder or table is unusable, or a row's job folder or input is
+            outside the roots or missing.
+    """
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.kind != KIND_CHANGE:
+            raise ConfigError(f"no change job {job_id}")
+        job.status, job.heartbeat_at = JOB_IMPORTING, utcnow()
+        folder, wanted = Path(job.job_dir), set(job.transitions or DEFAULT_TRANSITIONS)
+        start = s.execute(select(func.max(Item.row_index)).where(Item.job_id == job_id)).scalar_one()
+        start = -1 if start is None else int(start)
+
+    def heartbeat() -> None:
+        with db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
+                      .execution_options(synchronize_session=False))
+
+    manifest = read_change_manifest(folder, roots)
+    inputs = _Inputs(roots)
+    with open_changes(folder, roots) as table:
+        scan = _scan(table, wanted, inputs, heartbeat)
+        if scan.n_bad:
+            raise ConfigError(
+                (f"{scan.n_bad} change rows have" if scan.n_bad > 1 else "1 change row has")
+                + " a job folder or an input outside the allowed folders or missing, so the change folder is "
+                + "refused: " + "; ".join(scan.bad) + (" ..." if scan.n_bad > len(scan.bad) else "")
+                + ". Keep both jobs and their inputs under an allowed folder."
+            )
+        with db.write() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            job.classes = _classes(manifest)
+        i = 0
+        for rows in _batches(table):
+            items: list[dict[str, Any]] = []
+            changes: dict[int, dict[str, Any]] = {}
+            for r in rows:
+                if i > start and _queueable(r, wanted):
+                    before = inputs.known(r["job_before"], r["path_before"], r.get("input_sha256_before"))
+                    after = inputs.known(r["job_after"], r["path_after"], r.get("input_sha256_after"))
+                    if before is None or after is None:  # the table changed under us since the first pass
+                        raise ConfigError(f"row {i} of {CHANGES_TABLE} changed during the import")
+                    item, change = _rows(job, i, r, before, after)
+                    items.append(item)
+                    changes[i] = change
+                i += 1
+            with db.write() as s:
+                if items:
+                    s.execute(insert(Item), items)
+                    ids = s.execute(select(Item.row_index, Item.id).where(
+                        Item.job_id == job_id, Item.row_index.in_(list(changes)))).all()
+                    s.execute(insert(ChangeItem), [changes[int(r)] | {"item_id": int(k)} for r, k in ids])
+                s.execute(update(Job).where(Job.id == job_id).values(
+                    progress_done=i, progress_total=scan.total, heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False))
+            if on_progress is not None:
+                on_progress(i, scan.total)
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.model_name, job.model_version = scan.model
+        job.rows_skipped = scan.total - scan.queued
+        job.progress_done = job.progress_total = scan.total
+        job.status, job.finished_at, job.error = JOB_READY, utcnow(), None
+    return ImportResult(scan.queued, scan.total - scan.queued)
+
+
+def fail_change_import(db: Database, job_id: int, message: str, actor: str, request_id: str,
+                       rc: int | None = None) -> None:
+    """Mark a change job failed and drop what a partial import left (change rows first)."""
+    with db.write() as s:
+        s.execute(delete(ChangeItem).where(ChangeItem.job_id == job_id))
+    fail_import(db, job_id, message, actor, request_id, rc)
+
+
+def imported_change_before(db: Session, folder: Path) -> int | None:
+    """The id of a change job already imported from ``folder`` (failed imports do not count)."""
+    return db.execute(
+        select(Job.id)
+        .where(Job.kind == KIND_CHANGE, Job.job_dir == str(folder), Job.status != JOB_FAILED)
+        .order_by(Job.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def create_change_import_job(
+    db: Database,
+    folder: Path,
+    actor: str,
+    roots: Sequence[Path],
+    name: str | None = None,
+    transitions: Sequence[str] | None = None,
+    four_eyes: bool = False,
+    request_id: str = "cli",
+    again: bool = False,
+    queued: bool = True,
+) -> int:
+    """Check a finished change folder and queue it for import (audited); returns the job id.
+
+    The job's classes of interest are those `vision change` compared; with ``four_eyes``,
+    a confirmed change needs a second reviewer.
+
+    Raises:
+        ConfigError: not a finished change folder inside the roots, an unknown transition,
+            or a folder imported before (unless ``again``).
+    """
+    folder = Path(os.path.realpath(folder))
+    wanted = parse_transitions(transitions)
+    rows, manifest = check_change_dir(folder, roots)
+    interest = manifest.get("classes_of_interest")
+    interest = [str(c)[:200] for c in interest] if isinstance(interest, list) else []
+    with db.write() as s:
+        before = imported_change_before(s, folder)
+        if before is not None and not again:
+            raise ConfigError(f"{folder} was imported already as job {before}; import it again with --again")
+        job = new_job(KIND_CHANGE, name or folder.name, actor, str(folder), classes_of_interest=interest,
+                      four_eyes=four_eyes, transitions=wanted)
+        job.progress_total = rows
+        if not queued:
+            job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
+            job.worker_id = f"{actor}:{os.getpid()}"[:64]
+        s.add(job)
+        s.flush()
+        audit.append(
+            s, actor, "job.import", f"job:{job.id}", None,
+            {"job_dir": str(folder), "kind": KIND_CHANGE, "rows": rows, "transitions": wanted,
+             "classes_of_interest": job.classes_of_interest, "four_eyes": four_eyes, "again": before is not None},
+            request_id,
+        )
+        return int(job.id)
+
+
+def import_change_folder(
+    db: Database,
+    folder: Path,
+    actor: str,
+    roots: Sequence[Path],
+    name: str | None = None,
+    transitions: Sequence[str] | None = None,
+    four_eyes: bool = False,
+    request_id: str = "cli",
+    again: bool = False,
+    on_progress: Progress | None = None,
+) -> int:
+    """`create_change_import_job` and `run_change_import` in this process (the CLI).
+
+    Raises:
+        ConfigError: as the two do (the job is then marked failed).
+    """
+    job_id = create_change_import_job(db, folder, actor, roots, name, transitions, four_eyes, request_id, again,
+                                      queued=False)
+    try:
+        result = run_change_import(db, job_id, roots, on_progress)
+    except ConfigError as exc:
+        fail_change_import(db, job_id, f"import failed: {exc}", actor, request_id)
+        raise
+    with db.write() as s:
+        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING},
+                     {"status": JOB_READY, "items": result.items, "skipped": result.skipped}, request_id)
+    return job_id
