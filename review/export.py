@@ -184,13 +184,14 @@ def export_dataset(
     with atomic_dir(out_dir) as tmp:
         rows: list[tuple[str, str, str]] = []
         wanted = _band_count(job, roots)
+        radiometry = _radiometry(job, roots)
         for c in confirmed(db, job_id):
             it = c.item
             if it.final_class is None:
                 continue
             try:
                 with open_input(item_input(job.job_dir, it.path), roots) as src:
-                    rel, bands = _export_one(src, it, job_id, tmp, wanted)
+                    rel, bands = _export_one(src, it, job_id, tmp, wanted, radiometry)
                 wanted = wanted or bands  # the first chip sets the band count of the dataset
             except (InputRefusedError, InputMissingError) as exc:
                 result.skipped.append((it.id, f"input not read: {exc}"))
@@ -217,7 +218,8 @@ class _Skip(Exception):
     """This item is left out of the dataset (the message says why)."""
 
 
-def _export_one(src: SafeFile, it: Item, job_id: int, tmp: Path, wanted: int | None) -> tuple[Path, int]:
+def _export_one(src: SafeFile, it: Item, job_id: int, tmp: Path, wanted: int | None,
+                radiometry: str | None = None) -> tuple[Path, int]:
     try:
         bands = _bands_of(src)
     except (InputError, RasterioError) as exc:
@@ -230,7 +232,7 @@ def _export_one(src: SafeFile, it: Item, job_id: int, tmp: Path, wanted: int | N
     rel = Path("chips") / _safe(it.final_class or "_") / f"{job_id}_{it.id}{suffix}"
     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
     try:
-        _write_chip(src, it, tmp / rel)
+        _write_chip(src, it, tmp / rel, radiometry)
     except (InputError, RasterioError) as exc:
         (tmp / rel).unlink(missing_ok=True)
         raise _Skip("input not readable as a GeoTIFF, PNG or JPEG") from exc
@@ -255,7 +257,15 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
 
 
-def _write_chip(src: SafeFile, it: Item, dst: Path) -> None:
+def _radiometry(job: Job, roots: Sequence[Path]) -> str | None:
+    """What the job's pixels mean, as its manifest records the model's radiometry (the job's
+    inputs were checked against it), as the JSON of a ``vision_radiometry`` GeoTIFF tag."""
+    model = read_manifest(Path(job.job_dir), roots).get("model")
+    rad = model.get("radiometry") if isinstance(model, dict) else None
+    return json.dumps(rad) if isinstance(rad, dict) and rad.get("kind") else None
+
+
+def _write_chip(src: SafeFile, it: Item, dst: Path, radiometry: str | None = None) -> None:
     if it.row_off is None or it.col_off is None or it.height is None or it.width is None:
         with dst.open("wb") as out:  # a byte-identical copy of the chip file opened inside the roots
             for block in src.chunks():
@@ -274,12 +284,15 @@ def _write_chip(src: SafeFile, it: Item, dst: Path) -> None:
             "nodata": ds.nodata,
             "transform": window_transform(win, ds.transform),
         }
-        descriptions = ds.descriptions
+        descriptions, scales, offsets = ds.descriptions, ds.scales, ds.offsets
     with rasterio.open(dst, "w", **profile) as out:
         out.write(data)
         for i, d in enumerate(descriptions, start=1):
             if d:
                 out.set_band_description(i, d)
+        out.scales, out.offsets = scales, offsets  # what the values mean, as the source declared it
+        if radiometry is not None:
+            out.update_tags(vision_radiometry=radiometry)
 
 
 def _job(db: Session, job_id: int) -> Job:

@@ -170,7 +170,9 @@ def write_job(
         )
     pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), job_dir / "predictions.parquet")
     bands = ["B02", "B03", "B04", "B08"]
-    model: dict[str, Any] = {"name": "landcover", "version": "3", "classes": classes, "bands": bands}
+    model: dict[str, Any] = {"name": "landcover", "version": "3", "classes": classes, "bands": bands,
+                             "radiometry": {"kind": "reflectance", "level": "L2A", "scale": 0.0001,
+                                            "offset": 0.0, "source": "review test scenes"}}
     if model_uri:
         model["uri"] = model_uri
     manifest = {

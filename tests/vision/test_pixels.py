@@ -55,3 +55,14 @@ def test_8_bit_chips_are_display_data_and_jpegs_have_no_known_gsd(write_tif, tmp
     jp = pixel_facts(FolderSource(root), "folder")
     assert jp.radiometry.kind == "display" and jp.gsd_m is None
     assert any("data.gsd_m" in w for w in jp.warnings)
+
+
+def test_a_vision_radiometry_tag_is_what_the_chips_mean(write_tif, tmp_path: Path) -> None:
+    import rasterio
+
+    src = _tif_folder(write_tif, tmp_path / "tagged", "uint16")
+    for ref in src.refs:
+        with rasterio.open(ref.path, "r+") as ds:
+            ds.update_tags(vision_radiometry='{"kind": "reflectance", "level": "L1C", "scale": 0.0001}')
+    facts = pixel_facts(src, "manifest")
+    assert facts.radiometry.level == "L1C" and facts.warnings == ()

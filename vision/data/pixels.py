@@ -10,7 +10,9 @@ in this order:
    Sentinel-2 L1C top-of-atmosphere reflectance x 10000 before baseline 04.00; the
    synthetic demo set is made as reflectance x 10000 at 10 m;
 3. the first chip of a folder or manifest: JPEG/PNG chips are 8-bit display images; a
-   GeoTIFF says what its dtype and scale/offset tags say, and its transform gives the GSD.
+   GeoTIFF says what its ``vision_radiometry`` tag says (chips written by `vision data chips`
+   and by the review service's dataset export carry one), else what its dtype and
+   scale/offset tags say; its transform gives the GSD.
 
 No silent default for non-8-bit data: a GeoTIFF set whose values mean nothing known stops
 with a `ConfigError` asking for ``data.radiometry``. Every assumption is a warning.
@@ -114,6 +116,12 @@ def _first_chip(source: ChipSource) -> tuple[Radiometry, list[str]]:
 
     try:
         with open_raster(path) as ds:
+            tagged = ds.tags().get("vision_radiometry")  # written by vision data chips / review export
+            if tagged:
+                try:
+                    return Radiometry.from_obj(tagged), []
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: unreadable vision_radiometry tag ({exc})") from exc
             derived = geotiff_radiometry(
                 ds.dtypes[0], list(ds.scales), list(ds.offsets),
                 [canonical_band(b) for b in source.bands], f"the chips ({path.parent})")
