@@ -220,7 +220,7 @@ def test_non_finite_logits_fail_the_job(model_factory: Callable[..., Path], tmp_
     assert bad["class_name"] is None and bad["confidence"] is None
     assert all(r["status"] == "ok" and np.isfinite(r["confidence"]) for r in rows.values())
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"ok": 4, "nodata": 0, "error": 1}
+    assert manifest["counts"] == {"ok": 4, "nodata": 0, "cloudy": 0, "error": 1}
     assert [Path(e["path"]).name for e in manifest["errors"]] == ["black.png"]
 
 

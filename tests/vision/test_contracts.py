@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import onnx
@@ -17,7 +18,15 @@ from vision.contracts.model import (
     read_model_file,
     set_onnx_props,
 )
-from vision.contracts.predictions import PREDICTION_SCHEMA, new_row, rows_to_table
+from vision.contracts.predictions import (
+    ACQUIRED_TYPE,
+    NOT_ASSESSED,
+    PREDICTION_SCHEMA,
+    STATUS_CLOUDY,
+    STATUSES,
+    new_row,
+    rows_to_table,
+)
 from vision.errors import ModelFormatError
 
 BASE = dict(classes=("Crop", "Forest"), bands=("B04", "B03", "B02"), input_size=(64, 64),
@@ -126,6 +135,20 @@ def test_a_row_has_every_column_and_rejects_unknown_ones() -> None:
     with pytest.raises(KeyError, match="not a prediction column"):
         new_row("a.jpg", "ok", None, colour="red")
     assert pa.types.is_list(PREDICTION_SCHEMA.field("probs").type)
+
+
+def test_schema_2_columns_build_like_pyarrow_and_refuse_naive_times() -> None:
+    when = datetime(2020, 2, 19, 11, 23, 41, 24_000, tzinfo=UTC)
+    rows = [new_row("s.tif", "ok", None, item_id="S2A_29RKH", acquired=when, cloud_fraction=0.25, aoi_id="a1"),
+            new_row("s.tif", "cloudy", None,
+                    acquired=datetime(2020, 2, 19, 12, 23, tzinfo=timezone(timedelta(hours=1))))]
+    table = rows_to_table(rows)
+    assert table.column("acquired").combine_chunks().equals(pa.array([when, datetime(2020, 2, 19, 11, 23, tzinfo=UTC)],
+                                                                      ACQUIRED_TYPE))
+    assert table.to_pylist()[1]["item_id"] is None and table.to_pylist()[0]["cloud_fraction"] == 0.25
+    assert STATUS_CLOUDY in STATUSES and STATUS_CLOUDY in NOT_ASSESSED
+    with pytest.raises(TypeError, match="naive"):
+        rows_to_table([new_row("s.tif", "ok", None, acquired=datetime(2020, 2, 19))])
 
 
 def test_schema_2_radiometry_and_gsd_round_trip_through_onnx(tmp_path: Path) -> None:

@@ -13,14 +13,21 @@ types from here rather than restating them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
 
-#: Row states: classified, not assessed (mostly nodata), failed.
-STATUS_OK, STATUS_NODATA, STATUS_ERROR = "ok", "nodata", "error"
-STATUSES: tuple[str, ...] = (STATUS_OK, STATUS_NODATA, STATUS_ERROR)
+#: Row states: classified; not assessed because mostly nodata, or cloud over ``--max-cloud``
+#: (schema 2); failed. ``nodata`` and ``cloudy`` rows carry no label: never "no crop here".
+STATUS_OK, STATUS_NODATA, STATUS_CLOUDY, STATUS_ERROR = "ok", "nodata", "cloudy", "error"
+STATUSES: tuple[str, ...] = (STATUS_OK, STATUS_NODATA, STATUS_CLOUDY, STATUS_ERROR)
+#: The states that are "not assessed": no model answer, counted apart from classes.
+NOT_ASSESSED: tuple[str, ...] = (STATUS_NODATA, STATUS_CLOUDY, STATUS_ERROR)
+
+#: The UTC timestamp type of ``acquired`` (microseconds, as pyarrow writes Python datetimes).
+ACQUIRED_TYPE = pa.timestamp("us", tz="UTC")
 
 #: The columns of ``predictions.parquet``, in order.
 PREDICTION_SCHEMA = pa.schema([
@@ -45,6 +52,11 @@ PREDICTION_SCHEMA = pa.schema([
     ("model_name", pa.string()),
     ("model_version", pa.string()),
     ("model_sha256", pa.string()),
+    # schema 2 (ARCHITECTURE.md §5): nullable where they do not apply
+    ("item_id", pa.string()),
+    ("acquired", ACQUIRED_TYPE),
+    ("cloud_fraction", pa.float32()),
+    ("aoi_id", pa.string()),
 ])
 
 #: Columns a reader of the table may rely on (every column of the schema).
@@ -75,6 +87,10 @@ class PredictionRow(TypedDict):
     model_name: str | None
     model_version: str | None
     model_sha256: str | None
+    item_id: str | None
+    acquired: datetime | None
+    cloud_fraction: float | None
+    aoi_id: str | None
 
 
 def new_row(path: str, status: str, input_sha256: str | None, **values: Any) -> PredictionRow:
@@ -85,6 +101,7 @@ def new_row(path: str, status: str, input_sha256: str | None, **values: Any) -> 
         "status": status, "label": None, "class_name": None, "confidence": None,
         "probs": None, "flagged": None, "error": None, "input_sha256": input_sha256,
         "model_name": None, "model_version": None, "model_sha256": None,
+        "item_id": None, "acquired": None, "cloud_fraction": None, "aoi_id": None,
     }
     for k, v in values.items():
         if k not in row:
@@ -111,13 +128,27 @@ def string_scalar(value: str) -> pa.Scalar:
     return column([value], pa.string())[0]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: Any) -> int:
+    """Microseconds since the epoch of an aware datetime (a naive one is refused: ambiguous)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"a timestamp column got {type(value).__name__} {value!r}")
+    if value.tzinfo is None:
+        raise TypeError(f"a timestamp column got a naive datetime {value!r}: give it a time zone")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 _NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float32(): np.float32,
                 pa.float64(): np.float64}
 
 
 def column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     """An Arrow array of ``values`` (``None`` is null) for the prediction table's types:
-    strings, 32/64-bit ints and floats, booleans, lists of float32.
+    strings, 32/64-bit ints and floats, booleans, lists of float32, UTC timestamps (from
+    aware datetimes).
 
     Built from numpy buffers rather than with ``pa.array``: any ``pa.array`` call makes
     pyarrow import pandas to ask whether its input is a pandas object, 0.25 s of one core
@@ -150,6 +181,9 @@ def column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
         child = pa.Array.from_buffers(pa.float32(), len(flat), [None, pa.py_buffer(flat)])
         return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(offsets)],
                                      null_count=n_null, children=[child])
+    if pa.types.is_timestamp(type_):
+        us = np.array([0 if v is None else _micros(v) for v in values], dtype=np.int64)
+        return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(us)], null_count=n_null)
     if type_ not in _NUMPY_TYPES:
         raise TypeError(f"no column builder for {type_}")
     arr = np.array([0 if v is None else v for v in values], dtype=_NUMPY_TYPES[type_])

@@ -135,10 +135,11 @@ def write_job(folder: Path, scenes: list[SceneSpec], classes: list[str], schema:
         inputs.append({"path": s.path, "kind": "scene", "status": "ok", "error": None, "sha256": s.sha256,
                        "crs": s.crs, "size": list(s.shape), "grid": [n_r, n_c], "windows": counts,
                        "outputs": {"classes": f"{stem}.classes.tif", "confidence": f"{stem}.confidence.tif"}})
-    base = rows_to_table([{k: r[k] for k in PREDICTION_SCHEMA.names} for r in rows])
     if schema >= 2:
-        extra = [pa.array([r[f.name] for r in rows], f.type) for f in SCHEMA2_FIELDS]
-        base = pa.Table.from_arrays([*base.columns, *extra], schema=pa.schema([*PREDICTION_SCHEMA, *SCHEMA2_FIELDS]))
+        base = rows_to_table([{k: r.get(k) for k in PREDICTION_SCHEMA.names} for r in rows])
+    else:  # a schema-1 table: without the schema-2 columns
+        schema1 = pa.schema([f for f in PREDICTION_SCHEMA if f.name not in {g.name for g in SCHEMA2_FIELDS}])
+        base = rows_to_table([{k: r[k] for k in schema1.names} for r in rows], schema1)
     pq.write_table(base, folder / "predictions.parquet", compression="zstd")
     options: dict[str, Any] = {"inputs": [s.path for s in scenes], "max_nodata": 0.5}
     if manifest_stride:
