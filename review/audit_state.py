@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from review.audit_changes import change_fingerprint, changes_of, check_change_rows
 from review.db.models import PENDING, AuditEntry, ChangeItem, Decision, Item, Job, User
+from vision.contracts.window import WINDOW_COLUMNS
 
 #: Review actions and the decision kind each records.
 REVIEW_KINDS = {
@@ -55,15 +56,7 @@ ITEM_FIELDS = (
     "job_id",
     "row_index",
     "path",
-    "row_off",
-    "col_off",
-    "height",
-    "width",
-    "crs",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
+    *WINDOW_COLUMNS,
     "label",
     "class_name",
     "confidence",

@@ -18,6 +18,8 @@ from typing import Any, TypedDict
 import numpy as np
 import pyarrow as pa
 
+from vision.contracts.window import window_fields
+
 #: Row states: classified, not assessed (mostly nodata), failed.
 STATUS_OK, STATUS_NODATA, STATUS_ERROR = "ok", "nodata", "error"
 STATUSES: tuple[str, ...] = (STATUS_OK, STATUS_NODATA, STATUS_ERROR)
@@ -25,15 +27,7 @@ STATUSES: tuple[str, ...] = (STATUS_OK, STATUS_NODATA, STATUS_ERROR)
 #: The columns of ``predictions.parquet``, in order.
 PREDICTION_SCHEMA = pa.schema([
     ("path", pa.string()),
-    ("row_off", pa.int32()),
-    ("col_off", pa.int32()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("crs", pa.string()),
-    ("minx", pa.float64()),
-    ("miny", pa.float64()),
-    ("maxx", pa.float64()),
-    ("maxy", pa.float64()),
+    *window_fields(),
     ("status", pa.string()),
     ("label", pa.int32()),
     ("class_name", pa.string()),
