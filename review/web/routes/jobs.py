@@ -21,7 +21,7 @@ from review.jobs.paths import PathRefusedError, resolve_in_roots
 from review.jobs.records import KIND_CHANGE
 from review.jobs.worker import submit_job as queue_job
 from review.queue import agreement, change_agreement, job_counts
-from review.web.deps import JobId, RequestId, Services, ServicesDep, Who
+from review.web.deps import JobId, RequestId, Services, ServicesDep, Who, row_or_404
 from review.web.routes.common import make_router, page, split_classes
 from review.web.views import JobStatus
 
@@ -31,11 +31,7 @@ _MODEL_URI = re.compile(r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|/[0-9]+)$")
 
 
 def _job(svc: Services, job_id: int) -> Job:
-    with svc.db.read() as s:
-        job = s.get(Job, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id}")
-    return job
+    return row_or_404(svc, Job, job_id, f"no job {job_id}")
 
 
 def _roots(svc: Services) -> list[tuple[int, str]]:
