@@ -15,7 +15,8 @@ from review import audit
 from review.db.models import Item, Job
 from review.export import export_job
 from review.formats import ExportFormat
-from review.jobs.change_import import create_change_import_job, is_change_folder
+from review.jobs.change_folder import is_change_folder
+from review.jobs.change_import import create_change_import_job
 from review.jobs.importer import create_import_job, set_classes_of_interest
 from review.jobs.paths import PathRefusedError, resolve_in_roots
 from review.jobs.records import KIND_CHANGE
