@@ -36,6 +36,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from review.db.batches import batches
 from review.db.engine import AUDIT_KEY_INFO
 from review.db.models import AuditEntry, AuditHead, utcnow
 from vision.errors import ConfigError, VisionError
@@ -256,14 +257,7 @@ def verify(
     anchored = {int(a.seq): a for a in anchors}
     expect = Expectations() if check_tables else None
     prev, n, legacy, keyed = GENESIS, 0, 0, False
-    while True:
-        rows = (
-            db.execute(select(AuditEntry).where(AuditEntry.seq > n).order_by(AuditEntry.seq).limit(batch))
-            .scalars()
-            .all()
-        )
-        if not rows:
-            break
+    for rows in batches(db, AuditEntry, AuditEntry.seq, size=batch):
         for r in rows:
             bad = _check_row(r, key, prev, n + 1, legacy, keyed)
             if bad:
@@ -280,7 +274,6 @@ def verify(
             if expect is not None:
                 expect.feed(r)
             prev, n = r.hash, r.seq
-        db.expunge_all()
     bad = _check_head(db.get(AuditHead, 1), key, n, prev, legacy, keyed)
     if bad:
         return VerifyResult(False, n, n + 1, bad, prev)
