@@ -1,24 +1,75 @@
 // The change review page: claim a change, show both dates side by side (same bands, one
 // stretch), send "confirmed change", "no change" or "unclear" with one key, show the next.
-// The queue mechanics (claim, skip, undo, counters) are those of the item page (review.js), in
-// queue.js, through the same endpoints; press ? on the page for every key.
+// The queue mechanics (claim, skip, undo, counters) are those of the item page (review.js),
+// through the same endpoints; press ? on the page for every key.
 (function () {
   "use strict";
   const root = document.getElementById("review");
   if (!root || !root.classList.contains("change-review")) return;
-  const { $, readJSON, writeJSON, say, whyNot } = window.visionReview;
+  const jobId = root.dataset.job;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
   const comment = $("comment");
   const shortcuts = $("shortcuts");
   const DATES = ["before", "after"];
   const DECISIONS = { confirmed: "confirmed change", no_change: "no change", unclear: "unclear" };
+  const MAX_SKIPPED = 1000; // review.queue.MAX_EXCLUDED
+  const store = window.sessionStorage;
+  const skipKey = `vision-review-skip-${jobId}`;
+  const decidedKey = `vision-review-decided-${jobId}`;
   let current = null;
+  let busy = false;
   let loaded = { before: false, after: false };  // nobody decides before seeing both dates
+  let decided = Number(readJSON(decidedKey, 0)) || 0;
+  let left = null;
+  let moreLeft = false;
+  let skipped = readJSON(skipKey, []).filter((v) => Number.isInteger(v));
   let heatOn = Boolean(readJSON("vision-change-heatmap", true));
   let opacity = Number(readJSON("vision-review-opacity", 45));
   let heatLoaded = { before: false, after: false };
   let combos = [];
   let comboIndex = 0;
 
+  function readJSON(key, fallback) {
+    try { const v = JSON.parse(store.getItem(key)); return v === null ? fallback : v; } catch (e) { return fallback; }
+  }
+  function writeJSON(key, value) {
+    try { store.setItem(key, JSON.stringify(value)); } catch (e) { /* private mode: keep it in memory */ }
+  }
+  function say(text, isError) {
+    const m = $("message");
+    m.textContent = text || "";
+    m.className = isError ? "error" : "";
+  }
+  async function post(url, body) {
+    const r = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body || {}),
+    });
+    if (r.status === 401) { window.location.href = "/login?next=" + encodeURIComponent(location.pathname); }
+    let data = null;
+    try { data = await r.json(); } catch (e) { data = null; }
+    return { status: r.status, data: data };
+  }
+  function detail(r) {
+    const d = r.data && r.data.detail;
+    return typeof d === "string" ? d : JSON.stringify(d || "");
+  }
+  async function whyNot(url) {
+    try {
+      const r = await fetch(url, { credentials: "same-origin" });
+      const d = await r.json();
+      return (d && d.detail) || `HTTP ${r.status}`;
+    } catch (e) { return "the server gave no reason"; }
+  }
+  function counters() {
+    writeJSON(decidedKey, decided);
+    $("queue-left").textContent = left == null ? "" : `${left}${moreLeft ? "+" : ""} left in this queue`;
+    $("session-count").textContent = `${decided} decided`;
+    $("skip-count").textContent = `${skipped.length} skipped`;
+    $("skip-count").hidden = !skipped.length;
+  }
   function ready() { return Boolean(current) && loaded.before && loaded.after; }
   function setButtons() {
     for (const d of Object.keys(DECISIONS)) $(`btn-${d}`).disabled = !ready();
@@ -112,9 +163,8 @@
     if (!item) {
       $("workspace").hidden = true;
       $("empty").hidden = false;
-      const n = q.skipped();
-      $("empty-text").textContent = n
-        ? `Nothing else is waiting for you in this job. You skipped ${n} change${n > 1 ? "s" : ""}: press S to go through ${n > 1 ? "them" : "it"} again.`
+      $("empty-text").textContent = skipped.length
+        ? `Nothing else is waiting for you in this job. You skipped ${skipped.length} change${skipped.length > 1 ? "s" : ""}: press S to go through ${skipped.length > 1 ? "them" : "it"} again.`
         : "No change is waiting for review in this job.";
       return;
     }
@@ -158,20 +208,85 @@
     applyHeatmaps();
     comment.value = "";
   }
+  function answered(data) {
+    if (data && typeof data.left === "number") { left = data.left; moreLeft = Boolean(data.more_left); }
+    counters();
+  }
 
-  // --- the queue (claim, decide, skip, undo: queue.js) ---------------------------------------
-  const q = window.visionReview.queue(root, {
-    noun: "change",
-    article: "a",
-    current: () => current,
-    show: show,
-    cleared: () => { current = null; setButtons(); $("workspace").hidden = true; },
-    isReady: ready,
-    notReady: "the pictures have not loaded: no decision was sent",
-    label: (decision) => DECISIONS[decision] || decision,
-  });
-  const { send, skip, undo } = q;
-
+  // --- the queue ----------------------------------------------------------------------------
+  async function claim() {
+    const r = await post(`/api/jobs/${jobId}/claim`, { skip: skipped });
+    if (r.status !== 200) { say(`could not load a change (${r.status}): ${detail(r)}`, true); return; }
+    answered(r.data);
+    show(r.data.item);
+  }
+  async function send(decision) {
+    if (busy || !current) return;
+    if (!ready()) { say("the pictures have not loaded: no decision was sent", true); return; }
+    busy = true;
+    const body = { decision: decision, version: current.version, comment: comment.value || null, skip: skipped };
+    try {
+      const r = await post(`/api/items/${current.id}/decision`, body);
+      if (r.status === 200) {
+        decided += 1;
+        answered(r.data);
+        say(`change ${r.data.item_id}: ${DECISIONS[decision]} (U undoes it)`);
+        if (r.data.next_error) {
+          current = null;
+          setButtons();
+          $("workspace").hidden = true;
+          say(r.data.next_error, true);
+        } else {
+          show(r.data.next);
+        }
+      } else if (r.status === 409) {
+        say(detail(r) || "someone else decided this change", true);
+        await claim();
+      } else {
+        say(`not saved (${r.status}): ${detail(r)}`, true);
+      }
+    } finally {
+      busy = false;
+    }
+  }
+  async function skip() {
+    if (busy) return;
+    if (!current) {
+      if (!skipped.length) return;
+      skipped = [];
+      writeJSON(skipKey, skipped);
+      busy = true;
+      try { await claim(); } finally { busy = false; }
+      return;
+    }
+    busy = true;
+    const id = current.id;
+    try {
+      const r = await post(`/api/items/${id}/skip`, { skip: skipped });
+      if (r.status !== 200) { say(`could not skip (${r.status}): ${detail(r)}`, true); return; }
+      skipped = [...skipped.filter((v) => v !== id), id].slice(-MAX_SKIPPED);
+      writeJSON(skipKey, skipped);
+      answered(r.data);
+      say(`skipped change ${id}`);
+      show(r.data.item);
+    } finally {
+      busy = false;
+    }
+  }
+  async function undo() {
+    if (busy) return;
+    busy = true;
+    try {
+      const r = await post(`/api/jobs/${jobId}/undo`, { skip: skipped });
+      if (r.status !== 200) { say(`nothing undone: ${detail(r)}`, true); return; }
+      decided = Math.max(0, decided - 1);
+      answered(r.data);
+      say(`undid your ${DECISIONS[r.data.undone] || r.data.undone} on change ${r.data.item.id}: it is back, decide it again`);
+      show(r.data.item);
+    } finally {
+      busy = false;
+    }
+  }
   function toggleHeatmaps() {
     if (!current) return;
     if (!DATES.some((d) => current.change[d].heatmap_url)) {
@@ -220,7 +335,13 @@
     else if (k === "b" && combos.length > 1) { comboIndex = (comboIndex + 1) % combos.length; $("bands").value = comboIndex; setPictures(); }
   });
 
-  q.counters();
+  window.addEventListener("pagehide", () => {
+    if (current) {
+      fetch(`/api/items/${current.id}/release`, { method: "POST", keepalive: true, credentials: "same-origin", headers: { "X-CSRF-Token": csrf } });
+    }
+  });
+
+  counters();
   applyHeatmaps();
-  q.claim();
+  claim();
 })();

@@ -4,16 +4,28 @@
   "use strict";
   const root = document.getElementById("review");
   if (!root) return;
-  const { $, readJSON, writeJSON, say, whyNot } = window.visionReview;
+  const jobId = root.dataset.job;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
   const comment = $("comment");
   const picker = $("class-picker");
   const filter = $("class-filter");
   const shortcuts = $("shortcuts");
+  const MAX_SKIPPED = 1000; // review.queue.MAX_EXCLUDED
+  const store = window.sessionStorage;
+  const skipKey = `vision-review-skip-${jobId}`;
   let current = null;
+  let busy = false;
   // Decisions are only possible once the item's picture has loaded: nobody decides blind.
   let ready = false;
+  const decidedKey = `vision-review-decided-${jobId}`;
+  let decided = Number(readJSON(decidedKey, 0)) || 0;
+  let left = null;
+  let moreLeft = false;  // the server stops counting at 1000 (review.queue.LEFT_CAP)
   let combos = [];
   let comboIndex = 0;
+  // Items skipped in this tab's session: sent with every claim so they do not come back.
+  let skipped = readJSON(skipKey, []).filter((v) => Number.isInteger(v));
   // null = automatic (on over natural colour, off over false colour); else the reviewer's choice.
   let heatPref = readJSON("vision-review-heatmap", null);
   let opacity = Number(readJSON("vision-review-opacity", 45));
@@ -22,10 +34,58 @@
   let matches = [];
   let highlighted = 0;
 
+  function readJSON(key, fallback) {
+    try { const v = JSON.parse(store.getItem(key)); return v === null ? fallback : v; } catch (e) { return fallback; }
+  }
+  function writeJSON(key, value) {
+    try { store.setItem(key, JSON.stringify(value)); } catch (e) { /* private mode: keep it in memory */ }
+  }
+
+  function say(text, isError) {
+    const m = $("message");
+    m.textContent = text || "";
+    m.className = isError ? "error" : "";
+  }
+
+  async function post(url, body) {
+    const r = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body || {}),
+    });
+    if (r.status === 401) { window.location.href = "/login?next=" + encodeURIComponent(location.pathname); }
+    let data = null;
+    try { data = await r.json(); } catch (e) { data = null; }
+    return { status: r.status, data: data };
+  }
+
+  function detail(r) {
+    const d = r.data && r.data.detail;
+    return typeof d === "string" ? d : JSON.stringify(d || "");
+  }
+
+  function counters() {
+    writeJSON(decidedKey, decided);
+    $("queue-left").textContent = left == null ? "" : `${left}${moreLeft ? "+" : ""} left in this queue`;
+    $("session-count").textContent = `${decided} decided`;
+    $("skip-count").textContent = `${skipped.length} skipped`;
+    $("skip-count").hidden = !skipped.length;
+  }
+
   function setReady(on) {
     ready = on;
     for (const id of ["btn-accept", "btn-reject", "btn-correct"]) $(id).disabled = !on;
     $("decide").classList.toggle("waiting", !on);
+  }
+
+  // An <img> that failed says nothing of why: ask the server for its message.
+  async function whyNot(url) {
+    try {
+      const r = await fetch(url, { credentials: "same-origin" });
+      const d = await r.json();
+      return (d && d.detail) || `HTTP ${r.status}`;
+    } catch (e) { return "the server gave no reason"; }
   }
 
   function bandCombos(bands) {
@@ -139,9 +199,8 @@
     if (!item) {
       $("workspace").hidden = true;
       $("empty").hidden = false;
-      const n = q.skipped();
-      $("empty-text").textContent = n
-        ? `Nothing else is waiting for you in this job. You skipped ${n} item${n > 1 ? "s" : ""}: press S to go through ${n > 1 ? "them" : "it"} again.`
+      $("empty-text").textContent = skipped.length
+        ? `Nothing else is waiting for you in this job. You skipped ${skipped.length} item${skipped.length > 1 ? "s" : ""}: press S to go through ${skipped.length > 1 ? "them" : "it"} again.`
         : "Nothing is waiting for review in this job.";
       return;
     }
@@ -193,17 +252,88 @@
     comment.value = "";
   }
 
-  const q = window.visionReview.queue(root, {
-    noun: "item",
-    article: "an",
-    current: () => current,
-    show: show,
-    cleared: () => { current = null; setReady(false); $("workspace").hidden = true; },
-    isReady: () => ready,
-    notReady: "the picture has not loaded: no decision was sent",
-    label: (decision, className) => `${decision}${className ? " → " + className : ""}`,
-  });
-  const { send, skip, undo } = q;
+  function answered(data) {
+    if (data && typeof data.left === "number") { left = data.left; moreLeft = Boolean(data.more_left); }
+    counters();
+  }
+
+  async function claim() {
+    const r = await post(`/api/jobs/${jobId}/claim`, { skip: skipped });
+    if (r.status !== 200) { say(`could not load an item (${r.status}): ${detail(r)}`, true); return; }
+    answered(r.data);
+    show(r.data.item);
+  }
+
+  async function send(decision, className) {
+    if (busy || !current) return;
+    if (!ready) { say("the picture has not loaded: no decision was sent", true); return; }
+    busy = true;
+    const body = { decision: decision, version: current.version, comment: comment.value || null, skip: skipped };
+    if (decision === "correct") body.class_name = className;
+    try {
+      const r = await post(`/api/items/${current.id}/decision`, body);
+      if (r.status === 200) {
+        decided += 1;
+        answered(r.data);
+        say(`item ${r.data.item_id}: ${decision}${className ? " → " + className : ""} (U undoes it)`);
+        if (r.data.next_error) {  // saved, but no next item: say so (not "nothing left")
+          current = null;
+          setReady(false);
+          $("workspace").hidden = true;
+          say(r.data.next_error, true);
+        } else {
+          show(r.data.next);
+        }
+      } else if (r.status === 409) {
+        say(detail(r) || "someone else decided this item", true);
+        await claim();
+      } else {
+        say(`not saved (${r.status}): ${detail(r)}`, true);
+      }
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function skip() {
+    if (busy) return;
+    if (!current) {  // everything left was skipped: go through the skipped ones again
+      if (!skipped.length) return;
+      skipped = [];
+      writeJSON(skipKey, skipped);
+      busy = true;
+      try { await claim(); } finally { busy = false; }
+      return;
+    }
+    busy = true;
+    const id = current.id;
+    try {
+      const r = await post(`/api/items/${id}/skip`, { skip: skipped });
+      if (r.status !== 200) { say(`could not skip (${r.status}): ${detail(r)}`, true); return; }
+      skipped = [...skipped.filter((v) => v !== id), id].slice(-MAX_SKIPPED);
+      writeJSON(skipKey, skipped);
+      answered(r.data);
+      say(`skipped item ${id}`);
+      show(r.data.item);
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function undo() {
+    if (busy) return;
+    busy = true;
+    try {
+      const r = await post(`/api/jobs/${jobId}/undo`, { skip: skipped });
+      if (r.status !== 200) { say(`nothing undone: ${detail(r)}`, true); return; }
+      decided = Math.max(0, decided - 1);
+      answered(r.data);
+      say(`undid your ${r.data.undone} on item ${r.data.item.id}: it is back, decide it again`);
+      show(r.data.item);
+    } finally {
+      busy = false;
+    }
+  }
 
   // --- the class picker (C): every class, however many, filtered by typing ---------------
   function renderMatches() {
@@ -314,7 +444,13 @@
     }
   });
 
-  q.counters();
+  window.addEventListener("pagehide", () => {
+    if (current) {
+      fetch(`/api/items/${current.id}/release`, { method: "POST", keepalive: true, credentials: "same-origin", headers: { "X-CSRF-Token": csrf } });
+    }
+  });
+
+  counters();
   applyHeatmap();
-  q.claim();
+  claim();
 })();
