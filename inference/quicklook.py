@@ -26,7 +26,7 @@ from inference.palette import class_colours
 from inference.plan import Plan, ScenePlan
 from inference.readers import valid_mask
 from vision.atomic import atomic_path
-from vision.bands import display_bands, stretch_uint8
+from vision.bands import DISPLAY_PERCENTILES, display_bands, stretch_uint8
 from vision.errors import InputError
 from vision.raster import open_raster
 
@@ -108,7 +108,7 @@ def _percentiles(counts: np.ndarray, percentiles: tuple[float, float]) -> tuple[
 
 
 def fast_stretch_uint8(bands: np.ndarray, valid: np.ndarray,
-                       percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+                       percentiles: tuple[float, float] = DISPLAY_PERCENTILES) -> np.ndarray:
     """`vision.bands.stretch_uint8` for unsigned 8/16-bit bands, through a histogram and a
     lookup table (a tenth of its time on a 1024 x 1024 picture; equal to it within one grey
     level). Other dtypes go to `stretch_uint8` itself."""

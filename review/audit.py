@@ -28,14 +28,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from review.db.batches import batches
 from review.db.engine import AUDIT_KEY_INFO
 from review.db.models import AuditEntry, AuditHead, utcnow
 from vision.errors import ConfigError, VisionError
@@ -62,37 +63,42 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def legacy_entry_hash(
-    prev_hash: str,
-    seq: int,
-    at: str,
-    actor: str,
-    action: str,
-    target: str,
-    before: str,
-    after: str,
-    request_id: str,
-) -> str:
+class ChainFields(NamedTuple):
+    """What a row's hash covers, in hashed order: the previous row's hash and the row's columns.
+
+    Its field names are `AuditEntry` columns, so ``AuditEntry(**fields._asdict(), ...)`` writes them.
+    """
+
+    prev_hash: str
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    before: str
+    after: str
+    request_id: str
+
+    @classmethod
+    def of(cls, row: AuditEntry | Mapping[str, Any]) -> ChainFields:
+        """The fields of a stored row, or of a row read back as a mapping (an evidence package)."""
+        if isinstance(row, AuditEntry):
+            return cls(*(getattr(row, name) for name in cls._fields))
+        return cls(*(row[name] for name in cls._fields))
+
+
+def legacy_entry_hash(*fields: *ChainFields) -> str:
     """The unkeyed hash of a version-1 row (how rows were chained before the audit key)."""
-    body = canonical([seq, at, actor, action, target, before, after, request_id])
-    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+    f = ChainFields(*fields)
+    body = canonical(list(f[1:]))
+    return hashlib.sha256(f"{f.prev_hash}\n{body}".encode()).hexdigest()
 
 
-def entry_mac(
-    key: bytes,
-    prev_hash: str,
-    seq: int,
-    at: str,
-    actor: str,
-    action: str,
-    target: str,
-    before: str,
-    after: str,
-    request_id: str,
-) -> str:
+def entry_mac(key: bytes, *fields: *ChainFields) -> str:
     """The keyed hash of a version-2 row, covering the previous row's hash."""
-    body = canonical([CHAIN_VERSION, seq, at, actor, action, target, before, after, request_id])
-    return hmac.new(key, f"{prev_hash}\n{body}".encode(), hashlib.sha256).hexdigest()
+    f = ChainFields(*fields)
+    body = canonical([CHAIN_VERSION, *f[1:]])
+    return hmac.new(key, f"{f.prev_hash}\n{body}".encode(), hashlib.sha256).hexdigest()
 
 
 def head_mac(key: bytes, seq: int, hash_: str) -> str:
@@ -162,21 +168,9 @@ def append(
         assert head is not None
     seq = head.seq + 1
     at = utcnow().isoformat(timespec="microseconds")
-    b, a = canonical(before), canonical(after)
-    h = entry_mac(key, head.hash, seq, at, actor, action, target, b, a, request_id)
-    row = AuditEntry(
-        seq=seq,
-        version=CHAIN_VERSION,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        before=b,
-        after=a,
-        request_id=request_id,
-        prev_hash=head.hash,
-        hash=h,
-    )
+    fields = ChainFields(head.hash, seq, at, actor, action, target, canonical(before), canonical(after), request_id)
+    h = entry_mac(key, *fields)
+    row = AuditEntry(**fields._asdict(), version=CHAIN_VERSION, hash=h)
     db.add(row)
     head.seq, head.hash, head.mac = seq, h, head_mac(key, seq, h)
     db.flush()
@@ -263,14 +257,7 @@ def verify(
     anchored = {int(a.seq): a for a in anchors}
     expect = Expectations() if check_tables else None
     prev, n, legacy, keyed = GENESIS, 0, 0, False
-    while True:
-        rows = (
-            db.execute(select(AuditEntry).where(AuditEntry.seq > n).order_by(AuditEntry.seq).limit(batch))
-            .scalars()
-            .all()
-        )
-        if not rows:
-            break
+    for rows in batches(db, AuditEntry, AuditEntry.seq, size=batch):
         for r in rows:
             bad = _check_row(r, key, prev, n + 1, legacy, keyed)
             if bad:
@@ -287,7 +274,6 @@ def verify(
             if expect is not None:
                 expect.feed(r)
             prev, n = r.hash, r.seq
-        db.expunge_all()
     bad = _check_head(db.get(AuditHead, 1), key, n, prev, legacy, keyed)
     if bad:
         return VerifyResult(False, n, n + 1, bad, prev)
@@ -314,7 +300,7 @@ def _check_row(r: AuditEntry, key: bytes, prev: str, expected_seq: int, legacy: 
         return f"row {expected_seq} is missing (next row is {r.seq})"
     if r.prev_hash != prev:
         return f"row {r.seq}: previous-hash link broken (a row before it was changed or removed)"
-    fields = (r.prev_hash, r.seq, r.at, r.actor, r.action, r.target, r.before, r.after, r.request_id)
+    fields = ChainFields.of(r)
     if r.version == LEGACY_VERSION:
         if keyed:
             return (

@@ -25,6 +25,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from review.db.models import ChangeItem, Item, Job
+from vision.contracts.window import window_columns
 
 #: Kind of the jobs whose items are changes (`review.jobs.records.KIND_CHANGE`).
 CHANGE_KIND = "change"
@@ -51,15 +52,7 @@ CHANGE_FIELDS: tuple[str, ...] = (
     "cloud_fraction_before",
     "cloud_fraction_after",
     "path_before",
-    "row_off_before",
-    "col_off_before",
-    "height_before",
-    "width_before",
-    "crs_before",
-    "minx_before",
-    "miny_before",
-    "maxx_before",
-    "maxy_before",
+    *window_columns("_before"),
     "input_sha256_before",
     "model_name_before",
     "model_version_before",

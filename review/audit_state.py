@@ -35,7 +35,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from review.audit_changes import change_fingerprint, changes_of, check_change_rows
+from review.db.batches import batches
 from review.db.models import PENDING, AuditEntry, ChangeItem, Decision, Item, Job, User
+from vision.contracts.window import WINDOW_COLUMNS
 
 #: Review actions and the decision kind each records.
 REVIEW_KINDS = {
@@ -55,15 +57,7 @@ ITEM_FIELDS = (
     "job_id",
     "row_index",
     "path",
-    "row_off",
-    "col_off",
-    "height",
-    "width",
-    "crs",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
+    *WINDOW_COLUMNS,
     "label",
     "class_name",
     "confidence",
@@ -74,9 +68,6 @@ ITEM_FIELDS = (
     "model_version",
     "model_sha256",
 )
-
-_BATCH = 5000
-
 
 def item_fingerprint(item: Any) -> str:
     """SHA-256 of an item's imported content (`ITEM_FIELDS`): recorded with each decision."""
@@ -251,15 +242,7 @@ class Expectations:
 
     def _decisions(self, db: Session, names: dict[int, str]) -> Mismatch | None:
         seen: set[tuple[int, int]] = set()
-        last_id = 0
-        while True:
-            batch = (
-                db.execute(select(Decision).where(Decision.id > last_id).order_by(Decision.id).limit(_BATCH))
-                .scalars()
-                .all()
-            )
-            if not batch:
-                break
+        for batch in batches(db, Decision, Decision.id):
             for d in batch:
                 key = (d.item_id, d.item_version)
                 r = self.reviews.get(key)
@@ -273,8 +256,6 @@ class Expectations:
                 bad = decision_mismatch(d, r, names)
                 if bad is not None:
                     return Mismatch(r.seq, bad)
-            last_id = batch[-1].id
-            db.expunge_all()
         for key, r in self.reviews.items():
             if key not in seen:
                 return Mismatch(
@@ -286,19 +267,13 @@ class Expectations:
 
     def _items(self, db: Session, names: dict[int, str]) -> Mismatch | None:
         seen: set[int] = set()
-        last_id = 0
-        while True:
-            batch = db.execute(select(Item).where(Item.id > last_id).order_by(Item.id).limit(_BATCH)).scalars().all()
-            if not batch:
-                break
+        for batch in batches(db, Item, Item.id):
             changes = changes_of(db, [item.id for item in batch])
             for item in batch:
                 seen.add(item.id)
                 bad = self.check_item(item, names, changes.get(item.id))
                 if bad is not None:
                     return bad
-            last_id = batch[-1].id
-            db.expunge_all()
         for item_id, r in self.last.items():
             if item_id not in seen:
                 return Mismatch(r.seq, f"audit row {r.seq} records a decision on item {item_id}, which is missing")

@@ -127,7 +127,8 @@ def import_cmd(
     from rich.progress import Progress
 
     from review.db.models import Job
-    from review.jobs.change_import import import_change_folder, is_change_folder
+    from review.jobs.change_folder import is_change_folder
+    from review.jobs.change_import import import_change_folder
     from review.jobs.files import service_roots
     from review.jobs.importer import import_job
     from review.service import cli_actor

@@ -43,6 +43,7 @@ from review.render import MAX_IMAGE_BYTES, item_input
 from vision.atomic import atomic_dir, atomic_path, write_text_atomic
 from vision.cli_options import refuse_overwrite
 from vision.contracts.predictions import PREDICTION_SCHEMA
+from vision.contracts.window import WINDOW_COLUMNS
 from vision.data.decode import decode_image_bytes
 from vision.errors import ConfigError, InputError
 from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
@@ -132,8 +133,7 @@ def _prediction(name: str, rename: str | None = None) -> pa.Field:
 EXPORT_SCHEMA = pa.schema(
     [
         ("item_id", pa.int64()),
-        *(_prediction(c) for c in ("path", "row_off", "col_off", "height", "width", "crs",
-                                   "minx", "miny", "maxx", "maxy")),
+        *(_prediction(c) for c in ("path", *WINDOW_COLUMNS)),
         _prediction("class_name", "predicted_class"),
         _prediction("confidence"),
         ("decision", pa.string()),

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, aliased
 from review.db.models import CONFIRMED, DONE, ChangeItem, Decision, Item, User
 from vision.atomic import atomic_path, write_text_atomic
 from vision.contracts.changes import CHANGE_SCHEMA
+from vision.contracts.window import WINDOW_COLUMNS, window_columns
 
 
 def confirmed_changes(db: Session, job_id: int) -> Iterator[tuple[Item, ChangeItem, str, Decision | None]]:
@@ -112,9 +113,7 @@ CHANGE_EXPORT_SCHEMA = pa.schema([
     *(_contract(c) for c in ("class_before", "class_after")),
     ("p_before", pa.float64()),
     ("p_after", pa.float64()),
-    *(_contract(c) for c in ("path_before", "row_off_before", "col_off_before", "height_before", "width_before",
-                             "crs_before", "minx_before", "miny_before", "maxx_before", "maxy_before", "path_after",
-                             "row_off", "col_off", "height", "width", "crs", "minx", "miny", "maxx", "maxy")),
+    *(_contract(c) for c in ("path_before", *window_columns("_before"), "path_after", *WINDOW_COLUMNS)),
     ("decision", pa.string()),
     ("reviewer", pa.string()),
     ("reviewed_at", pa.string()),

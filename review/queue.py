@@ -246,6 +246,45 @@ def _outcome(job: Job, item: Item, given: DecisionInput) -> tuple[str | None, bo
     return final_class, final_class is not None and final_class in set(job.classes_of_interest or [])
 
 
+def record_decision(
+    db: Session,
+    item: Item,
+    version: int,
+    reviewer_id: int,
+    kind: str,
+    decision: str,
+    class_name: str | None,
+    comment: str | None,
+    now: datetime,
+    request_id: str,
+) -> Decision:
+    """Append the decision row taken on ``item`` at ``version``, then reload the item.
+
+    Called after the item's conditional update, in the same transaction.
+
+    Raises:
+        DecisionConflictError: another decision on the same item version was written first.
+    """
+    dec = Decision(
+        item_id=item.id,
+        item_version=version,
+        reviewer_id=reviewer_id,
+        kind=kind,
+        decision=decision,
+        class_name=class_name,
+        comment=comment,
+        decided_at=now,
+        request_id=request_id,
+    )
+    db.add(dec)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise DecisionConflictError(f"item {item.id} was decided concurrently; reload it") from exc
+    db.refresh(item)
+    return dec
+
+
 def decide(
     db: Session,
     item_id: int,
@@ -311,23 +350,7 @@ def decide(
     if res.rowcount != 1:  # type: ignore[attr-defined]
         raise DecisionConflictError(f"item {item_id} was decided concurrently; reload it")
     comment = (given.comment or "").strip()[:2000] or None
-    dec = Decision(
-        item_id=item_id,
-        item_version=given.version,
-        reviewer_id=user.id,
-        kind=kind,
-        decision=given.decision,
-        class_name=final_class,
-        comment=comment,
-        decided_at=now,
-        request_id=request_id,
-    )
-    db.add(dec)
-    try:
-        db.flush()
-    except IntegrityError as exc:
-        raise DecisionConflictError(f"item {item_id} was decided concurrently; reload it") from exc
-    db.refresh(item)
+    dec = record_decision(db, item, given.version, user.id, kind, given.decision, final_class, comment, now, request_id)
     # The decision time and the item's imported content (and a change item's change row)
     # are recorded so `audit verify` can check the rows that exports read against this row.
     after = review_state(item) | {

@@ -44,6 +44,7 @@ from vision.bands import (
     stretch_uint8,
 )
 from vision.errors import BandMismatchError
+from vision.model_uri import is_registry_uri
 from vision.raster import RASTER_SUFFIXES, open_raster
 
 OVERVIEW_SIZE = 256
@@ -264,7 +265,7 @@ def job_model(job_dir: Path, submitted: str | None, roots: Sequence[Path]) -> Jo
             uri = None
         if not uri:
             return JobModel(None, "the job does not record which model classified it")
-    if uri.startswith("models:/"):
+    if is_registry_uri(uri):
         return JobModel(uri)
     bases = [Path("/")] if PurePosixPath(uri).is_absolute() else [job_dir, job_dir.parent]
     for base in bases:

@@ -28,13 +28,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import audit
 from review.audit_changes import content_fingerprints
 from review.db.models import PENDING, SECOND, Decision, Item, User
-from review.queue import DecisionConflictError, Reviewer, ReviewError, review_state
+from review.queue import DecisionConflictError, Reviewer, ReviewError, record_decision, review_state
 
 #: The audit action, decision kind and decision value of an undo.
 UNDO_ACTION, UNDO = "review.undo", "undo"
@@ -177,23 +176,7 @@ def undo_last(
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         raise DecisionConflictError(f"item {item.id} changed while undoing; reload it")
-    dec = Decision(
-        item_id=item.id,
-        item_version=version,
-        reviewer_id=user.id,
-        kind=UNDO,
-        decision=UNDO,
-        class_name=None,
-        comment=None,
-        decided_at=now,
-        request_id=request_id,
-    )
-    db.add(dec)
-    try:
-        db.flush()
-    except IntegrityError as exc:
-        raise DecisionConflictError(f"item {item.id} was decided concurrently; reload it") from exc
-    db.refresh(item)
+    dec = record_decision(db, item, version, user.id, UNDO, UNDO, None, None, now, request_id)
     # `review.audit_state` checks the item's restored state (reviewer, first reviewer and
     # decision time included) and the undo's own decision row against this row.
     after = review_state(item) | {

@@ -261,15 +261,9 @@ def _worst(report: dict[str, Any]) -> dict[str, Any]:
 def audit_model(model: str, data: str, group_by: str, batch_size: int = 256, n_boot: int = 1000,
                 seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
     """Run ``model`` (any form `vision evaluate` takes) on ``data`` and audit it by ``group_by``."""
-    from training.evaluate import load_any
-    from vision.data import open_data_spec
+    from training.evaluate import load_with_data
 
-    m = load_any(model)
-    src = open_data_spec(data, classes=m.classes)
-    if src.classes != m.classes:
-        raise ConfigError(f"data classes {src.classes} differ from the model's {m.classes}")
-    if src.bands and len(src.bands) != len(m.bands):
-        raise ConfigError(f"data has {len(src.bands)} bands, the model takes {len(m.bands)} {m.bands}")
+    m, src = load_with_data(model, data)
     grouping = group_samples(src, group_by)
     logits, labels = m.predict_logits(src, batch_size)
     report = audit_predictions(softmax(logits, m.temperature), labels, grouping, m.classes, n_boot, seed,

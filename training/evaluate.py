@@ -102,12 +102,11 @@ def _load_path(path: Path) -> LoadedModel:
     return LoadedModel(ck.classes, ck.bands, ck.temperature, run_torch, "checkpoint")
 
 
-def evaluate(model: str, data: str, batch_size: int = 256, progress: bool = False
-             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Report (accuracy, macro-F1, per-class, confusion, ECE) plus calibrated probs and labels.
+def load_with_data(model: str, data: str) -> tuple[LoadedModel, ChipSource]:
+    """`load_any` ``model`` and open ``data`` (any dataset spec) in the model's class order.
 
-    Args:
-        progress: show a progress bar over the chips (`training.progress`).
+    Raises:
+        ConfigError: the data's classes or band count are not the model's.
     """
     m = load_any(model)
     src = open_data_spec(data, classes=m.classes)
@@ -115,6 +114,17 @@ def evaluate(model: str, data: str, batch_size: int = 256, progress: bool = Fals
         raise ConfigError(f"data classes {src.classes} differ from the model's {m.classes}")
     if src.bands and len(src.bands) != len(m.bands):
         raise ConfigError(f"data has {len(src.bands)} bands, the model takes {len(m.bands)} {m.bands}")
+    return m, src
+
+
+def evaluate(model: str, data: str, batch_size: int = 256, progress: bool = False
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Report (accuracy, macro-F1, per-class, confusion, ECE) plus calibrated probs and labels.
+
+    Args:
+        progress: show a progress bar over the chips (`training.progress`).
+    """
+    m, src = load_with_data(model, data)
     if progress:
         from training.progress import Reporter
 

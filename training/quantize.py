@@ -160,8 +160,7 @@ def quantize_model(float_model: Path, out: Path, calibration: np.ndarray, check:
                 calibrate_method=CalibrationMethod.MinMax,
             )
         proto = onnx.load(str(q))
-    float_props = {p.key: p.value for p in onnx.load_model_from_string(float_bytes).metadata_props}
-    meta = ModelMetadata.from_props(float_props, str(float_model)).with_(**(metadata or {}))
+    meta = ModelMetadata.from_onnx(onnx.load_model_from_string(float_bytes), str(float_model)).with_(**(metadata or {}))
     set_onnx_props(proto, meta)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()

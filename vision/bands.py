@@ -166,8 +166,12 @@ def display_bands(names: Sequence[str | None]) -> list[int]:
     return [0, 0, 0]
 
 
+#: The percentiles of the valid pixels a band is stretched between for display (`stretch`).
+DISPLAY_PERCENTILES: tuple[float, float] = (2.0, 98.0)
+
+
 def stretch(bands: np.ndarray, valid: np.ndarray | None = None,
-            percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+            percentiles: tuple[float, float] = DISPLAY_PERCENTILES) -> np.ndarray:
     """The display stretch of every picture this project renders.
 
     Each band of ``C x H x W`` values is scaled linearly between its 2nd and 98th

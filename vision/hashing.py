@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 _CHUNK = 1 << 20
 
@@ -14,6 +15,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def stream_sha256(blocks: Iterable[bytes]) -> str:
+    """Hex sha256 of the concatenation of ``blocks`` (a file read in chunks, lines of text)."""
+    h = hashlib.sha256()
+    for block in blocks:
+        h.update(block)
+    return h.hexdigest()
+
+
 def file_sha256(path: str | Path, chunk: int = _CHUNK,
                 on_block: Callable[[int], None] | None = None) -> str:
     """Hex sha256 of a file, read in chunks (never the whole file in memory).
@@ -21,10 +30,12 @@ def file_sha256(path: str | Path, chunk: int = _CHUNK,
     Args:
         on_block: called with the size of each block read (progress bars).
     """
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-            if on_block is not None:
-                on_block(len(block))
-    return h.hexdigest()
+        return stream_sha256(_blocks(f, chunk, on_block))
+
+
+def _blocks(f: BinaryIO, chunk: int, on_block: Callable[[int], None] | None) -> Iterator[bytes]:
+    while block := f.read(chunk):
+        if on_block is not None:
+            on_block(len(block))
+        yield block

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from affine import Affine
 
 from inference.change.arrow import codes, numeric, timestamps_us, validity
+from vision.contracts.window import WINDOW_COLUMNS
 from vision.errors import ConfigError, InputError
 
 MANIFEST, SUCCESS, PREDICTIONS = "manifest.json", "_SUCCESS", "predictions.parquet"
@@ -39,8 +40,8 @@ MAX_CELLS = 100_000_000
 MAX_SIDE = 2**24
 BATCH_ROWS = 65_536
 
-REQUIRED = ("path", "row_off", "col_off", "height", "width", "crs", "minx", "miny", "maxx", "maxy",
-            "status", "label", "probs", "input_sha256", "model_name", "model_version", "model_sha256")
+REQUIRED = ("path", *WINDOW_COLUMNS, "status", "label", "probs", "input_sha256", "model_name", "model_version",
+            "model_sha256")
 SCHEMA2 = ("item_id", "acquired", "cloud_fraction", "aoi_id")
 
 

@@ -10,7 +10,6 @@ complete; then an ``evidence.package`` audit row records its manifest's sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from review import audit
 from review.audit_changes import change_record
+from review.db.batches import batches
 from review.db.engine import Database
 from review.db.models import JOB_FAILED, AuditEntry, AuditHead, ChangeItem, Decision, Item, Job, User, utcnow
 from review.evidence.cards import ModelEvidence, card_bytes, model_evidence
@@ -50,11 +50,11 @@ from review.render_change import choose_bands, crop_tif, names_of, render_pair
 from vision.atomic import atomic_path
 from vision.cli_options import refuse_overwrite
 from vision.errors import ConfigError, InputError, VisionError
+from vision.hashing import stream_sha256
 from vision.raster import open_raster
 
 #: Most items one package holds.
 MAX_ITEMS = 1000
-_ROW_BATCH = 5000
 #: Item columns that are not evidence (a claim is a lock, not a state).
 _TRANSIENT = ("claimed_by", "claim_expires")
 
@@ -161,10 +161,7 @@ class _Builder:
                 raise ConfigError(f"the input {path} has sha256 {entry['sha256_now']}, not the {recorded} recorded "
                                   "when it was classified: no package was written")
             return
-        h = hashlib.sha256()
-        for block in src.chunks():
-            h.update(block)
-        now = h.hexdigest()
+        now = stream_sha256(src.chunks())
         if recorded and now != recorded:
             raise ConfigError(
                 f"the input {path} has sha256 {now}, not the {recorded} recorded when it was classified: it changed "
@@ -237,17 +234,10 @@ def _audit_rows(s: Session, job: Job, item_ids: list[int], head: AuditHead) -> t
         covering[str(target)].append(int(seq))
     first = min((q for qs in covering.values() for q in qs), default=head.seq)
     lines: list[bytes] = []
-    seq = first - 1
-    while seq < head.seq:
-        batch = s.execute(select(AuditEntry).where(AuditEntry.seq > seq, AuditEntry.seq <= head.seq)
-                          .order_by(AuditEntry.seq).limit(_ROW_BATCH)).scalars().all()
-        if not batch:
-            break
+    for batch in batches(s, AuditEntry, AuditEntry.seq, after=first - 1, where=[AuditEntry.seq <= head.seq]):
         for r in batch:
             lines.append(json.dumps({c.name: getattr(r, c.name) for c in AuditEntry.__table__.columns},
                                     sort_keys=True).encode() + b"\n")
-        seq = batch[-1].seq
-        s.expunge_all()
     return b"".join(lines), covering, first
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
 from review.jobs.importer import read_manifest
+from vision.hashing import stream_sha256
+from vision.model_uri import is_registry_uri
 
 CARD = "MODEL_CARD.md"
 #: Largest ONNX file read for its metadata (hashing has no limit: it streams).
@@ -85,12 +87,8 @@ def _onnx_path(uri: str, job_dir: Path, roots: Sequence[Path]) -> str | None:
 
 def _read_onnx(path: str, roots: Sequence[Path]) -> tuple[str, dict[str, Any] | None, str | None]:
     """The file's sha256, its ``vision.*`` metadata, and the checkpoint it names."""
-    import hashlib
-
-    h = hashlib.sha256()
     with open_input(path, roots) as f:
-        for block in f.chunks():
-            h.update(block)
+        sha = stream_sha256(f.chunks())
         data = f.read_bytes(MAX_MODEL_BYTES) if f.size <= MAX_MODEL_BYTES else None
     meta: dict[str, Any] | None = None
     checkpoint = None
@@ -99,13 +97,13 @@ def _read_onnx(path: str, roots: Sequence[Path]) -> tuple[str, dict[str, Any] | 
             import onnx
 
             proto = onnx.load_model_from_string(data)  # external data is never loaded from bytes
-            meta = {e.key: e.value for e in proto.metadata_props}
-            from vision.contracts.model import ModelMetadata
+            from vision.contracts.model import ModelMetadata, onnx_props
 
+            meta = onnx_props(proto)
             checkpoint = ModelMetadata.from_props(meta, path).checkpoint
         except Exception:  # a damaged or foreign file: its hash is still evidence
             checkpoint = None
-    return h.hexdigest(), meta, checkpoint
+    return sha, meta, checkpoint
 
 
 def _find_card(onnx: str, checkpoint: str | None, roots: Sequence[Path]) -> tuple[str | None, list[str]]:
@@ -160,7 +158,7 @@ def model_evidence(job_dir: Path, name: str | None, version: str | None, sha: st
     ident = {"name": name, "version": version, "recorded ONNX sha256": sha, "uri": uri,
              "classes": recorded.get("classes"), "bands": recorded.get("bands")}
     ev = ModelEvidence(model_key(name, version, sha), name, version, sha, None, "job record", "", uri=uri)
-    if uri and uri.startswith("models:/"):
+    if uri and is_registry_uri(uri):
         md, ev.onnx_sha256, why = _registry(name, version)
         if md:
             ev.source, ev.card = "registry", md

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from review.audit import CHAIN_VERSION, LEGACY_VERSION, entry_mac, head_mac, legacy_entry_hash
+from review.audit import CHAIN_VERSION, LEGACY_VERSION, ChainFields, entry_mac, head_mac, legacy_entry_hash
 from review.audit_anchor import Anchor
 from review.audit_state import Expectations, decision_mismatch
 from review.evidence.layout import (
@@ -128,8 +128,7 @@ def _rows(members: dict[str, bytes], evidence: dict[str, Any], head: dict[str, A
         _need(r["seq"] == seq, ROWS, f"line {no} is row {r['seq']}, expected row {seq} (rows missing or reordered)")
         if prev is not None:
             _need(r["prev_hash"] == prev, ROWS, f"row {seq}: previous-hash link broken (a row before it changed)")
-        fields = tuple(r[f] for f in ("prev_hash", "seq", "at", "actor", "action", "target", "before", "after",
-                                      "request_id"))
+        fields = ChainFields.of(r)
         if r["version"] == LEGACY_VERSION:
             _need(legacy_entry_hash(*fields) == r["hash"], ROWS, f"row {seq}: content does not match its hash")
         elif r["version"] == CHAIN_VERSION:

@@ -19,16 +19,14 @@ import resumes after the last row inserted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,116 +36,23 @@ from sqlalchemy.orm import Session
 from review import audit
 from review.db.engine import Database
 from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, ChangeItem, Item, Job, utcnow
-from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
+from review.jobs.change_folder import (
+    CHANGES_TABLE,
+    DEFAULT_TRANSITIONS,
+    check_change_dir,
+    open_changes,
+    parse_transitions,
+    read_change_manifest,
+)
+from review.jobs.files import InputMissingError, InputRefusedError, is_inside
 from review.jobs.importer import HEARTBEAT_S, INSERT_BATCH, NAMED_ROWS, ImportResult, Progress, fail_import
 from review.jobs.inputs import InputResolver
 from review.jobs.records import KIND_CHANGE, new_job
 from vision.contracts.changes import (
     CHANGE_TRANSITIONS,
     STATUS_OK,
-    TRANSITIONS,
-    ChangeTableError,
-    check_change_table,
 )
 from vision.errors import ConfigError
-
-CHANGE_MANIFEST, CHANGES_TABLE, SUCCESS = "change_manifest.json", "changes.parquet", "_SUCCESS"
-#: ``kind`` of a change folder's manifest (what `vision change` writes).
-MANIFEST_KIND = "vision-change"
-#: Transitions queued for review unless the import names others.
-DEFAULT_TRANSITIONS: tuple[str, ...] = CHANGE_TRANSITIONS
-#: Largest change manifest read.
-MANIFEST_LIMIT = 64 << 20
-
-
-def parse_transitions(values: Sequence[str] | None) -> list[str]:
-    """The transitions to queue (``None`` or empty: `DEFAULT_TRANSITIONS`); items may be
-    comma-separated.
-
-    Raises:
-        ConfigError: an unknown transition.
-    """
-    wanted = [t.strip() for v in (values or ()) for t in v.split(",") if t.strip()]
-    if not wanted:
-        return list(DEFAULT_TRANSITIONS)
-    bad = [t for t in wanted if t not in TRANSITIONS]
-    if bad:
-        raise ConfigError(
-            f"unknown transition(s) {', '.join(bad)}: choose among {', '.join(TRANSITIONS)} "
-            "(uncertain and not_assessed windows are never queued as changes)"
-        )
-    return sorted(set(wanted), key=TRANSITIONS.index)
-
-
-def is_change_folder(folder: Path, roots: Sequence[Path]) -> bool:
-    """Whether ``folder`` (inside the roots) holds a change manifest: a `vision change` output."""
-    try:
-        with open_input(Path(os.path.realpath(folder)) / CHANGE_MANIFEST, roots):
-            return True
-    except (InputMissingError, InputRefusedError):
-        return False
-
-
-def read_change_manifest(folder: Path, roots: Sequence[Path]) -> dict[str, Any]:
-    """The folder's ``change_manifest.json``, checked to be a change folder's.
-
-    Raises:
-        ConfigError: missing, outside the roots, unreadable, or not of a change folder.
-    """
-    try:
-        data = json.loads(read_small(folder / CHANGE_MANIFEST, roots, MANIFEST_LIMIT))
-    except (InputMissingError, InputRefusedError) as exc:
-        raise ConfigError(f"{folder}/{CHANGE_MANIFEST}: {exc}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{folder}/{CHANGE_MANIFEST} is not JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
-        raise ConfigError(f"{folder}/{CHANGE_MANIFEST} is not the manifest of a `vision change` folder")
-    return data
-
-
-@contextmanager
-def open_changes(folder: Path, roots: Sequence[Path]) -> Iterator[pq.ParquetFile]:
-    """``folder/changes.parquet``, opened inside the roots, checked against the contract.
-
-    Raises:
-        ConfigError: missing, outside the roots, not Parquet, or not a change table.
-    """
-    try:
-        with open_input(folder / CHANGES_TABLE, roots) as f, os.fdopen(os.dup(f.fd), "rb") as fobj:
-            try:
-                table = pq.ParquetFile(fobj)
-                check_change_table(table.schema_arrow)
-            except ChangeTableError as exc:
-                raise ConfigError(f"{folder}/{CHANGES_TABLE}: {exc}") from exc
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise ConfigError(f"{folder}/{CHANGES_TABLE} is not a readable Parquet table ({exc})") from exc
-            yield table
-    except InputMissingError as exc:
-        raise ConfigError(f"{folder}: no {CHANGES_TABLE} (is this a `vision change` output?)") from exc
-    except InputRefusedError as exc:
-        raise ConfigError(f"{folder}/{CHANGES_TABLE}: {exc}") from exc
-
-
-def check_change_dir(folder: Path, roots: Sequence[Path]) -> tuple[int, dict[str, Any]]:
-    """Check a finished change folder before queueing it; returns its rows and manifest.
-
-    Raises:
-        ConfigError: outside the roots, not a change folder, unfinished, or a bad table.
-    """
-    if not is_inside(folder, roots):
-        raise ConfigError(
-            f"{folder} is outside the allowed folders ({', '.join(map(str, roots))}); "
-            "add its folder to VISION_REVIEW_ROOTS to import it"
-        )
-    manifest = read_change_manifest(folder, roots)
-    with open_changes(folder, roots) as table:
-        rows = int(table.metadata.num_rows)
-    try:
-        with open_input(folder / SUCCESS, roots):
-            pass
-    except (InputMissingError, InputRefusedError) as exc:
-        raise ConfigError(f"{folder}: `vision change` has not finished (no {SUCCESS} marker)") from exc
-    return rows, manifest
 
 
 def _finite(v: Any) -> float | None:
@@ -419,29 +324,49 @@ def imported_change_before(db: Session, folder: Path) -> int | None:
     ).scalar_one_or_none()
 
 
+class ChangeImportOptions(TypedDict, total=False):
+    """The choices of a change import, all optional (keywords of `create_change_import_job`
+    and `import_change_folder`).
+
+    Attributes:
+        name: the job's name (default: the folder's).
+        transitions: the transitions to queue (default: every one).
+        four_eyes: a confirmed change needs a second reviewer (default off).
+        request_id: the HTTP request id, or ``cli`` (the default).
+        again: import a folder imported before (default: refused).
+    """
+
+    name: str | None
+    transitions: Sequence[str] | None
+    four_eyes: bool
+    request_id: str
+    again: bool
+
+
 def create_change_import_job(
     db: Database,
     folder: Path,
     actor: str,
     roots: Sequence[Path],
-    name: str | None = None,
-    transitions: Sequence[str] | None = None,
-    four_eyes: bool = False,
-    request_id: str = "cli",
-    again: bool = False,
     queued: bool = True,
+    **options: Unpack[ChangeImportOptions],
 ) -> int:
     """Check a finished change folder and queue it for import (audited); returns the job id.
 
     The job's classes of interest are those `vision change` compared; with ``four_eyes``,
     a confirmed change needs a second reviewer.
 
+    Args:
+        queued: leave the rows to a worker; ``False`` when this process imports them next.
+
     Raises:
         ConfigError: not a finished change folder inside the roots, an unknown transition,
             or a folder imported before (unless ``again``).
     """
+    name, four_eyes, again = options.get("name"), options.get("four_eyes", False), options.get("again", False)
+    request_id = options.get("request_id", "cli")
     folder = Path(os.path.realpath(folder))
-    wanted = parse_transitions(transitions)
+    wanted = parse_transitions(options.get("transitions"))
     rows, manifest = check_change_dir(folder, roots)
     interest = manifest.get("classes_of_interest")
     interest = [str(c)[:200] for c in interest] if isinstance(interest, list) else []
@@ -471,20 +396,16 @@ def import_change_folder(
     folder: Path,
     actor: str,
     roots: Sequence[Path],
-    name: str | None = None,
-    transitions: Sequence[str] | None = None,
-    four_eyes: bool = False,
-    request_id: str = "cli",
-    again: bool = False,
     on_progress: Progress | None = None,
+    **options: Unpack[ChangeImportOptions],
 ) -> int:
     """`create_change_import_job` and `run_change_import` in this process (the CLI).
 
     Raises:
         ConfigError: as the two do (the job is then marked failed).
     """
-    job_id = create_change_import_job(db, folder, actor, roots, name, transitions, four_eyes, request_id, again,
-                                      queued=False)
+    request_id = options.get("request_id", "cli")
+    job_id = create_change_import_job(db, folder, actor, roots, queued=False, **options)
     try:
         result = run_change_import(db, job_id, roots, on_progress)
     except ConfigError as exc:

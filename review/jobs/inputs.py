@@ -10,12 +10,12 @@ of the service is never a base.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from review.jobs.files import InputMissingError, InputRefusedError, is_inside, locate, open_input
+from vision.hashing import stream_sha256
 
 
 class InputResolver:
@@ -72,10 +72,7 @@ class InputResolver:
                 continue
             try:
                 with open_input(real, self.roots) as f:
-                    h = hashlib.sha256()
-                    for block in f.chunks():
-                        h.update(block)
-                    if h.hexdigest() == sha:
+                    if stream_sha256(f.chunks()) == sha:
                         return real
             except (InputMissingError, InputRefusedError):
                 continue

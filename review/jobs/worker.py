@@ -38,6 +38,7 @@ from review.jobs.files import check_tree
 from review.jobs.importer import fail_import, run_import
 from review.jobs.records import KIND_CHANGE, KIND_INFERENCE, new_job
 from vision.contracts.progress import JobProgress
+from vision.model_uri import is_registry_uri
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Worker:
         """
         try:  # again: links may have been planted since the submission was accepted
             checked = check_tree(input_path, self.roots)
-            if not model.startswith("models:/"):
+            if not is_registry_uri(model):
                 model = str(check_tree(model, self.roots))
         except (PermissionError, OSError) as exc:
             raise RunnerFailedError(f"the submitted input was refused: {exc}", None) from exc

@@ -24,7 +24,7 @@ from review.db.models import ChangeItem, Item, Job
 from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input, read_small, write_in
 from review.render import MAX_IMAGE_BYTES, WindowSpec, explanation_png, explanations_dir, job_model
 from review.render_change import pair_bands, render_pair
-from review.web.deps import Services
+from review.web.deps import Services, row_or_404
 from review.web.views import ChangeView, DateView, WindowView, wgs84_location
 from vision.errors import VisionError
 
@@ -35,11 +35,7 @@ _UNREADABLE = "the change's pixels cannot be read (not a readable GeoTIFF, or ba
 
 def load_change(svc: Services, item_id: int) -> ChangeItem:
     """The change row of a change item (404 when the item is not one)."""
-    with svc.db.read() as s:
-        change = s.get(ChangeItem, item_id)
-    if change is None:
-        raise HTTPException(404, f"item {item_id} is not a change item")
-    return change
+    return row_or_404(svc, ChangeItem, item_id, f"item {item_id} is not a change item")
 
 
 def path_of(item: Item, change: ChangeItem, date: Date) -> str:

@@ -36,6 +36,8 @@ from typing import TypedDict
 
 import pyarrow as pa
 
+from vision.contracts.window import window_fields
+
 #: Version of this table's layout (in ``manifest.json`` of a change folder).
 CHANGE_SCHEMA_VERSION = 1
 
@@ -74,15 +76,7 @@ _TS = pa.timestamp("us", tz="UTC")
 CHANGE_SCHEMA = pa.schema([
     ("change_id", pa.string()),
     # the after window (latest date): the row's place, as in the prediction table
-    ("row_off", pa.int32()),
-    ("col_off", pa.int32()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("crs", pa.string()),
-    ("minx", pa.float64()),
-    ("miny", pa.float64()),
-    ("maxx", pa.float64()),
-    ("maxy", pa.float64()),
+    *window_fields(),
     ("aoi_id", pa.string()),
     ("area_ha", pa.float64()),
     # the comparison
@@ -106,15 +100,7 @@ CHANGE_SCHEMA = pa.schema([
     ("alignment", pa.string()),
     # the before window (oldest date) in its own scene's pixels and CRS
     ("path_before", pa.string()),
-    ("row_off_before", pa.int32()),
-    ("col_off_before", pa.int32()),
-    ("height_before", pa.int32()),
-    ("width_before", pa.int32()),
-    ("crs_before", pa.string()),
-    ("minx_before", pa.float64()),
-    ("miny_before", pa.float64()),
-    ("maxx_before", pa.float64()),
-    ("maxy_before", pa.float64()),
+    *window_fields("_before"),
     ("path_after", pa.string()),
     # what the evidence needs: inputs, jobs and models of both dates
     ("input_sha256_before", pa.string()),

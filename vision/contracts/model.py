@@ -199,6 +199,15 @@ class ModelMetadata:
         return out
 
     @classmethod
+    def from_onnx(cls, proto: Any, source: str = "model") -> ModelMetadata:
+        """Parse and validate the ``vision.*`` metadata of an ONNX ``ModelProto`` (`onnx_props`).
+
+        Raises:
+            ModelFormatError: as `from_props`.
+        """
+        return cls.from_props(onnx_props(proto), source)
+
+    @classmethod
     def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
         """Parse and validate ``vision.*`` props (other keys are ignored).
 
@@ -364,7 +373,7 @@ def read_model_file(path: str | Path) -> ModelFile:
     ttype = inputs[0].type.tensor_type
     if ttype.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
         raise ModelFormatError(f"{p}: input 'pixels' must be float32 or float16")
-    meta = ModelMetadata.from_props({e.key: e.value for e in proto.metadata_props}, str(p))
+    meta = ModelMetadata.from_onnx(proto, str(p))
     dims = list(ttype.shape.dim)
     if len(dims) == 4 and dims[1].HasField("dim_value") and dims[1].dim_value != meta.num_bands:
         raise ModelFormatError(
@@ -377,6 +386,11 @@ def read_model_file(path: str | Path) -> ModelFile:
                 f"vision.input_size says {list(meta.input_size)}")
     dtype = "float16" if ttype.elem_type == onnx.TensorProto.FLOAT16 else "float32"
     return ModelFile(p, meta, dtype, external)
+
+
+def onnx_props(proto: Any) -> dict[str, str]:
+    """Every metadata prop of an ONNX ``ModelProto`` (``vision.*`` and any other), as a dict."""
+    return {e.key: e.value for e in proto.metadata_props}
 
 
 def set_onnx_props(proto: Any, meta: ModelMetadata, keep_other: bool = False) -> None:

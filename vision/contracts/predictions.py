@@ -19,6 +19,8 @@ from typing import Any, TypedDict
 import numpy as np
 import pyarrow as pa
 
+from vision.contracts.window import window_fields
+
 #: Row states: classified; not assessed because mostly nodata, or cloud over ``--max-cloud``
 #: (schema 2); failed. ``nodata`` and ``cloudy`` rows carry no label: never "no crop here".
 STATUS_OK, STATUS_NODATA, STATUS_CLOUDY, STATUS_ERROR = "ok", "nodata", "cloudy", "error"
@@ -32,15 +34,7 @@ ACQUIRED_TYPE = pa.timestamp("us", tz="UTC")
 #: The columns of ``predictions.parquet``, in order.
 PREDICTION_SCHEMA = pa.schema([
     ("path", pa.string()),
-    ("row_off", pa.int32()),
-    ("col_off", pa.int32()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("crs", pa.string()),
-    ("minx", pa.float64()),
-    ("miny", pa.float64()),
-    ("maxx", pa.float64()),
-    ("maxy", pa.float64()),
+    *window_fields(),
     ("status", pa.string()),
     ("label", pa.int32()),
     ("class_name", pa.string()),

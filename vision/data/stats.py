@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from vision.data.sources import ChipSource
+from vision.hashing import stream_sha256
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,4 @@ def dataset_fingerprint(*sources: ChipSource) -> str:
     Changes when a file is added, removed, renamed or relabelled; identical otherwise.
     """
     lines = sorted(f"{r.path.rsplit('/', 1)[-1]}\t{r.label}" for s in sources for r in s.refs)
-    h = hashlib.sha256()
-    for line in lines:
-        h.update(line.encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    return stream_sha256(f"{line}\n".encode() for line in lines)

@@ -15,13 +15,14 @@ from review import audit
 from review.db.models import Item, Job
 from review.export import export_job
 from review.formats import ExportFormat
-from review.jobs.change_import import create_change_import_job, is_change_folder
+from review.jobs.change_folder import is_change_folder
+from review.jobs.change_import import create_change_import_job
 from review.jobs.importer import create_import_job, set_classes_of_interest
 from review.jobs.paths import PathRefusedError, resolve_in_roots
 from review.jobs.records import KIND_CHANGE
 from review.jobs.worker import submit_job as queue_job
 from review.queue import agreement, change_agreement, job_counts
-from review.web.deps import JobId, RequestId, Services, ServicesDep, Who
+from review.web.deps import JobId, RequestId, Services, ServicesDep, Who, row_or_404
 from review.web.routes.common import make_router, page, split_classes
 from review.web.views import JobStatus
 
@@ -31,11 +32,7 @@ _MODEL_URI = re.compile(r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|/[0-9]+)$")
 
 
 def _job(svc: Services, job_id: int) -> Job:
-    with svc.db.read() as s:
-        job = s.get(Job, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id}")
-    return job
+    return row_or_404(svc, Job, job_id, f"no job {job_id}")
 
 
 def _roots(svc: Services) -> list[tuple[int, str]]:

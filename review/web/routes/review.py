@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +35,7 @@ from review.jobs.records import KIND_CHANGE
 from review.queue import MAX_EXCLUDED, DecisionInput, Left, claim_next, decide, release, remaining
 from review.render import (
     MAX_IMAGE_BYTES,
+    WindowSpec,
     band_names,
     explanation_png,
     explanations_dir,
@@ -48,9 +49,9 @@ from review.render import (
 )
 from review.undo import NothingToUndoError, undo_last
 from review.web.change_pages import change_view, load_change, pictures
-from review.web.deps import ItemId, JobId, RequestId, Services, ServicesDep, Who
+from review.web.deps import ItemId, JobId, RequestId, Services, ServicesDep, Who, load_item
 from review.web.guard import Principal
-from review.web.routes.common import make_router, page
+from review.web.routes.common import make_router, page, png
 from review.web.views import (
     ClaimAnswer,
     DecisionAnswer,
@@ -66,17 +67,7 @@ from vision.errors import BandMismatchError, VisionError
 log = logging.getLogger(__name__)
 router = make_router()
 
-_IMAGE_CACHE = "private, max-age=600"
 _UNREADABLE = "the item's pixels cannot be read (not a readable GeoTIFF, PNG or JPEG file)"
-
-
-def _load(svc: Services, item_id: int) -> tuple[Item, Job]:
-    with svc.db.read() as s:
-        item = s.get(Item, item_id)
-        job = s.get(Job, item.job_id) if item is not None else None
-    if item is None or job is None:
-        raise HTTPException(404, f"no item {item_id}")
-    return item, job
 
 
 def _window(item: Item) -> tuple[int | None, int | None, int | None, int | None]:
@@ -244,7 +235,7 @@ def skip_item(item_id: ItemId, svc: ServicesDep, who: Who, body: Annotated[Claim
     """Give an item back without a decision and claim the next one, leaving out this item
     and the others skipped in this session. Works on an item whose picture cannot be read,
     so it no longer blocks the head of this reviewer's queue."""
-    item, _ = _load(svc, item_id)
+    item, _ = load_item(svc, item_id)
     skip = [*(body.skip if body else ()), item_id][-MAX_EXCLUDED:]
     return _claim(svc, item.job_id, who, skip, release_id=item_id)
 
@@ -313,7 +304,7 @@ def decide_item(
     Once the decision is committed the answer is 200 whatever happens next: a failure to
     claim the next item is reported in ``next_error``, never as an error for a saved write.
     """
-    item, job = _load(svc, item_id)
+    item, job = load_item(svc, item_id)
     _require_pixels(svc, item, job)
     given = DecisionInput(body.decision, body.class_name, body.comment, body.version)
     with svc.db.write() as s:
@@ -335,7 +326,7 @@ def decide_item(
 @router.get("/items/{item_id}")
 def item_page(request: Request, item_id: ItemId, svc: ServicesDep) -> Response:
     """One item with its decision history (and the override form for admins)."""
-    item, job = _load(svc, item_id)
+    item, job = load_item(svc, item_id)
     reviewer = aliased(User)
     with svc.db.read() as s:
         history = s.execute(
@@ -368,7 +359,7 @@ def override_item(
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Replace a finished review with an admin's decision (kept in the history)."""
-    item, job = _load(svc, item_id)
+    item, job = load_item(svc, item_id)
     _require_pixels(svc, item, job)
     with svc.db.write() as s:
         decide(s, item_id, who, DecisionInput(decision, class_name or None, comment, version), utcnow(), rid,
@@ -388,8 +379,19 @@ def _bands_param(bands: str | None) -> list[int] | None:
     return out
 
 
-def _png(data: bytes) -> Response:
-    return Response(data, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
+#: `review.render.render_chip` or `render_overview`: a PNG of a window in chosen bands.
+Render = Callable[[SafeFile, WindowSpec, Sequence[int] | None], bytes]
+
+
+def _drawn(svc: Services, item: Item, job: Job, render: Render, wanted: list[int] | None) -> Response:
+    """The PNG ``render`` draws of the item's window in the ``wanted`` bands (400/404 saying why not)."""
+    with _input(svc, item, job) as src:
+        try:
+            return png(render(src, _window(item), wanted))
+        except BandMismatchError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except (VisionError, OSError) as exc:
+            raise HTTPException(404, _UNREADABLE) from exc
 
 
 @router.get("/items/{item_id}/chip.png")
@@ -399,15 +401,8 @@ def item_chip(
     bands: Annotated[str | None, Query(max_length=20, description="e.g. 8,4,3 (1-based)")] = None,
 ) -> Response:
     """The item's pixels as an RGB PNG (percentile stretch, chosen band triple)."""
-    item, job = _load(svc, item_id)
-    wanted = _bands_param(bands)
-    with _input(svc, item, job) as src:
-        try:
-            return _png(render_chip(src, _window(item), wanted))
-        except BandMismatchError as exc:
-            raise HTTPException(400, str(exc)) from exc
-        except (VisionError, OSError) as exc:
-            raise HTTPException(404, _UNREADABLE) from exc
+    item, job = load_item(svc, item_id)
+    return _drawn(svc, item, job, render_chip, _bands_param(bands))
 
 
 @router.get("/items/{item_id}/overview.png")
@@ -418,27 +413,20 @@ def item_overview(
 ) -> Response:
     """A small view of the whole scene, in the chosen band combination, with the item's
     window outlined."""
-    item, job = _load(svc, item_id)
+    item, job = load_item(svc, item_id)
     if item.row_off is None or not is_scene(item.path):
         raise HTTPException(404, "this item is a whole file: no scene overview")
-    wanted = _bands_param(bands)
-    with _input(svc, item, job) as src:
-        try:
-            return _png(render_overview(src, _window(item), wanted))
-        except BandMismatchError as exc:
-            raise HTTPException(400, str(exc)) from exc
-        except (VisionError, OSError) as exc:
-            raise HTTPException(404, _UNREADABLE) from exc
+    return _drawn(svc, item, job, render_overview, _bands_param(bands))
 
 
 @router.get("/items/{item_id}/heatmap.png")
 def item_heatmap(item_id: ItemId, svc: ServicesDep) -> Response:
     """The explanation heatmap written beside the job, when there is one (else computed)."""
-    item, job = _load(svc, item_id)
+    item, job = load_item(svc, item_id)
     job_dir = Path(job.job_dir)
     folder, name = explanations_dir(job_dir), heatmap_name(item.row_index)
     try:
-        return _png(read_small(folder / name, svc.roots, MAX_IMAGE_BYTES))
+        return png(read_small(folder / name, svc.roots, MAX_IMAGE_BYTES))
     except InputRefusedError as exc:
         raise HTTPException(403, f"the heatmap is not served: {exc}") from exc
     except InputMissingError:
@@ -456,4 +444,4 @@ def item_heatmap(item_id: ItemId, svc: ServicesDep) -> Response:
     # still gets the picture, just not cached.
     with suppress(OSError, VisionError):
         write_in(folder, name, data, svc.roots)
-    return _png(data)
+    return png(data)
