@@ -169,3 +169,17 @@ def test_written_json_and_the_table_at_the_end(tmp_path: Path) -> None:
     console = Console(record=True, width=160)
     render_summary(s, console, max_shown=1)
     assert "1 more areas in aoi_summary.json" in console.export_text()
+
+
+@pytest.mark.parametrize("crs, t", [(UTM29, T29), ("EPSG:4326", Affine(0.001, 0, -11.95, 0, -0.001, 25.30)),
+                                    ("EPSG:3857", Affine(10, 0, -1.3e6, 0, -10, 2.9e6))])
+def test_cells_inside_an_area_are_measured_as_if_intersected(crs: str, t: Affine) -> None:
+    """The shortcut for cells wholly inside an area (`vision.geo.polygon_hectares`) gives the
+    hectares `intersection_hectares` gives."""
+    grid = TileGrid(100, 100, (16, 16), (8, 8))
+    w = grid_windows(grid)
+    cells = geo.window_polygons(t, cell_rects(grid, w[:, 0], w[:, 1]))  # type: ignore[arg-type]
+    around = geo.footprint(crs, t, 100, 100).buffer(abs(t.a))
+    np.testing.assert_allclose(geo.polygon_hectares(cells, crs), geo.intersection_hectares(cells, around, crs),
+                               rtol=1e-6)
+    assert geo.polygon_hectares(cells[:0], crs).shape == (0,)
