@@ -247,24 +247,29 @@ def meets(boxes: np.ndarray, geom: BaseGeometry) -> np.ndarray:
     return np.asarray(hit, dtype=bool)
 
 
+def meeting(windows: np.ndarray, transform: Affine, geom: BaseGeometry, among: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the windows (rows of ``(row_off, col_off, height, width)``, optionally only
+    those in ``among``) whose interior meets a geometry in the grid's CRS.
+
+    The geometry is taken to pixel space (an affine map keeps every intersection), where the
+    windows are axis-aligned boxes: a window outside its bounding box is dropped by comparing
+    numbers, and boxes are built only for the windows left.
+    """
+    pg = to_pixels(geom, transform)
+    minx, miny, maxx, maxy = pg.bounds
+    r0, c0 = windows[:, 0], windows[:, 1]
+    near = (c0 + windows[:, 3] > minx) & (c0 < maxx) & (r0 + windows[:, 2] > miny) & (r0 < maxy)
+    if among is not None:
+        near &= among
+    cand = np.flatnonzero(near)
+    return cand[meets(window_boxes(windows[cand]), pg)] if len(cand) else cand
+
+
 def first_match(windows: np.ndarray, transform: Affine, geoms: Sequence[BaseGeometry],
                 labels: np.ndarray) -> np.ndarray:
     """Per window, the label of the first geometry (in the grid's CRS) whose interior it meets,
-    -1 where none.
-
-    The geometries are taken to pixel space (an affine map keeps every intersection), where
-    the windows are axis-aligned boxes: a window outside a geometry's bounding box is dropped
-    by comparing numbers, and boxes are built only for the windows left.
-    """
+    -1 where none (`meeting`)."""
     out = np.full(len(windows), -1, dtype=np.int32)
-    r0, c0 = windows[:, 0], windows[:, 1]
-    r1, c1 = r0 + windows[:, 2], c0 + windows[:, 3]
     for g, label in zip(geoms, labels.tolist(), strict=True):
-        pg = to_pixels(g, transform)
-        minx, miny, maxx, maxy = pg.bounds
-        cand = np.flatnonzero((out < 0) & (c1 > minx) & (c0 < maxx) & (r1 > miny) & (r0 < maxy))
-        if not len(cand):
-            continue
-        hit = meets(window_boxes(windows[cand]), pg)
-        out[cand[hit]] = label
+        out[meeting(windows, transform, g, among=out < 0)] = label
     return out

@@ -39,7 +39,7 @@ from rich.markup import escape
 from rich.table import Table
 from shapely.geometry.base import BaseGeometry
 
-from inference.aoi import AreasOfInterest, meets, to_pixels, window_boxes
+from inference.aoi import AreasOfInterest, meeting
 from inference.tiling import TileGrid
 from vision import geo
 from vision.atomic import write_json_atomic
@@ -81,6 +81,19 @@ def cell_rects(grid: TileGrid, row_off: np.ndarray, col_off: np.ndarray) -> np.n
         hi = np.where(k >= n - 1, float(extent), hi)
         out[:, axis] = lo
         out[:, axis + 2] = hi - lo
+    return out
+
+
+def cell_hectares(cells: np.ndarray, geom: BaseGeometry, crs: Any) -> np.ndarray:
+    """`vision.geo.intersection_hectares` of each cell in ``geom``, without intersecting the
+    cells wholly inside it with its many vertices (`vision.geo.polygon_hectares`)."""
+    out = np.zeros(len(cells))
+    shapely.prepare(geom)
+    inside = shapely.contains_properly(geom, cells)
+    if inside.any():
+        out[inside] = geo.polygon_hectares(cells[inside], crs)
+    if (~inside).any():
+        out[~inside] = geo.intersection_hectares(cells[~inside], geom, crs)
     return out
 
 
@@ -151,19 +164,20 @@ def summarise(table: pa.Table, aois: AreasOfInterest, scenes: Mapping[str, Scene
         keys = _keys(rows.column("status").to_numpy(zero_copy_only=False),
                      rows.column("class_name").to_numpy(zero_copy_only=False))
         cells = geo.window_polygons(s.affine, cell_rects(s.grid, wins[:, 0], wins[:, 1]))  # type: ignore[arg-type]
-        boxes = window_boxes(wins)
         earlier = shapely.union_all(done) if done else None
         for (k, part) in aois.parts(s.crs, s.affine, s.grid.height, s.grid.width):
             a, tally = aois.aois[k], tallies[k]
             tally.scenes.append(path)
-            own = Aoi(a.id, a.geometry.difference(earlier)) if earlier is not None else a
-            counted = geo.aoi_in_scene(own, aois.crs, s.crs, fp) if not own.geometry.is_empty else None
-            hit = meets(boxes, to_pixels(part, s.affine)) if len(boxes) else np.zeros(0, bool)
-            ha = np.zeros(int(hit.sum()))
+            counted: BaseGeometry | None = part
+            if earlier is not None:
+                own = a.geometry.difference(earlier)
+                counted = geo.aoi_in_scene(Aoi(a.id, own), aois.crs, s.crs, fp) if not own.is_empty else None
+            hit = meeting(wins, s.affine, part)
+            ha = np.zeros(len(hit))
             if counted is not None:
                 tally.area += geo.area_hectares(counted, s.crs)
-                if hit.any():
-                    ha = geo.intersection_hectares(cells[hit], counted, s.crs)
+                if len(hit):
+                    ha = cell_hectares(cells[hit], counted, s.crs)
             tally.add(keys[hit], ha)
         done.append(fp_aoi)
     covered = shapely.union_all(done) if done else None
