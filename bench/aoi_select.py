@@ -8,7 +8,7 @@ about 10 % of the tile, one over the whole tile, and 100 districts tiling the ti
 among many). Each timing is the best of ``--repeat`` runs on a fresh `AreasOfInterest` (the
 per-scene clipping of the areas is included). Printed: windows, kept, select ms, summary ms.
 
-    python bench/aoi_select.py [--repeat 3]
+    python bench/aoi_select.py [--repeat 3] [--case 10m-64 --case 100m-8] [--no-summary]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from vision.contracts.predictions import new_row, rows_to_table  # noqa: E402
 
 UTM29 = "EPSG:32629"
 X0, Y0, EXTENT = 199980.0, 2800020.0, 109800.0
+#: grid name: (pixel size m, pixels per side, window, stride)
+CASES = {"10m-64": (10.0, 10980, 64, 64), "10m-32": (10.0, 10980, 32, 32), "100m-8": (100.0, 1098, 8, 8)}
 
 
 def aoi_files() -> dict[str, list[geo.Aoi]]:
@@ -59,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs per case (the best is printed)")
     ap.add_argument("--no-summary", action="store_true", help="time the selection only")
+    ap.add_argument("--case", action="append", choices=list(CASES), help="only these grids (repeatable)")
     args = ap.parse_args(argv)
-    cases = [("10 m, 64/64", 10.0, 10980, 64, 64), ("10 m, 32/32", 10.0, 10980, 32, 32),
-             ("100 m, 8/8", 100.0, 1098, 8, 8)]
+    cases = [(name, *CASES[name]) for name in args.case or CASES]
     print(f"{'grid, window/stride':<20} {'AOI':<14} {'windows':>8} {'kept':>8} {'select ms':>10} {'summary ms':>11}")
     for name, res, n, size, stride in cases:
         t = Affine(res, 0, X0, 0, -res, Y0)

@@ -162,14 +162,24 @@ class AreasOfInterest:
                 return self._parts[key]
         fp = geo.footprint(crs, t, width, height)
         out = []
-        for k, a in enumerate(self.aois):
-            part = geo.aoi_in_scene(a, self.crs, crs, fp)
+        for k in self._near(fp, crs):
+            part = geo.aoi_in_scene(self.aois[k], self.crs, crs, fp)
             if part is not None:
                 out.append((k, part))
         with self._lock:
             self._parts[key] = out
             self._matched.update(k for k, _ in out)
         return out
+
+    def _near(self, fp: BaseGeometry, crs: Any) -> list[int]:
+        """The areas whose bounding box meets the footprint's in the file's CRS (all of them
+        when the footprint crosses the antimeridian: `vision.geo.aoi_in_scene` decides)."""
+        minx, miny, maxx, maxy = geo.reproject(fp, crs, self.crs).bounds
+        if self.crs.is_geographic and maxx - minx > 180:
+            return list(range(len(self.aois)))
+        bounds = np.array([a.geometry.bounds for a in self.aois]).reshape(-1, 4)
+        near = (bounds[:, 0] <= maxx) & (bounds[:, 2] >= minx) & (bounds[:, 1] <= maxy) & (bounds[:, 3] >= miny)
+        return np.flatnonzero(near).tolist()
 
     def select(self, crs: Any, transform: Affine | Sequence[float], height: int, width: int,
                windows: Sequence[tuple[int, int, int, int]] | np.ndarray) -> WindowSelection:
