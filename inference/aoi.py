@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+import shapely.affinity
 from affine import Affine
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
@@ -120,6 +121,7 @@ class AreasOfInterest:
     problems: tuple[AoiFeatureError, ...] = ()
     _matched: set[int] = field(default_factory=set, repr=False)
     _parts: dict[tuple[Any, ...], list[tuple[int, BaseGeometry]]] = field(default_factory=dict, repr=False)
+    _moved: dict[str, tuple[Aoi, ...]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -162,8 +164,9 @@ class AreasOfInterest:
                 return self._parts[key]
         fp = geo.footprint(crs, t, width, height)
         out = []
-        for k in self._near(fp, crs):
-            part = geo.aoi_in_scene(self.aois[k], self.crs, crs, fp)
+        base, areas = self._areas_for(crs)
+        for k in self._near(fp, crs, base, areas):
+            part = clip_to_scene(areas[k], base, crs, fp)
             if part is not None:
                 out.append((k, part))
         with self._lock:
@@ -171,13 +174,27 @@ class AreasOfInterest:
             self._matched.update(k for k, _ in out)
         return out
 
-    def _near(self, fp: BaseGeometry, crs: Any) -> list[int]:
-        """The areas whose bounding box meets the footprint's in the file's CRS (all of them
-        when the footprint crosses the antimeridian: `vision.geo.aoi_in_scene` decides)."""
-        minx, miny, maxx, maxy = geo.reproject(fp, crs, self.crs).bounds
-        if self.crs.is_geographic and maxx - minx > 180:
-            return list(range(len(self.aois)))
-        bounds = np.array([a.geometry.bounds for a in self.aois]).reshape(-1, 4)
+    def _areas_for(self, crs: Any) -> tuple[CRS, tuple[Aoi, ...]]:
+        """The areas in the CRS a scene is clipped in: the file's, except that areas in a
+        projected CRS are first taken to a geographic scene's CRS (a lon/lat footprint as wide
+        as the world has no coordinates in, say, a UTM zone; the areas always have lon/lat)."""
+        scene_crs = crs if isinstance(crs, CRS) else CRS.from_user_input(str(crs))
+        if self.crs.is_geographic or not scene_crs.is_geographic:
+            return self.crs, self.aois
+        key = scene_crs.to_wkt()
+        with self._lock:
+            if key not in self._moved:
+                self._moved[key] = tuple(Aoi(a.id, geo.reproject(a.geometry, self.crs, scene_crs))
+                                         for a in self.aois)
+            return scene_crs, self._moved[key]
+
+    def _near(self, fp: BaseGeometry, crs: Any, base: CRS, areas: Sequence[Aoi]) -> list[int]:
+        """The areas whose bounding box meets the footprint's in the ``base`` CRS (all of them
+        when a lon/lat footprint reaches past or across ±180°: `clip_to_scene` decides)."""
+        minx, miny, maxx, maxy = geo.reproject(fp, crs, base).bounds
+        if base.is_geographic and (maxx - minx > 180 or maxx > 180 or minx < -180):
+            return list(range(len(areas)))
+        bounds = np.array([a.geometry.bounds for a in areas]).reshape(-1, 4)
         near = (bounds[:, 0] <= maxx) & (bounds[:, 2] >= minx) & (bounds[:, 1] <= maxy) & (bounds[:, 3] >= miny)
         return np.flatnonzero(near).tolist()
 
@@ -214,6 +231,25 @@ class AreasOfInterest:
         return {"path": self.path, "crs": self.crs.to_string(), "id_field": self.id_field,
                 "ids": list(self.ids), "problems": [str(e) for e in self.problems],
                 "unmatched": self.unmatched()}
+
+
+def clip_to_scene(area: Aoi, area_crs: CRS, scene_crs: Any, fp: BaseGeometry) -> BaseGeometry | None:
+    """The part of an area over a scene's footprint, in the scene's CRS (``None``: none).
+
+    In the scene's own CRS no reprojection is needed: the area is clipped as it is and, for
+    lon/lat footprints reaching past ±180°, shifted by ±360° too. Otherwise
+    `vision.geo.aoi_in_scene` (which takes a footprint wider than 180° in lon/lat for one
+    across the antimeridian, so is not used for a world-wide scene in the area's CRS).
+    """
+    s_crs = scene_crs if isinstance(scene_crs, CRS) else CRS.from_user_input(str(scene_crs))
+    if not area_crs.equals(s_crs):
+        return geo.aoi_in_scene(area, area_crs, s_crs, fp)
+    shifts = [0.0]
+    if s_crs.is_geographic:
+        minx, _, maxx, _ = fp.bounds
+        shifts += [360.0] * (maxx > 180) + [-360.0] * (minx < -180)
+    part = shapely.union_all([shapely.affinity.translate(area.geometry, xoff=d).intersection(fp) for d in shifts])
+    return None if part.is_empty or part.area == 0 else part
 
 
 def _default_field(p: Path) -> str | None:

@@ -33,13 +33,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
+import shapely.affinity
 from affine import Affine
+from pyproj import CRS
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from shapely.geometry.base import BaseGeometry
 
-from inference.aoi import AreasOfInterest, meeting
+from inference.aoi import AreasOfInterest, clip_to_scene, meeting
 from inference.tiling import TileGrid
 from vision import geo
 from vision.atomic import write_json_atomic
@@ -95,6 +97,23 @@ def cell_hectares(cells: np.ndarray, geom: BaseGeometry, crs: Any) -> np.ndarray
     if (~inside).any():
         out[~inside] = geo.intersection_hectares(cells[~inside], geom, crs)
     return out
+
+
+def footprint_in(fp: BaseGeometry, crs: Any, base: Any) -> BaseGeometry:
+    """A scene's footprint in the AOI file's CRS; in lon/lat, one across the antimeridian is
+    unwrapped past 180° and, like one reaching past ±180°, also shifted by 360° to where the
+    areas' coordinates are."""
+    out = geo.reproject(fp, crs, base)
+    b = base if isinstance(base, CRS) else CRS.from_user_input(str(base))
+    if not b.is_geographic:
+        return out
+    if out.bounds[2] - out.bounds[0] > 180:
+        out = shapely.transform(out, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]),
+                                                                 xy[:, 1]]))
+    minx, _, maxx, _ = out.bounds
+    shifted = [shapely.affinity.translate(out, xoff=d) for d, past in ((-360.0, maxx > 180), (360.0, minx < -180))
+               if past]
+    return shapely.union_all([out, *shifted]) if shifted else out
 
 
 def _keys(status: np.ndarray, class_name: np.ndarray) -> np.ndarray:
@@ -155,7 +174,7 @@ def summarise(table: pa.Table, aois: AreasOfInterest, scenes: Mapping[str, Scene
     paths = windowed.column("path")
     for path, s in scenes.items():
         fp = geo.footprint(s.crs, s.affine, s.grid.width, s.grid.height)
-        fp_aoi = geo.reproject(fp, s.crs, aois.crs)
+        fp_aoi = footprint_in(fp, s.crs, aois.crs)
         rows = windowed.filter(pc.equal(paths, pa.scalar(path, pa.string())))
         used += rows.num_rows
         wins = np.stack([rows.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -171,7 +190,7 @@ def summarise(table: pa.Table, aois: AreasOfInterest, scenes: Mapping[str, Scene
             counted: BaseGeometry | None = part
             if earlier is not None:
                 own = a.geometry.difference(earlier)
-                counted = geo.aoi_in_scene(Aoi(a.id, own), aois.crs, s.crs, fp) if not own.is_empty else None
+                counted = clip_to_scene(Aoi(a.id, own), aois.crs, s.crs, fp) if not own.is_empty else None
             hit = meeting(wins, s.affine, part)
             ha = np.zeros(len(hit))
             if counted is not None:

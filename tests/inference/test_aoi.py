@@ -232,3 +232,34 @@ def test_no_windows_and_no_overlap() -> None:
     assert sel.keep.tolist() == [False] and sel.aoi_ids() == [None]
     assert isinstance(aois.no_overlap_error(), AoiOverlapError)
 
+
+
+def test_a_projected_aoi_file_over_a_world_lonlat_scene(tmp_path: Path) -> None:
+    """A UTM 56S area (Sydney) over a lon/lat scene of the whole world is found (the world's
+    outline has no coordinates in UTM 56S), and the UTM 29N tile does not overlap it."""
+    syd = geo.reproject(SYDNEY, "EPSG:4326", "EPSG:32756")
+    aois = AreasOfInterest(path="syd.gpkg", crs=geo.CRS.from_epsg(32756), aois=(geo.Aoi("syd", syd),))
+    assert not aois.select(UTM29, T29, SIZE, SIZE, [(0, 0, 16, 16)]).keep.any()
+    assert aois.unmatched() == ["syd"]
+    world = Affine(0.1, 0, -180, 0, -0.1, 90)
+    windows = grid_windows(TileGrid(1800, 3600, (16, 16), (16, 16)))
+    sel = aois.select("EPSG:4326", world, 1800, 3600, windows)
+    assert sel.n_kept == len(brute_force_ids(aois, "EPSG:4326", world, 1800, 3600, windows[sel.keep])) > 0
+    assert aois.unmatched() == []
+
+
+def test_lonlat_scenes_past_the_antimeridian_and_world_wide() -> None:
+    """A lon/lat scene from 170° to 190° E meets an area at -175° (its 185°), and a world-wide
+    lon/lat scene meets an area in the same CRS (both missed by `vision.geo.aoi_in_scene`)."""
+    fiji = geo.Aoi("fiji", shapely.box(-176.0, -15.0, -174.0, -14.0))
+    aois = AreasOfInterest(path="f.geojson", crs=geo.WGS84, aois=(fiji, geo.Aoi("sydney", SYDNEY)))
+    t = Affine(0.01, 0, 170.0, 0, -0.01, -10.0)
+    windows = grid_windows(TileGrid(1000, 2000, (50, 50), (50, 50)))
+    sel = aois.select("EPSG:4326", t, 1000, 2000, windows)
+    cols = windows[sel.keep][:, 1]
+    # 184..186 E is columns 1400..1600; rows 400..500 (14..15 S)
+    assert sel.n_kept == 4 * 2 and cols.min() == 1400 and cols.max() == 1550
+    assert set(sel.aoi_ids()) == {"fiji", None} and aois.unmatched() == ["sydney"]
+    world = Affine(0.1, 0, -180, 0, -0.1, 90)
+    sel = aois.select("EPSG:4326", world, 1800, 3600, grid_windows(TileGrid(1800, 3600, (16, 16), (16, 16))))
+    assert {"fiji", "sydney"} <= set(sel.aoi_ids()) and aois.unmatched() == []

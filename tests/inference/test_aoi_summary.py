@@ -183,3 +183,16 @@ def test_cells_inside_an_area_are_measured_as_if_intersected(crs: str, t: Affine
     np.testing.assert_allclose(geo.polygon_hectares(cells, crs), geo.intersection_hectares(cells, around, crs),
                                rtol=1e-6)
     assert geo.polygon_hectares(cells[:0], crs).shape == (0,)
+
+
+def test_hectares_of_an_area_across_the_antimeridian() -> None:
+    """A lon/lat scene from 170° to 190° E and an area at -176..-174° (its 184..186°): the
+    summary measures the part over the scene, equal-area, and leaves nothing uncovered."""
+    fiji = geo.Aoi("fiji", shapely.box(-176.0, -15.0, -174.0, -14.0))
+    aois = AreasOfInterest(path="f.geojson", crs=geo.WGS84, aois=(fiji,))
+    t = Affine(0.01, 0, 170.0, 0, -0.01, -10.0)
+    grid = TileGrid(1000, 2000, (50, 50), (25, 25))
+    table = table_for("fiji.tif", "EPSG:4326", t, grid_windows(grid), aois, 1000, 2000)
+    (a,) = summarise(table, aois, {"fiji.tif": SceneGrid("EPSG:4326", t, grid)})["aois"]
+    true_ha = geo.area_hectares(fiji.geometry, "EPSG:4326")
+    assert a["total_ha"] == pytest.approx(true_ha, rel=1e-3) and a["uncovered_ha"] < 1.0
