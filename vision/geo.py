@@ -436,3 +436,16 @@ def wgs84_bounds(crs: Any, transform: Affine | Sequence[float], window: Window) 
     tr = Transformer.from_crs(c, WGS84, always_xy=True)
     w, s, e, n = tr.transform_bounds(minx, miny, maxx, maxy, densify_pts=21)
     return float(w), float(s), float(e), float(n)
+
+
+def polygon_hectares(polygons: np.ndarray, crs: Any) -> np.ndarray:
+    """Hectares of each polygon (in ``crs``) by the rule of `intersection_hectares`, without
+    intersecting them with anything: for cells known to lie wholly inside an area."""
+    c = _crs(crs)
+    polys = np.asarray(polygons)
+    if not len(polys):
+        return np.zeros(0, dtype=np.float64)
+    if _needs_equal_area(c):  # the equal-area projection's centre does not change areas
+        return intersection_hectares(polys, shapely.box(*shapely.total_bounds(polys)), c)
+    f = _unit_factor(c)
+    return np.asarray(shapely.area(polys), dtype=np.float64) * f * f / 1e4
