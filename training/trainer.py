@@ -34,7 +34,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from training import distributed, finish, tracking
+from training import distill, distributed, finish, tracking
 from training.checkpoint import CheckpointError, InferenceCheckpoint, TrainState, rng_state, save_checkpoint
 from training.data import Splits, class_weights, eval_loader, open_splits, train_loader
 from training.loop import make_ema, param_groups, predict, train_one_epoch
@@ -139,6 +139,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed + rank)
+    teacher = (distill.open_teacher(cfg.distill, cfg.train.threads, device.type == "cuda")
+               if cfg.distill is not None else None)
 
     with report.stage(f"reading the {cfg.data.source} splits"):
         splits = open_splits(cfg)
@@ -154,6 +156,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                 + (f" at {pixels.gsd_m:g} m" if pixels.gsd_m else ", ground sampling distance unknown"))
     for w in pixels.warnings:
         report.line(f"  [yellow]note[/yellow]: {escape(w)}")
+    distiller = (distill.plan(cfg.distill, teacher, cfg.augmentations, classes, bands, cfg.model.input_size,
+                              report) if cfg.distill is not None and teacher is not None else None)
     n_stats = min(len(splits.train), STATS_SAMPLES)
     with report.bar("band statistics of the train split", n_stats) as advance:
         stats = compute_band_stats(_Counted(splits.train, advance), max_samples=STATS_SAMPLES, seed=cfg.seed)
@@ -182,7 +186,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
 
     weight = (class_weights(splits.train.labels(), len(classes)).to(device)
               if cfg.train.imbalance == "class_weights" else None)
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+    criterion: nn.Module = (distiller.criterion(cfg.train.label_smoothing, weight) if distiller is not None
+                            else nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing))
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.train.weight_decay, cfg.train.decay_norm_and_bias),
         lr=cfg.train.lr)
@@ -216,6 +221,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     labelled = labelled_facts(splits.train)  # labelled scenes: every label left out, and why
     if labelled is not None:
         lineage.update(labelled.lineage())
+    if distiller is not None:
+        distiller.prepare(splits.train, out, dist, report)  # cached mode: the teacher's pass, once
+        lineage["distillation"] = distiller.record()
     if is_main:
         with report.stage("starting the MLflow run"):
             run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
@@ -226,6 +234,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
             tracking.log_artifact(out / "config.yaml")
             atomic_write_text(out / "lineage.json", json.dumps(lineage, indent=2))
             tracking.log_artifact(out / "lineage.json")
+            if distiller is not None:
+                tracking.log_params({f"distill.{k}": v for k, v in distiller.record().items()
+                                     if k in ("mode", "mode_reason", "teacher_sha256", "cache_seconds")})
 
     monitor = cfg.train.monitor
     sign = -1.0 if monitor == "val_loss" else 1.0
@@ -233,7 +244,10 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler = distributed.epoch_sampler(dist, len(splits.train), epoch, cfg.seed)
-            loader = train_loader(cfg, splits.train, epoch, sampler)
+            loader: Any = train_loader(cfg, splits.train, epoch, sampler,
+                                       distiller.targets if distiller is not None else None)
+            if distiller is not None:
+                loader = distiller.batches(loader)
             with _progress(report.enabled) as progress_bar:
                 task = progress_bar.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps,
                                              loss=float("nan"), acc=float("nan"), ips=0.0)
