@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from vision.config import ExperimentConfig
 from vision.data import ChipDataset, ChipSource, open_split
@@ -130,15 +131,34 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
 
 
+class _WithTargets(Dataset[tuple[torch.Tensor, int, torch.Tensor]]):
+    """Each chip with its row of ``targets`` (e.g. a teacher's, `training.distill`)."""
+
+    def __init__(self, ds: ChipDataset, targets: torch.Tensor):
+        self.ds, self.targets = ds, targets
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, y = self.ds[index]
+        return x, y, self.targets[index]
+
+
 def train_loader(
     cfg: ExperimentConfig,
     source: ChipSource,
     epoch: int,
     sampler: Sampler[int] | None = None,
-) -> DataLoader[tuple[torch.Tensor, int]]:
-    """The loader for one epoch; its order and augmentations depend only on (seed, epoch)."""
+    targets: torch.Tensor | None = None,
+) -> DataLoader[Any]:
+    """The loader for one epoch; its order and augmentations depend only on (seed, epoch).
+
+    With ``targets`` (one row per chip of ``source``), batches are ``(x, y, targets rows)``.
+    """
     augmenter = build_augmenter(cfg.augmentations, source.bands, seed=cfg.seed * 1000 + epoch)
-    ds = ChipDataset(source, augmenter)
+    chips = ChipDataset(source, augmenter)
+    ds: Dataset[Any] = chips if targets is None else _WithTargets(chips, targets)
     g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     if sampler is None:
         if cfg.train.imbalance == "balanced_sampler":
@@ -147,12 +167,12 @@ def train_loader(
             weights = (1.0 / counts[labels]).tolist()
             sampler = WeightedRandomSampler(weights, len(labels), replacement=True, generator=g)
         else:
-            sampler = RandomSampler(ds, generator=g)
+            sampler = RandomSampler(chips, generator=g)
     workers = cfg.data.num_workers
     return DataLoader(
         ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
         worker_init_fn=_WorkerSeeder(augmenter) if workers else None, generator=g,
-        drop_last=len(ds) > cfg.train.batch_size, persistent_workers=False,
+        drop_last=len(chips) > cfg.train.batch_size, persistent_workers=False,
         pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
     )
 

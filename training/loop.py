@@ -67,7 +67,7 @@ def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractCont
 
 def train_one_epoch(
     model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loader: Iterable[tuple[torch.Tensor, ...]],
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -83,20 +83,22 @@ def train_one_epoch(
     """One pass over ``loader``; the scheduler steps per batch.
 
     ``on_step(step, loss, accuracy, samples_per_s)`` is called after every batch (progress).
-    ``ema``, when given, is updated from ``model`` after every optimizer step.
+    ``ema``, when given, is updated from ``model`` after every optimizer step. Batches may
+    carry more tensors after the labels (``(x, y, t)``): they are passed on to ``criterion``.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
-    for step, (x, y) in enumerate(loader, start=1):
+    for step, (x, y, *extra) in enumerate(loader, start=1):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        extra = [e.to(device, non_blocking=True) for e in extra]  # e.g. a teacher's targets
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(device, amp):
             logits = model(x)
-            loss = criterion(logits, y)
+            loss = criterion(logits, y, *extra)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -33,7 +34,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from training import finish, tracking
+from training import distill, distributed, finish, tracking
 from training.checkpoint import CheckpointError, InferenceCheckpoint, TrainState, rng_state, save_checkpoint
 from training.data import Splits, class_weights, eval_loader, open_splits, train_loader
 from training.loop import make_ema, param_groups, predict, train_one_epoch
@@ -93,15 +94,6 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return int(os.environ.get("RANK", "0")), world
-
-
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -139,13 +131,16 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     check_resources(cfg)
     state = _read_train_state(last_path, chash) if resume and last_path.exists() else None
 
-    rank, world = _distributed()
-    is_main = rank == 0
-    report = Reporter(progress and is_main)
+    dist = distributed.init()
+    rank, world, is_main = dist.rank, dist.size, dist.is_main
+    # Rank 0 alone speaks; the other ranks' stage lines would only repeat its own.
+    report = Reporter(progress and is_main, out=None if is_main else Console(quiet=True))
     device = pick_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed + rank)
+    teacher = (distill.open_teacher(cfg.distill, cfg.train.threads, device.type == "cuda")
+               if cfg.distill is not None else None)
 
     with report.stage(f"reading the {cfg.data.source} splits"):
         splits = open_splits(cfg)
@@ -161,6 +156,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                 + (f" at {pixels.gsd_m:g} m" if pixels.gsd_m else ", ground sampling distance unknown"))
     for w in pixels.warnings:
         report.line(f"  [yellow]note[/yellow]: {escape(w)}")
+    distiller = (distill.plan(cfg.distill, teacher, cfg.augmentations, classes, bands, cfg.model.input_size,
+                              report) if cfg.distill is not None and teacher is not None else None)
     n_stats = min(len(splits.train), STATS_SAMPLES)
     with report.bar("band statistics of the train split", n_stats) as advance:
         stats = compute_band_stats(_Counted(splits.train, advance), max_samples=STATS_SAMPLES, seed=cfg.seed)
@@ -189,7 +186,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
 
     weight = (class_weights(splits.train.labels(), len(classes)).to(device)
               if cfg.train.imbalance == "class_weights" else None)
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+    criterion: nn.Module = (distiller.criterion(cfg.train.label_smoothing, weight) if distiller is not None
+                            else nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing))
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.train.weight_decay, cfg.train.decay_norm_and_bias),
         lr=cfg.train.lr)
@@ -210,8 +208,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
         state.restore(model, optimizer, scheduler, ema=ema, scaler=scaler, path=last_path)
         start_epoch, history = state.epoch + 1, state.history
         best, bad_epochs, run_id = state.best, state.bad_epochs, state.mlflow_run_id
-        console.print(f"Resuming {escape(str(out))} after epoch {start_epoch} of {cfg.train.epochs}")
-    elif resume:
+        if is_main:
+            console.print(f"Resuming {escape(str(out))} after epoch {start_epoch} of {cfg.train.epochs}")
+    elif resume and is_main:
         console.print(f"No checkpoint in {escape(str(out))}: starting from the beginning")
 
     model_name = cfg.model.name
@@ -222,6 +221,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     labelled = labelled_facts(splits.train)  # labelled scenes: every label left out, and why
     if labelled is not None:
         lineage.update(labelled.lineage())
+    if distiller is not None:
+        distiller.prepare(splits.train, out, dist, report)  # cached mode: the teacher's pass, once
+        lineage["distillation"] = distiller.record()
     if is_main:
         with report.stage("starting the MLflow run"):
             run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
@@ -232,19 +234,20 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
             tracking.log_artifact(out / "config.yaml")
             atomic_write_text(out / "lineage.json", json.dumps(lineage, indent=2))
             tracking.log_artifact(out / "lineage.json")
+            if distiller is not None:
+                tracking.log_params({f"distill.{k}": v for k, v in distiller.record().items()
+                                     if k in ("mode", "mode_reason", "teacher_sha256", "cache_seconds")})
 
     monitor = cfg.train.monitor
     sign = -1.0 if monitor == "val_loss" else 1.0
     val_loader = eval_loader(splits.val, cfg.train.batch_size * 2)
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
-            sampler: torch.utils.data.Sampler[int] | None = None
-            if world > 1:
-                sampler = torch.utils.data.distributed.DistributedSampler(
-                    cast(Any, _Indexable(len(splits.train))), num_replicas=world, rank=rank,
-                    shuffle=True, seed=cfg.seed)
-                sampler.set_epoch(epoch)
-            loader = train_loader(cfg, splits.train, epoch, sampler)
+            sampler = distributed.epoch_sampler(dist, len(splits.train), epoch, cfg.seed)
+            loader: Any = train_loader(cfg, splits.train, epoch, sampler,
+                                       distiller.targets if distiller is not None else None)
+            if distiller is not None:
+                loader = distiller.batches(loader)
             with _progress(report.enabled) as progress_bar:
                 task = progress_bar.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps,
                                              loss=float("nan"), acc=float("nan"), ips=0.0)
@@ -265,22 +268,25 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                 stats_e = train_one_epoch(net, loader, criterion, optimizer, scheduler, device,
                                           amp=amp, scaler=scaler, channels_last=channels_last,
                                           max_steps=steps, on_step=on_step, ema=ema)
-            logits, labels = predict(judged, val_loader, device, amp=amp,
-                                     channels_last=channels_last)
-            rep = classification_report(labels, softmax(logits), classes)
-            val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits),
-                                                         torch.from_numpy(labels)))
-            row = {"epoch": epoch + 1, "train_loss": stats_e.loss, "train_accuracy": stats_e.accuracy,
-                   "val_loss": val_loss, "val_accuracy": rep["accuracy"], "val_macro_f1": rep["macro_f1"],
-                   "samples_per_s": stats_e.samples_per_s, "lr": scheduler.get_last_lr()[0]}
-            history.append(row)
-            score = sign * row[monitor]
-            improved = best is None or score > best
-            if improved:
-                best, bad_epochs = score, 0
-            else:
-                bad_epochs += 1
+            distributed.save_record(dist, sampler, epoch + 1)
+            # Rank 0 validates, checkpoints and decides; the others follow its decision.
+            stop = False
             if is_main:
+                logits, labels = predict(judged, val_loader, device, amp=amp,
+                                         channels_last=channels_last)
+                rep = classification_report(labels, softmax(logits), classes)
+                val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits),
+                                                             torch.from_numpy(labels)))
+                row = {"epoch": epoch + 1, "train_loss": stats_e.loss, "train_accuracy": stats_e.accuracy,
+                       "val_loss": val_loss, "val_accuracy": rep["accuracy"], "val_macro_f1": rep["macro_f1"],
+                       "samples_per_s": stats_e.samples_per_s, "lr": scheduler.get_last_lr()[0]}
+                history.append(row)
+                score = sign * row[monitor]
+                improved = best is None or score > best
+                if improved:
+                    best, bad_epochs = score, 0
+                else:
+                    bad_epochs += 1
                 console.print(
                     f"epoch {epoch + 1}: train loss {stats_e.loss:.4f} acc {stats_e.accuracy:.4f} | "
                     f"val loss {val_loss:.4f} acc {rep['accuracy']:.4f} macro-F1 {rep['macro_f1']:.4f} "
@@ -295,9 +301,11 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                     scaler=scaler.state_dict() if scaler is not None else {}, rng=rng_state(),
                     epoch=epoch, history=history, best=best, bad_epochs=bad_epochs,
                     mlflow_run_id=run_id, config_hash=chash).to_dict())
-            patience = cfg.train.early_stopping_patience
-            if patience is not None and bad_epochs >= patience:
-                console.print(f"early stopping: no {monitor} improvement in {patience} epochs")
+                patience = cfg.train.early_stopping_patience
+                if patience is not None and bad_epochs >= patience:
+                    console.print(f"early stopping: no {monitor} improvement in {patience} epochs")
+                    stop = True
+            if distributed.rank0_decides(dist, stop):
                 break
         if not is_main:
             return TrainResult(out, {})
@@ -306,6 +314,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
         if is_main:
             tracking.end_run("KILLED")
         raise
+    finally:
+        distributed.shutdown(dist)
     tracking.end_run()
     return TrainResult(out, metrics)
 
@@ -333,14 +343,6 @@ class _Counted(ChipSource):
         chip = self.parent.read(index)
         self.advance(1)
         return chip
-
-
-class _Indexable:
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
 
 
 def _progress(enabled: bool) -> Progress:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -37,8 +39,6 @@ NAMED_WEIGHTS = ("imagenet", "none")
 class _Strict(BaseModel):
     # allow_inf_nan=False: `train.lr: .inf` (or NaN anywhere) is refused, not trained with.
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
-
-
 
 
 class AugmentationConfig(_Strict):
@@ -322,6 +322,26 @@ class PromotionConfig(_Strict):
     group_by: str | None = None
 
 
+class DistillConfig(_Strict):
+    """Train a student from a teacher's calibrated probabilities (`training.distill`)."""
+
+    teacher: str = Field(min_length=1, description="run folder (its model.onnx), .onnx file or models:/NAME@ALIAS "
+                         "with the recipe's classes, bands and input size; ${VAR} and ${VAR:-default} expand")
+    temperature: float = Field(default=4.0, gt=0, le=100, description="softening of both distributions")
+    alpha: float = Field(default=0.9, gt=0, le=1, description="weight of the teacher term (KL x T^2); 1 - alpha: "
+                         "the labels' cross-entropy (with train.label_smoothing)")
+
+    @field_validator("teacher")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            if (value := os.environ.get(m.group(1)) or m.group(3)) is None:
+                raise ValueError(f"{m.group(0)}: {m.group(1)} is not set (or write ${{{m.group(1)}:-default}})")
+            return value
+
+        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", sub, v)
+
+
 class ExperimentConfig(_Strict):
     """A whole training recipe."""
 
@@ -333,6 +353,14 @@ class ExperimentConfig(_Strict):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     experiment: str | None = Field(default=None, description="MLflow experiment name")
+    distill: DistillConfig | None = Field(default=None, description="learn from a teacher model too")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("distill") is None:  # recipes without it keep their config hash
+            out.pop("distill", None)
+        return out
 
     @field_validator("augmentations")
     @classmethod

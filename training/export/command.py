@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from training.checkpoint import InferenceCheckpoint
-from training.export.graph import export_onnx
+from training.export.graph import PARITY_TOL_FP16, export_onnx
 from training.export.metadata import Identity, checkpoint_metadata
 from training.progress import Reporter
 from training.quantize import MIN_AGREEMENT, QuantReport, quantization_metadata, quantize_model
@@ -74,9 +75,17 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
     x, _ = _stack(ds, n_parity, report, "parity chips")
     views = {"none": "", "flips": ", 4 views each", "d8": ", 8 views each"}[ck.tta]
     if not int8:
+        half_layers = None
+        if fp16:
+            from training.export.fp16 import mixed_half
+
+            with report.stage("fp16: measuring which layers float16 can hold (the rest stays float32)"):
+                plan = mixed_half(model, x, ck.temperature, max_diff if max_diff is not None else PARITY_TOL_FP16)
+            report.line(f"fp16: {escape(plan.describe())}; simulated max abs difference {plan.simulated:.2e}")
+            half_layers = plan.half
         with report.bar(f"exporting {'fp16' if fp16 else 'fp32'} graph and checking parity{views}", len(x)) as adv:
             diff = export_onnx(model, out, meta, x, temperature=ck.temperature, fp16=fp16, on_chips=adv,
-                               max_diff=max_diff)
+                               max_diff=max_diff, half_layers=half_layers)
         return diff, None
 
     cal_src = _check_source(calibration, cfg, ck, "--calibration", "int8 calibration", split="train")

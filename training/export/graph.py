@@ -5,13 +5,13 @@ classes, bands, input size and calibration; a parity check against the float32 P
 model on real samples runs at every export and fails loudly (and early: a graph that is
 off on the first few chips is refused before the rest are run).
 
-fp16: only the network runs in half precision. The raw pixels (reflectances up to 10000
-lose up to 4 units in float16), the normalisation, the resize and the average over the
-test-time views stay float32 (`NormalizedClassifier.half_backbone`), and the graph is
-checked against the float32 model, the one that was validated. How close a float16 network
-can come depends on the network: a few plain convolutions stay within 1e-3, while rounding
-EfficientNet-Lite0's BatchNorm-folded weights to float16 alone moves its calibrated
-probabilities by about 1e-2 (a refusal says so; ``max_diff`` accepts a looser bound).
+fp16: only the network runs in half precision (`training.export.fp16`). The raw pixels
+(reflectances up to 10000 lose up to 4 units in float16), the normalisation, the resize and
+the average over the test-time views stay float32, and the graph is checked against the
+float32 model, the one that was validated. BatchNorm is folded in float32 before rounding,
+and the layers whose float16 rounding alone would break the bound (EfficientNet-Lite0's
+first depthwise and projection convolutions: all-float16 moves its probabilities by ~1e-2)
+stay float32 (`training.export.fp16.mixed_half`); a refusal names the difference measured.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import io
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import onnx
@@ -34,6 +34,9 @@ from vision.errors import ParityError
 from vision.metrics import softmax
 from vision.models import NormalizedClassifier
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 #: Max abs difference of calibrated probabilities allowed, float32 and float16 graphs.
 PARITY_TOL = 1e-4
 PARITY_TOL_FP16 = 1e-3
@@ -42,17 +45,22 @@ EARLY_CHIPS = 8
 _CHUNK = 32
 
 
-def to_onnx(model: nn.Module, example: torch.Tensor, *, fp16: bool = False, opset: int = 17) -> onnx.ModelProto:
+def to_onnx(model: nn.Module, example: torch.Tensor, *, fp16: bool = False, opset: int = 17,
+            half_layers: Sequence[str] | None = None) -> onnx.ModelProto:
     """Trace ``model`` (raw pixels -> logits, eval mode) into an ONNX graph with a dynamic batch.
 
-    With ``fp16`` the backbone of a `NormalizedClassifier` is converted (a copy); the rest
-    stays float32.
+    With ``fp16`` the network of a `NormalizedClassifier` runs in float16 (a copy, BatchNorm
+    folded): its layers ``half_layers`` (default all), the others float32; the rest of the
+    model stays float32 (`training.export.fp16`).
     """
+    from training.export import fp16 as half
+
     net = model.eval().cpu()
     if fp16:
         if not isinstance(net, NormalizedClassifier):
             raise TypeError("fp16 export needs a NormalizedClassifier (normalisation stays float32)")
-        net = net.half_backbone()
+        names = set(half_layers) if half_layers is not None else set(half.all_layers(net))
+        net = half.build(net, names)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but stable
@@ -75,6 +83,7 @@ def export_onnx(
     opset: int = 17,
     on_chips: Callable[[int], None] | None = None,
     max_diff: float | None = None,
+    half_layers: Sequence[str] | None = None,
 ) -> float:
     """Export ``model`` (raw pixels -> logits) to ``path`` and check parity.
 
@@ -87,6 +96,8 @@ def export_onnx(
         fp16: run the network in half precision (inputs, normalisation, outputs float32).
         on_chips: called with the number of chips each parity step checked (progress).
         max_diff: the largest difference accepted; default `PARITY_TOL` (`PARITY_TOL_FP16`).
+        half_layers: with ``fp16``, the network's layers in float16 (the others stay float32);
+            default: chosen on ``parity_inputs`` (`training.export.fp16.mixed_half`).
 
     Returns:
         The max abs difference of probabilities between ONNX Runtime and PyTorch (float32).
@@ -95,12 +106,24 @@ def export_onnx(
         ParityError: the difference exceeds ``max_diff``; nothing is written.
     """
     model = model.eval().cpu()
-    proto = to_onnx(model, parity_inputs, fp16=fp16, opset=opset)
+    tol = max_diff if max_diff is not None else PARITY_TOL_FP16 if fp16 else PARITY_TOL
+    plan = ""
+    if fp16 and half_layers is None and isinstance(model, NormalizedClassifier):
+        from training.export.fp16 import mixed_half
+
+        chosen = mixed_half(model, parity_inputs, temperature, tol)
+        half_layers, plan = chosen.half, chosen.describe()
+    proto = to_onnx(model, parity_inputs, fp16=fp16, opset=opset, half_layers=half_layers)
     set_onnx_props(proto, metadata)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    tol = max_diff if max_diff is not None else PARITY_TOL_FP16 if fp16 else PARITY_TOL
-    diff = parity(model, data, parity_inputs, temperature, tol=tol, on_chips=on_chips)
+    try:
+        diff = parity(model, data, parity_inputs, temperature, tol=tol, on_chips=on_chips)
+    except ParityError as exc:
+        if not fp16:
+            raise
+        layers = plan or (f"{len(half_layers)} layers in float16" if half_layers is not None else "")
+        raise ParityError(f"fp16: {exc}" + (f" (float16 network: {layers})" if layers else "")) from exc
     write_bytes_atomic(path, data)
     return diff
 

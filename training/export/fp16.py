@@ -1,0 +1,189 @@
+"""The float16 network of an fp16 export, within the parity bound where float16 allows it.
+
+Only the network is converted: the raw pixels, the normalisation, the resize, the test-time
+views and their softmax/mean/log stay float32 (`NormalizedClassifier`). Inside the network,
+BatchNorm is folded into the convolutions first, in float32 (one rounding of each folded
+weight, not three), and each convolution / linear layer then runs in float16 between float32
+activations (``cast -> fp16 layer -> cast``), so any layer can stay float32.
+
+Rounding every weight of a small, deep network to float16 can move its calibrated
+probabilities by ~1e-2 (EfficientNet-Lite0: its first depthwise and projection convolutions,
+with 9 weights per channel and 16-32 channels, are the most sensitive). `mixed_half` keeps
+the fewest layers in float32 that bring the float16 model within the bound: it measures, on
+some of the parity chips, how far rounding each layer alone moves the probabilities, and keeps
+the fewest of the most sensitive ones float32 (a bisection on how many) that bring the whole
+model (all rounding simulated in float32 arithmetic) within half the bound; the export's
+parity check on ONNX Runtime then judges.
+The measurements are on one view of each chip (8 times cheaper than a d8 model: the average
+of views is off by at most its worst view, and in practice by less, as errors even out); the
+parity check then runs the exported graph with its views.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vision.metrics import softmax
+from vision.models import NormalizedClassifier
+
+#: Chips the layer sensitivities are measured on (the parity check then uses all of them).
+SELECTION_CHIPS = 64
+#: The float16 model aims at this share of the bound, so that other chips also hold.
+MARGIN = 0.5
+_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class HalfPlan:
+    """Which layers run in float16 and which stay float32, and the simulated difference.
+
+    Attributes:
+        half: names of the layers in float16; kept: those kept float32 (most sensitive first).
+        simulated: max abs difference of probabilities of the plan, simulated on the selection chips.
+        half_share: the float16 layers' share of the network's multiply-adds.
+    """
+
+    half: tuple[str, ...]
+    kept: tuple[str, ...]
+    simulated: float
+    half_share: float
+
+    def describe(self) -> str:
+        return (f"{len(self.half)} of {len(self.half) + len(self.kept)} layers in float16 "
+                f"({self.half_share:.0%} of the multiply-adds)"
+                + (f"; kept float32: {', '.join(self.kept)}" if self.kept else ""))
+
+
+class _Half(nn.Module):
+    """``layer`` in float16 between float32 activations."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.half()).float()
+
+
+class _Rounded(nn.Module):
+    """What `_Half` computes, in float32 arithmetic: rounded input, weights and output."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = copy.deepcopy(layer)
+        with torch.no_grad():
+            for p in self.layer.parameters():
+                p.copy_(p.half().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.half().float()).half().float()
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """``net`` with each BatchNorm folded into its convolution (eval mode, float32), or ``net``
+    itself when it cannot be traced (then the norms run in float32 between the layers)."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(copy.deepcopy(net).eval())
+    except Exception:  # noqa: BLE001 - an untraceable network is exported unfolded
+        return net
+
+
+def _layers(net: nn.Module) -> list[str]:
+    return [n for n, m in net.named_modules() if isinstance(m, _LAYERS)]
+
+
+def _replace(net: nn.Module, names: set[str], wrap: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    modules = dict(net.named_modules())
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        setattr(modules[parent] if parent else net, leaf, wrap(modules[name]))
+    return net
+
+
+def _madds(net: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Multiply-adds of each layer for one chip (the work it does)."""
+    out: dict[str, float] = {}
+    hooks = [m.register_forward_hook(
+        lambda mod, _i, o, n=n: out.__setitem__(n, float(mod.weight.numel() * (o.shape[-1] * o.shape[-2]
+                                                                               if o.dim() == 4 else 1))))
+        for n, m in net.named_modules() if isinstance(m, _LAYERS)]
+    try:
+        with torch.no_grad():
+            net(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def build(model: NormalizedClassifier, half: set[str], rounded: bool = False) -> NormalizedClassifier:
+    """A copy of ``model`` (BatchNorm folded) whose layers ``half`` run in float16 (`_Half`), or
+    with ``rounded`` are simulated in float32 arithmetic (`_Rounded`)."""
+    clone = copy.deepcopy(model).eval()
+    clone.backbone = _replace(fold_batchnorm(clone.backbone), half, _Rounded if rounded else _Half)
+    return clone
+
+
+def mixed_half(model: NormalizedClassifier, x: torch.Tensor, temperature: float, tol: float,
+               on_step: Callable[[], None] | None = None) -> HalfPlan:
+    """Choose the float32 layers (module docstring); ``on_step`` is called after each measurement."""
+    sim = copy.deepcopy(model).eval()
+    sim.tta = "none"  # one view per chip (module docstring)
+    sample = x[np.unique(np.linspace(0, len(x) - 1, num=min(SELECTION_CHIPS, len(x))).round().astype(int))].float()
+    with torch.no_grad():
+        ref = softmax(sim(sample).numpy(), temperature)
+    sim.backbone = fold_batchnorm(sim.backbone)
+    names = _layers(sim.backbone)
+    work = _madds(sim.backbone, (sample - model.mean) / model.std)
+    total = sum(work.values()) or 1.0
+    modules = dict(sim.backbone.named_modules())
+    exact = {n: modules[n] for n in names}
+    rounded = {n: _Rounded(exact[n]) for n in names}
+
+    def diff(half: set[str]) -> float:
+        for n in names:  # swap the simulated float16 layers in, the others back
+            parent, _, leaf = n.rpartition(".")
+            setattr(modules[parent] if parent else sim.backbone, leaf, rounded[n] if n in half else exact[n])
+        with torch.no_grad():
+            got = softmax(sim(sample).numpy(), temperature)
+        if on_step is not None:
+            on_step()
+        d = float(np.abs(got - ref).max())
+        return d if np.isfinite(d) else float("inf")
+
+    def plan(half: set[str], d: float) -> HalfPlan:
+        kept = tuple(n for n in order if n not in half)
+        return HalfPlan(tuple(n for n in names if n in half), kept, d, sum(work.get(n, 0.0) for n in half) / total)
+
+    everything = set(names)
+    order = names
+    whole = diff(everything)
+    if whole <= tol * MARGIN:
+        return plan(everything, whole)
+    sensitivity = {n: diff({n}) for n in names}
+    order = sorted(names, key=lambda n: -sensitivity[n])
+    # The fewest most-sensitive layers kept float32 for the rest to hold: bisection on how many.
+    best: tuple[set[str], float] = (set(), 0.0)  # all kept float32: no rounding at all
+    lo, hi = 1, len(order)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        half = everything - set(order[:mid])
+        d = diff(half)
+        if d <= tol * MARGIN:
+            hi, best = mid, (half, d)
+        else:
+            lo = mid + 1
+    return plan(*best)
+
+
+def all_layers(model: NormalizedClassifier) -> list[str]:
+    """The names of the network's convolution and linear layers, BatchNorm folded."""
+    return _layers(fold_batchnorm(model.backbone))
