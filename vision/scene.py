@@ -329,6 +329,13 @@ class Scene:
         return tuple(s.band for s in self.sources)
 
     @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype `read` returns (float32 when the plan harmonises)."""
+        if not self.harmonisation.identity:
+            return np.dtype(np.float32)
+        return np.result_type(*(f.ds.dtypes[i - 1] for f in self._files for i in f.indexes))
+
+    @property
     def block_shape(self) -> tuple[int, int]:
         """The block shape of the file whose grid is the scene's (else `DEFAULT_BLOCK`)."""
         for f in self._files:

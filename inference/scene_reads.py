@@ -1,0 +1,104 @@
+"""Reading a planned scene's chunks through `vision.scene`: per-band files (STAC assets) at
+mixed resolutions, or one file read onto another grid (the model's GSD) or harmonised, with
+each window's cloud fraction measured.
+
+A chunk is one read per file (`vision.scene.Scene.read`, resampled onto the scene's grid),
+cut into windows like a file's own chunk (`inference.windows.cut_windows`). Clouds come from
+the item's scene classification layer, read on the same grid with nearest neighbour, or from
+s2cloudless over s2cloudless' ten bands of the same region; a window whose share of cloud
+in its valid pixels exceeds ``--max-cloud`` is ``cloudy``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from inference.cloud_masks import region_fractions_s2cloudless, region_fractions_scl
+from inference.readers import CloudSource, OnRead, SceneInfo
+from inference.tiling import Chunk, TileGrid
+from inference.windows import WindowError, WindowPixels, cut_windows
+from vision.errors import UnreadableInputError
+from vision.scene import Grid, Scene, open_scene
+
+log = logging.getLogger(__name__)
+
+Region = tuple[int, int, int, int]
+
+
+def scene_grid(info: SceneInfo) -> Grid:
+    """The grid a planned scene's windows are placed on."""
+    return Grid(info.crs, info.transform, info.width, info.height)
+
+
+def read_planned_chunk(info: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float,
+                       fill: Sequence[float] | None, on_read: OnRead | None,
+                       max_cloud: float) -> list[WindowPixels | WindowError]:
+    """`inference.readers.read_chunk` for a scene with a band plan (see the module doc).
+
+    Raises:
+        UnreadableInputError: a file of the plan cannot be opened any more.
+    """
+    assert info.band_plan is not None
+    g = scene_grid(info)
+    with open_scene(info.band_plan, grid=g, resampling=info.resampling) as scene:
+        try:
+            px = scene.read(chunk.read)
+        except UnreadableInputError:
+            # A damaged block spoils one read: salvage the windows that can still be read.
+            return [_one_window(scene, info, g, grid, i, j, max_nodata, fill, on_read, max_cloud)
+                    for i, j in chunk.windows()]
+    windows = list(chunk.windows())
+    return _cut(info, g, grid, chunk.read, px.data, px.valid, windows, max_nodata, fill, on_read,
+                max_cloud)
+
+
+def _one_window(scene: Scene, info: SceneInfo, g: Grid, grid: TileGrid, i: int, j: int,
+                max_nodata: float, fill: Sequence[float] | None, on_read: OnRead | None,
+                max_cloud: float) -> WindowPixels | WindowError:
+    row, col, h, w = grid.window(i, j)
+    region = (row, col, min(h, info.height - row), min(w, info.width - col))
+    try:
+        px = scene.read(region)
+    except UnreadableInputError as exc:
+        return WindowError(i, j, (row, col, h, w), exc)
+    return _cut(info, g, grid, region, px.data, px.valid, [(i, j)], max_nodata, fill, on_read,
+                max_cloud)[0]
+
+
+def _cut(info: SceneInfo, g: Grid, grid: TileGrid, region: Region, data: np.ndarray,
+         valid: np.ndarray, windows: list[tuple[int, int]], max_nodata: float,
+         fill: Sequence[float] | None, on_read: OnRead | None,
+         max_cloud: float) -> list[WindowPixels | WindowError]:
+    if on_read is not None:
+        on_read(region, data, valid)
+    clouds = None
+    if info.cloud is not None:
+        clouds = region_clouds(info, info.cloud, g, region, valid, [grid.window(i, j) for i, j in windows])
+    return list(cut_windows(data, valid, grid, windows, region, max_nodata, fill, clouds, max_cloud))
+
+
+def region_clouds(info: SceneInfo, cloud: CloudSource, g: Grid, region: Region, valid: np.ndarray,
+                  windows: Sequence[tuple[int, int, int, int]]) -> list[float | None]:
+    """Cloud fractions of ``windows`` (pixel windows of the grid) of a region read at
+    ``region``; ``None`` each where the cloud layer cannot be read there (logged)."""
+    assert info.band_plan is not None
+    origin = (region[0], region[1])
+    try:
+        if cloud.method == "scl":
+            with open_scene(info.band_plan, grid=g, cloud_layer=True) as layer:
+                scl = layer.read(region)
+            return region_fractions_scl(scl.data[0], valid & scl.valid, origin, windows)
+        assert cloud.plan is not None
+        with open_scene(cloud.plan, grid=g, resampling=info.resampling) as bands:
+            raw = bands.read(region)
+        n = raw.data.shape[0]
+        scale = np.asarray(cloud.scale, np.float32).reshape(n, 1, 1)
+        offset = np.asarray(cloud.offset, np.float32).reshape(n, 1, 1)
+        refl = raw.data.astype(np.float32) * scale + offset
+        return region_fractions_s2cloudless(refl, valid & raw.valid, origin, windows)
+    except UnreadableInputError as exc:
+        log.warning("%s: clouds of %s not measured: %s", info.path, region, exc)
+        return [None] * len(windows)
