@@ -151,3 +151,29 @@ def region_clouds(info: SceneInfo, cloud: CloudSource, g: Grid, region: Region, 
     except UnreadableInputError as exc:
         log.warning("%s: clouds of %s not measured: %s", info.path, region, exc)
         return [None] * len(windows)
+
+
+def read_rows(info: SceneInfo, step: int, rows_needed: np.ndarray
+              ) -> Iterator[tuple[Region, np.ndarray, np.ndarray]]:
+    """A planned scene read band of rows by band of rows (``step`` rows at a time, only the
+    bands holding one of ``rows_needed``): ``(region, data, valid)`` per read; a band that
+    cannot be read is skipped (logged). For pictures of the whole scene (the quicklook of a
+    scene whose chunks were read by an earlier run or elsewhere)."""
+    assert info.band_plan is not None
+    plan = info.band_plan
+    g = scene_grid(info)
+    scene = Scene(plan.sources, g, plan.harmonisation, info.resampling)
+    try:
+        for r0 in range(0, info.height, step):
+            rh = min(step, info.height - r0)
+            if not np.any((rows_needed >= r0) & (rows_needed < r0 + rh)):
+                continue
+            region = (r0, 0, rh, info.width)
+            try:
+                px = scene.read(region)
+            except UnreadableInputError as exc:
+                log.debug("%s: rows %d-%d unreadable: %s", info.path, r0, r0 + rh, exc)
+                continue
+            yield region, px.data, px.valid
+    finally:
+        scene.close()

@@ -43,6 +43,10 @@ class FitOptions:
     resolution: float | None = None
     resampling: ResamplingKind = ResamplingKind.BILINEAR
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gsd", Gsd.parse(self.gsd))
+        object.__setattr__(self, "resampling", ResamplingKind.parse(self.resampling))
+
 
 @dataclass(frozen=True)
 class SceneFit:

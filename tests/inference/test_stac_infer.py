@@ -187,3 +187,26 @@ def test_a_baseline_04_copy_gives_the_same_probabilities(
     assert len(ok) > 250
     assert max(float(np.abs(np.subtract(x["probs"], y["probs"])).max()) for x, y in ok) == 0.0
     assert [x["cloud_fraction"] for x in ra] == [y["cloud_fraction"] for y in rb]
+
+
+def test_the_quicklook_of_an_item_read_again_shows_its_visual_asset(
+        item_path: Path, model_factory: Callable[..., Path]) -> None:
+    """A scene whose chunks were read elsewhere (Ray, an earlier run) has its quicklook
+    pixels read again through its band plan, not from its JSON file."""
+    from inference.choices import Gsd
+    from inference.inputs import stac_files
+    from inference.model import load_model_info
+    from inference.plan import make_plan
+    from inference.quicklook import canvas_from_file
+    from inference.scenes import FitOptions
+
+    model = load_model_info(model_factory(RGB_BANDS, extra_meta={"radiometry": EUROSAT_RGB, "gsd_m": 10.0}))
+    plan = make_plan([str(item_path)], model, (64, 64), fit=FitOptions(gsd=Gsd.NATIVE),
+                     stac_files=stac_files([str(item_path)]))
+    (scene,) = plan.scenes
+    canvas = canvas_from_file(scene, model.bands)
+    with rasterio.open(item_path.parent / "TCI.tif") as ds:
+        tci = ds.read()
+    want = tci[:, canvas.src_rows][:, :, canvas.src_cols]
+    assert canvas.complete and canvas.valid.mean() > 0.9
+    assert np.array_equal(canvas.data[:, canvas.valid], want[:, canvas.valid])
