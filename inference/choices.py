@@ -1,4 +1,5 @@
-"""The closed choices of `vision infer` (``--device``, ``--engine``) and its size cap, as
+"""The closed choices of `vision infer` (``--device``, ``--engine``, ``--gsd``,
+``--resampling``) and its size cap, as
 enums and constants with no heavy imports: the CLI declares its options from them without
 loading numpy, GDAL or ONNX Runtime."""
 
@@ -43,3 +44,23 @@ class EngineKind(_Choice):
 
     LOCAL = "local"
     RAY = "ray"
+
+
+class Gsd(_Choice):
+    """``--gsd``: ``model`` reads windows resampled to the model's ground sampling distance
+    when the input's differs by more than 10 %; ``native`` keeps the input's pixels (the
+    mismatch is recorded in the manifest, and an input much coarser than the model runs)."""
+
+    MODEL = "model"
+    NATIVE = "native"
+
+
+class ResamplingKind(_Choice):
+    """``--resampling``: how reflectance bands are read onto another grid (rasterio's
+    names; categorical layers such as SCL are always read with ``nearest``)."""
+
+    BILINEAR = "bilinear"
+    NEAREST = "nearest"
+    CUBIC = "cubic"
+    AVERAGE = "average"
+    LANCZOS = "lanczos"

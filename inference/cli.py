@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inference.choices import DEFAULT_MAX_PIXELS, Device, EngineKind
+from inference.choices import DEFAULT_MAX_PIXELS, Device, EngineKind, Gsd, ResamplingKind
 from vision.cli_options import (
     batch_size_option,
     model_option,
@@ -16,12 +16,32 @@ from vision.cli_options import (
 )
 from vision.errors import ConfigError
 
-INFER_HELP = """Batch-classify image files, folders (walked recursively) and GeoTIFF scenes.
+INFER_HELP = """Batch-classify image files, folders (walked recursively), GeoTIFF scenes and
+STAC Items, Collections and Catalogs.
 
 A raster no larger than the model's input is one row; a larger GeoTIFF scene is tiled into
 windows of the model's input size (every --stride pixels), read block by block; windows that
 are mostly nodata get status `nodata`. Bands are matched to the model's by band description,
-else by count. The model's metadata gives classes, bands, input size and temperature.
+else by count. The model's metadata gives classes, bands, input size, temperature, and what
+its pixels mean (radiometry) and their size on the ground (GSD).
+
+A STAC JSON file named on the command line (a folder's .json files are not read as STAC) is
+walked down to its items (local hrefs only: jobs run offline); each item is a scene whose
+bands come from its assets, matched by eo:bands name or common name (B04 = red), per-band
+files at mixed resolutions read onto one grid (the finest band the model needs, or
+--resolution), resampled with --resampling (SCL: nearest). The manifest says which asset fed
+which band and why.
+
+Radiometry: an input's pixels must mean what the model's did (STAC raster:bands,
+s2:processing_baseline, s2:product_type, GeoTIFF scale/offset tags, dtype). The baseline
+04.00 offset (DN - 1000) is harmonised; L2A into an L1C model, 16-bit reflectance into an
+8-bit RGB model or 16-bit data of unknown meaning into any model is refused (an error row
+naming both); --allow-radiometry-mismatch runs it anyway and records it in the manifest.
+GSD: windows are read resampled to the model's GSD when the input's pixels differ by more
+than 10 %, and an input more than 2x coarser is refused; --gsd native keeps the pixels as
+they are (the mismatch is recorded). Clouds: each window's cloud_fraction of its valid
+pixels comes from the item's SCL asset, or s2cloudless for 13-band L1C data; windows over
+--max-cloud get status `cloudy` (not classified, like nodata).
 
 Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
 while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
@@ -40,9 +60,15 @@ needs this project installed and the INPUT paths visible at the same place; the 
 writes DIR. --workers is then the number of actors (default one per GPU).
 
 \b
-Example:
+Examples:
     vision infer chips/ scenes/S2_tile.tif --model runs/rgb/model.onnx --out jobs/rgb
     vision infer archive/ --model models:/eurosat-rgb@champion --out jobs/a --device cuda
+    vision infer S2A_29RKH_20200219_0_L2A.json --model runs/rgb/model.onnx --out jobs/stac \\
+        --gsd native --max-cloud 0.3
+    vision infer catalog.json --model runs/ms/model.onnx --out jobs/ms --resolution 20 \\
+        --resampling nearest
+    vision infer aerial_0.5m.tif --model runs/rgb/model.onnx --out jobs/aerial
+    vision infer l2a.tif --model runs/l1c/model.onnx --out jobs/x --allow-radiometry-mismatch
 """
 
 
@@ -62,7 +88,8 @@ def _parse_stride(value: str | None) -> tuple[int, int] | None:
 
 def infer(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...",
-                                       help="image files, folders and GeoTIFF scenes"),
+                                       help="image files, folders, GeoTIFF scenes and STAC "
+                                            "Item/Collection/Catalog JSON files"),
     model: str = model_option(),
     out: Path = out_option("job folder (created; resumed if present)", required=True),
     batch_size: int | None = batch_size_option(
@@ -93,6 +120,26 @@ def infer(
                                        help="CPU: batches run at once, each on its share of "
                                             "the cores \\[default: min(4, cores)]"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: build fp16 engines"),
+    resolution: float | None = typer.Option(
+        None, "--resolution", metavar="METRES", min=0.0,
+        help="pixel size on the ground of the grid scenes are read on \\[default: the model's "
+             "GSD when the GSD rule resamples, else the finest band the model needs]"),
+    resampling: ResamplingKind = typer.Option(
+        ResamplingKind.BILINEAR, "--resampling",
+        help="how reflectance bands are read onto another grid (SCL: always nearest)"),
+    gsd: Gsd = typer.Option(
+        Gsd.MODEL, "--gsd",
+        help="model: read windows resampled to the model's GSD when the input's differs by "
+             "> 10 % (an input > 2x coarser is refused); native: keep the input's pixels "
+             "(recorded in the manifest)"),
+    allow_radiometry_mismatch: bool = typer.Option(
+        False, "--allow-radiometry-mismatch",
+        help="classify inputs whose radiometry does not fit the model's (e.g. L2A into an "
+             "L1C model) instead of refusing them; recorded in the manifest"),
+    max_cloud: float = typer.Option(
+        0.5, "--max-cloud", min=0.0, max=1.0,
+        help="windows whose cloud fraction (SCL or s2cloudless) is larger are not "
+             "classified (status cloudy)"),
     progress: bool = progress_option(),
 ) -> None:
     import logging
@@ -109,7 +156,8 @@ def infer(
         inputs=tuple(inputs), model=model, out=out, batch_size=batch_size, device=device,
         engine=engine, overwrite=overwrite, stride=_parse_stride(stride), max_nodata=max_nodata,
         workers=workers, threads=threads, streams=streams, fp16=fp16, progress=progress,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels, resolution=resolution, resampling=resampling, gsd=gsd,
+        allow_radiometry_mismatch=allow_radiometry_mismatch, max_cloud=max_cloud,
     ))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -1,5 +1,5 @@
 """Finding a job's input files: the command line's files and folders as absolute, resolved
-paths in a stable order."""
+paths in a stable order, and which of them are STAC JSON files (`stac_files`)."""
 
 from __future__ import annotations
 
@@ -62,4 +62,20 @@ def discover(inputs: Sequence[str], exclude: Path | None = None) -> list[str]:
             add(path)
         else:
             raise ConfigError(f"input not found: {given}")
+    return out
+
+
+#: Suffix of the STAC Item, Collection and Catalog files `vision infer` reads as INPUT.
+STAC_SUFFIX = ".json"
+
+
+def stac_files(inputs: Sequence[str]) -> set[str]:
+    """The inputs named on the command line that are STAC JSON files (Item, Collection or
+    Catalog), resolved as `discover` resolves them. A ``.json`` file met while walking a
+    folder is not one of them: folders are walked for rasters."""
+    out: set[str] = set()
+    for given in inputs:
+        path = os.path.realpath(given)
+        if os.path.isfile(path) and path.lower().endswith(STAC_SUFFIX):
+            out.add(path)
     return out

@@ -22,6 +22,7 @@ import numpy as np
 from inference.engine import Engine, OnUnit
 from inference.plan import Plan, Unit
 from inference.predict import Pending, ReadOptions, ReadSink, RowCompleter, prepare
+from inference.scene_reads import close_open_scenes
 from inference.session import Classifier
 
 
@@ -233,5 +234,6 @@ class LocalEngine(Engine):
             batcher.join(timeout=30)
             model_pool.shutdown(wait=True)
             writer.shutdown(wait=True)  # units already classified are still recorded
+            close_open_scenes()
         for f in writes:
             f.result()

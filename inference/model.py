@@ -13,6 +13,7 @@ from pathlib import Path
 from vision.contracts.model import ModelMetadata, read_model_file
 from vision.errors import ConfigError
 from vision.hashing import file_sha256
+from vision.radiometry import Radiometry
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,17 @@ class ModelInfo:
     def precision(self) -> str:
         """``fp32``, ``fp16`` or ``int8``."""
         return self.metadata.precision
+
+    @property
+    def radiometry(self) -> Radiometry:
+        """What the model's input values mean (`vision.radiometry.UNKNOWN` for a schema-1
+        model, which records nothing)."""
+        return self.metadata.pixel_radiometry
+
+    @property
+    def gsd_m(self) -> float | None:
+        """The training ground sampling distance in metres, ``None`` when not recorded."""
+        return self.metadata.gsd_m
 
     @property
     def views(self) -> int:

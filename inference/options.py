@@ -2,16 +2,17 @@
 
 `JobOptions` validates itself when it is made (the CLI, the review worker's command line and
 tests all go through it): a bad value is a `ConfigError` before anything is read or
-written, and ``device``/``engine`` become their enums there, so nothing downstream checks a
-string by hand.
+written, and ``device``/``engine``/``gsd``/``resampling`` become their enums there, so
+nothing downstream checks a string by hand.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.choices import DEFAULT_MAX_PIXELS, Device, EngineKind
+from inference.choices import DEFAULT_MAX_PIXELS, Device, EngineKind, Gsd, ResamplingKind
 from vision.errors import ConfigError
 
 
@@ -37,6 +38,14 @@ class JobOptions:
         prefetch: batches read ahead of the model.
         progress: show progress bars.
         max_pixels: largest scene (pixels per band) classified; larger ones are error rows.
+        resolution: pixel size in metres of the grid scenes are read on (``None``: the
+            model's GSD where the GSD rule resamples, else the finest band the model needs).
+        resampling: how reflectance bands are read onto another grid.
+        gsd: `Gsd` (``model``: resample to the model's GSD; ``native``: keep the pixels).
+        allow_radiometry_mismatch: classify inputs whose radiometry does not fit the
+            model's (recorded in the manifest) instead of refusing them.
+        max_cloud: largest cloud fraction of a window's valid pixels that is still
+            classified (status ``cloudy`` above it).
     """
 
     inputs: tuple[str, ...]
@@ -55,10 +64,17 @@ class JobOptions:
     prefetch: int = 4
     progress: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
+    resolution: float | None = None
+    resampling: ResamplingKind = ResamplingKind.BILINEAR
+    gsd: Gsd = Gsd.MODEL
+    allow_radiometry_mismatch: bool = False
+    max_cloud: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device.parse(self.device))
         object.__setattr__(self, "engine", EngineKind.parse(self.engine))
+        object.__setattr__(self, "gsd", Gsd.parse(self.gsd))
+        object.__setattr__(self, "resampling", ResamplingKind.parse(self.resampling))
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "out", Path(self.out))
         if not self.inputs:
@@ -75,5 +91,11 @@ class JobOptions:
                 raise ConfigError(f"--{name} must be at least 1")
         if self.max_pixels < 1:
             raise ConfigError("--max-pixels must be at least 1")
+        if self.resolution is not None and not (math.isfinite(self.resolution)
+                                                and 0 < self.resolution <= 1e6):
+            raise ConfigError(f"--resolution must be a positive number of metres, not "
+                              f"{self.resolution}")
+        if not 0.0 <= self.max_cloud <= 1.0:
+            raise ConfigError("--max-cloud must be in [0, 1]")
         if self.prefetch < 1:
             raise ConfigError("prefetch must be at least 1")

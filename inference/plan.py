@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import re
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.input_fit import ChipFit
 from inference.model import ModelInfo
-from inference.readers import DEFAULT_MAX_PIXELS, RASTER_SUFFIXES, Probe, SceneInfo, probe
+from inference.readers import (
+    DEFAULT_MAX_PIXELS,
+    RASTER_SUFFIXES,
+    Probe,
+    SceneInfo,
+    error_reason,
+    probe,
+    utf8_path,
+)
+from inference.scenes import FitOptions, SceneFit, plan_geotiff_scene, plan_stac_scene
 from inference.tiling import Chunk, TileGrid, chunk_grid
+from vision.errors import InputError, UnreadableInputError
 from vision.hashing import file_sha256
+from vision.stac import StacItem, read_stac
 
 #: Chip files per unit: big enough to amortise a part file, small enough to resume cheaply.
 CHIP_BLOCK = 256
@@ -27,17 +40,20 @@ CHIP_BLOCK = 256
 class ChipEntry:
     """A file classified as one row; ``error`` is set when probing already failed.
 
-    ``source`` is the name on disk where ``path`` (valid UTF-8, for the table) differs.
+    ``source`` is the name on disk where ``path`` (valid UTF-8, for the table) differs;
+    ``fit`` how its pixels fit the model (radiometry, clouds), shared by chips of a kind.
     """
 
     path: str
     error: str | None = None
     source: str | None = None
+    fit: ChipFit | None = None
 
 
 @dataclass(frozen=True)
 class ScenePlan:
-    """A scene to tile: header facts, grid, chunks, hash and output file stem."""
+    """A scene to tile: header facts, grid, chunks, hash and output file stem, and how it
+    fits the model (``fit``: band plan, GSD, clouds; for the manifest)."""
 
     index: int
     info: SceneInfo
@@ -45,6 +61,7 @@ class ScenePlan:
     chunks: tuple[Chunk, ...]
     sha256: str
     stem: str
+    fit: SceneFit | None = None
 
     @property
     def path(self) -> str:
@@ -86,9 +103,15 @@ class Plan:
         return h.hexdigest()
 
 
-def _stems(paths: Sequence[str]) -> dict[str, str]:
-    """Output file stems per scene; a stem shared by two scenes gets a short path hash."""
-    base = {p: Path(p).stem for p in paths}
+def _stems(scenes: Sequence[SceneInfo]) -> dict[str, str]:
+    """Output file stems per scene (a STAC item's id, else the file's stem); a stem shared by
+    two scenes gets a short path hash."""
+    def stem(info: SceneInfo) -> str:
+        if info.band_plan is not None and info.path.lower().endswith(".json") and info.item_id:
+            return re.sub(r"[^A-Za-z0-9._-]+", "_", info.item_id).strip("._") or Path(info.path).stem
+        return Path(info.path).stem
+
+    base = {s.path: stem(s) for s in scenes}
     counts: dict[str, int] = {}
     for s in base.values():
         counts[s] = counts.get(s, 0) + 1
@@ -98,42 +121,110 @@ def _stems(paths: Sequence[str]) -> dict[str, str]:
     }
 
 
+def _scene_sha(info: SceneInfo, fit: SceneFit | None) -> str:
+    """The scene's ``input_sha256``: its file's, or (several files, a STAC item) the sha256 of
+    the item's JSON and every file read, in order."""
+    files = fit.files if fit is not None else (info.path,)
+    if files == (info.path,):
+        return file_sha256(info.path)
+    h = hashlib.sha256()
+    for f in (info.path, *files) if info.path not in files else files:
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+#: A planned input: a chip, an error, or a scene (and how it fits the model).
+_Planned = ChipEntry | tuple[SceneInfo, SceneFit | None]
+
+
+def _fit_scene(info: SceneInfo, model: ModelInfo, fit: FitOptions, max_pixels: int) -> _Planned:
+    try:
+        return plan_geotiff_scene(info, model, fit, max_pixels)
+    except InputError as exc:
+        return ChipEntry(info.path, error_reason(exc, info.path))
+    except (OSError, ValueError) as exc:  # rasterio's errors are OSErrors
+        return ChipEntry(info.path, error_reason(
+            UnreadableInputError(f"cannot plan the scene ({exc})"), info.path))
+
+
+def _fit_item(item: StacItem, model: ModelInfo, fit: FitOptions, max_pixels: int) -> _Planned:
+    try:
+        return plan_stac_scene(item, model, fit, max_pixels)
+    except InputError as exc:
+        return ChipEntry(item.path, error_reason(exc, item.path))
+    except (OSError, ValueError) as exc:
+        return ChipEntry(item.path, error_reason(
+            UnreadableInputError(f"cannot plan STAC item {item.id} ({exc})"), item.path))
+
+
+def _stac_entries(path: str) -> tuple[list[StacItem], list[ChipEntry]]:
+    """The items of a STAC file, and an error entry for it or each link that cannot be read."""
+    shown, bad = utf8_path(path)
+    if bad is not None:
+        return [], [ChipEntry(shown, bad, source=path)]
+    try:
+        found = read_stac(path)
+    except InputError as exc:
+        return [], [ChipEntry(path, error_reason(exc, path))]
+    errors = [ChipEntry(utf8_path(href)[0], f"StacError: {reason}".replace("\n", " "))
+              for href, reason in found.errors]
+    return found.items, errors
+
+
 def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
               workers: int = 1,
               on_probe: Callable[[Probe], None] | None = None,
-              max_pixels: int = DEFAULT_MAX_PIXELS) -> Plan:
-    """Probe every file (rasters in parallel) and split the work into units.
+              max_pixels: int = DEFAULT_MAX_PIXELS, fit: FitOptions | None = None,
+              stac_files: Collection[str] = ()) -> Plan:
+    """Probe every file (rasters in parallel), fit each scene to the model, and split the
+    work into units.
 
-    ``files`` may hold names that are not valid UTF-8: they become error entries (the
+    ``stac_files`` are STAC Item/Collection/Catalog JSON files: each item below them is a
+    scene. ``files`` may hold names that are not valid UTF-8: they become error entries (the
     plan, its digest and the table hold valid UTF-8 only).
     """
+    fit = fit or FitOptions()
+    stac = set(stac_files)
+    radiometry, allow = model.radiometry, fit.allow_mismatch
+
     def run(f: str) -> Probe:
-        return probe(f, model.bands, model.input_size, max_pixels)
+        return probe(f, model.bands, model.input_size, max_pixels, radiometry, allow)
 
     # Only rasters open a header; the rest is decided by suffix in ~1 us, far less than a
     # thread pool's hand-off (0.3 s for 10,000 JPEG chips).
-    opens = [k for k, f in enumerate(files) if os.path.splitext(f)[1].lower() in RASTER_SUFFIXES]
+    opens = [k for k, f in enumerate(files) if f not in stac
+             and os.path.splitext(f)[1].lower() in RASTER_SUFFIXES]
     found: dict[int, Probe] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:
         found.update(zip(opens, pool.map(run, [files[k] for k in opens]), strict=True))
-    probes = [found[k] if k in found else run(f) for k, f in enumerate(files)]
+        # In input order: chips and errors as they are; scenes and STAC items fitted in the pool.
+        planned: list[_Planned | Future[_Planned]] = []
+        for k, f in enumerate(files):
+            if f in stac:
+                items, errors = _stac_entries(f)
+                planned += errors
+                planned += [pool.submit(_fit_item, it, model, fit, max_pixels) for it in items]
+                continue
+            pr = found[k] if k in found else run(f)
+            if on_probe is not None:
+                on_probe(pr)
+            if pr.kind == "scene" and pr.scene is not None:
+                planned.append(pool.submit(_fit_scene, pr.scene, model, fit, max_pixels))
+            else:
+                planned.append(ChipEntry(pr.path, pr.error, pr.source, pr.fit))
+        results = [p.result() if isinstance(p, Future) else p for p in planned]
     chips: list[ChipEntry] = []
-    scene_infos: list[SceneInfo] = []
-    for pr in probes:
-        if on_probe is not None:
-            on_probe(pr)
-        if pr.kind == "scene" and pr.scene is not None:
-            scene_infos.append(pr.scene)
+    scene_infos: list[tuple[SceneInfo, SceneFit | None]] = []
+    for what in results:
+        if isinstance(what, ChipEntry):
+            chips.append(what)
         else:
-            chips.append(ChipEntry(pr.path, pr.error, pr.source))
-    stems = _stems([s.path for s in scene_infos])
+            scene_infos.append(what)
+    stems = _stems([s for s, _ in scene_infos])
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        hashes = list(pool.map(lambda s: file_sha256(s.path), scene_infos))
-    scenes: list[ScenePlan] = []
-    for k, (info, sha) in enumerate(zip(scene_infos, hashes, strict=True)):
-        grid = TileGrid(info.height, info.width, model.input_size, stride)
-        chunks = tuple(chunk_grid(grid, info.block_shape))
-        scenes.append(ScenePlan(k, info, grid, chunks, sha, stems[info.path]))
+        hashes = list(pool.map(lambda s: _scene_sha(*s), scene_infos))
+    scenes = [_scene_plan(k, info, sf, sha, stems[info.path], model, stride)
+              for k, ((info, sf), sha) in enumerate(zip(scene_infos, hashes, strict=True))]
     units: list[Unit] = []
     for b in range(0, len(chips), CHIP_BLOCK):
         block = tuple(chips[b: b + CHIP_BLOCK])
@@ -143,3 +234,12 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
             units.append(Unit(f"s{s.index:05d}-{ch.index:06d}", "scene", scene=s.index,
                               chunk=ch.index, n_rows=len(ch)))
     return Plan(tuple(files), tuple(chips), tuple(scenes), tuple(units))
+
+
+def _scene_plan(index: int, info: SceneInfo, fit: SceneFit | None, sha: str, stem: str,
+                model: ModelInfo, stride: tuple[int, int]) -> ScenePlan:
+    """A scene's windows and chunks: the one place its window list is made (an area of
+    interest would select windows here, before they are chunked)."""
+    grid = TileGrid(info.height, info.width, model.input_size, stride)
+    chunks = tuple(chunk_grid(grid, info.block_shape))
+    return ScenePlan(index, info, grid, chunks, sha, stem, fit)

@@ -5,19 +5,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from inference.cloud_masks import chip_fractions
 from inference.geo import wrap_bounds
 from inference.model import ModelInfo
 from inference.plan import Plan, Unit
 from inference.readers import OnRead, WindowError, error_reason, read_chip, read_chunk, window_bounds
-from vision.contracts.predictions import STATUS_ERROR, PredictionRow, new_row
+from vision.contracts.predictions import (
+    STATUS_CLOUDY,
+    STATUS_ERROR,
+    STATUS_NODATA,
+    STATUS_OK,
+    PredictionRow,
+    new_row,
+)
 from vision.errors import InputError, NoDataError
 from vision.hashing import file_sha256
 from vision.metrics import softmax
+from vision.radiometry import Radiometry
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +42,16 @@ class ReadOptions:
     input_size: tuple[int, int]
     fill: tuple[float, ...] | None
     max_nodata: float
+    max_cloud: float = 1.0
+    radiometry: Radiometry | None = None
+    allow_mismatch: bool = False
 
     @classmethod
-    def for_model(cls, model: ModelInfo, max_nodata: float) -> ReadOptions:
+    def for_model(cls, model: ModelInfo, max_nodata: float, max_cloud: float = 1.0,
+                  allow_mismatch: bool = False) -> ReadOptions:
         return cls(tuple(model.bands), model.input_size,
-                   tuple(model.mean) if model.mean else None, max_nodata)
+                   tuple(model.mean) if model.mean else None, max_nodata, max_cloud,
+                   model.radiometry, allow_mismatch)
 
 
 @dataclass
@@ -83,36 +98,68 @@ def _bounds(b: tuple[float, float, float, float] | None) -> dict[str, float | No
     return {"minx": b[0], "miny": b[1], "maxx": b[2], "maxy": b[3]}
 
 
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
 def _prepare_chips(unit: Unit, opts: ReadOptions) -> Pending:
     rows: list[Row] = []
     todo: list[int] = []
+    clouds: list[tuple[int, tuple[np.ndarray, np.ndarray]]] = []  # (index in todo, its input)
     # Each chip is cast and copied straight into the unit's batch array: no per-chip float
     # array and no np.stack (~100 us a chip between them).
     pixels = np.empty((len(unit.chips), len(opts.bands), *opts.input_size), dtype=np.float32)
     for entry in unit.chips:
+        item_id = _stem(entry.path)
         if entry.error is not None:
             rows.append(_row(entry.path, "error", _safe_sha(entry.source or entry.path),
-                             error=entry.error))
+                             error=entry.error, item_id=item_id))
             continue
         try:
-            chip = read_chip(entry.path, opts.bands, opts.input_size, opts.fill)
+            chip = read_chip(entry.path, opts.bands, opts.input_size, opts.fill, entry.fit,
+                             opts.radiometry, opts.allow_mismatch)
         except NoDataError as exc:
-            rows.append(_row(entry.path, "nodata", exc.sha256, crs=exc.crs, **_bounds(exc.bounds)))
+            rows.append(_row(entry.path, "nodata", exc.sha256, crs=exc.crs, item_id=item_id,
+                             **_bounds(exc.bounds)))
             continue
         except InputError as exc:
             rows.append(_row(entry.path, "error", _safe_sha(entry.path),
-                             error=error_reason(exc, entry.path)))
+                             error=error_reason(exc, entry.path), item_id=item_id))
             continue
         except Exception as exc:  # a bug or an exotic failure must not stop the batch
             log.debug("unexpected failure on %s", entry.path, exc_info=True)
             rows.append(_row(entry.path, "error", _safe_sha(entry.path),
-                             error=f"unexpected {type(exc).__name__}: {exc}"))
+                             error=f"unexpected {type(exc).__name__}: {exc}", item_id=item_id))
             continue
         assert chip.pixels is not None
         np.copyto(pixels[len(todo)], chip.pixels, casting="unsafe")
+        if chip.cloud is not None:
+            clouds.append((len(todo), chip.cloud))
         todo.append(len(rows))
-        rows.append(_row(entry.path, "ok", chip.sha256, crs=chip.crs, **_bounds(chip.bounds)))
+        rows.append(_row(entry.path, "ok", chip.sha256, crs=chip.crs, item_id=item_id,
+                         acquired=chip.acquired, **_bounds(chip.bounds)))
+    if clouds:
+        todo = _mark_cloudy(rows, todo, pixels, clouds, opts.max_cloud)
     return Pending(unit, rows, todo, pixels[: len(todo)] if todo else None)
+
+
+def _mark_cloudy(rows: list[Row], todo: list[int], pixels: np.ndarray,
+                 clouds: list[tuple[int, tuple[np.ndarray, np.ndarray]]], max_cloud: float) -> list[int]:
+    """Record the chips' cloud fractions; those over ``max_cloud`` become ``cloudy`` rows and
+    leave the batch (``pixels`` compacted in place). Returns the chips still to classify."""
+    fractions = chip_fractions([c for _, c in clouds])
+    cloudy: set[int] = set()
+    for (k, _), f in zip(clouds, fractions, strict=True):
+        row = rows[todo[k]]
+        row["cloud_fraction"] = f
+        if f is not None and f > max_cloud:
+            row["status"] = STATUS_CLOUDY
+            cloudy.add(k)
+    if not cloudy:
+        return todo
+    keep = [k for k in range(len(todo)) if k not in cloudy]
+    pixels[: len(keep)] = pixels[keep]
+    return [todo[k] for k in keep]
 
 
 def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | None) -> Pending:
@@ -122,17 +169,21 @@ def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | N
     affine = scene.info.affine
     wraps = scene.info.wraps  # longitudes past ±180: normalised (RFC 7946's convention)
 
+    item_id, acquired = scene.info.item_id or _stem(scene.path), scene.info.acquired
+
     def base(status: str, win: tuple[int, int, int, int], **kw: Any) -> Row:
         b = window_bounds(affine, win)
         if wraps:
             west, east = wrap_bounds(b[0], b[2])
             b = (west, b[1], east, b[3])
         return _row(scene.path, status, scene.sha256, row_off=win[0], col_off=win[1],
-                    height=win[2], width=win[3], crs=scene.info.crs, **_bounds(b), **kw)
+                    height=win[2], width=win[3], crs=scene.info.crs, item_id=item_id,
+                    acquired=acquired, **_bounds(b), **kw)
 
     try:
         on_read = sink.adder(unit.scene, unit.chunk) if sink is not None else None
-        windows = read_chunk(scene.info, scene.grid, chunk, opts.max_nodata, opts.fill, on_read)
+        windows = read_chunk(scene.info, scene.grid, chunk, opts.max_nodata, opts.fill, on_read,
+                             opts.max_cloud)
     except Exception as exc:  # the whole chunk failed to read: its windows are errors
         if not isinstance(exc, InputError):
             log.debug("unexpected failure on %s", scene.path, exc_info=True)
@@ -144,10 +195,11 @@ def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | N
         if isinstance(w, WindowError):
             rows.append(base("error", w.window, error=error_reason(w.error, scene.path)))
         elif w.pixels is None:
-            rows.append(base("nodata", w.window))
+            rows.append(base(STATUS_CLOUDY if w.cloudy else STATUS_NODATA, w.window,
+                             cloud_fraction=w.cloud_fraction))
         else:
             todo.append(len(rows))
-            rows.append(base("ok", w.window))
+            rows.append(base(STATUS_OK, w.window, cloud_fraction=w.cloud_fraction))
             arrays.append(w.pixels)
     if not arrays:
         return Pending(unit, rows, todo, None)

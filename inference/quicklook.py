@@ -165,6 +165,16 @@ def canvas_from_file(scene: ScenePlan, model_bands: Sequence[str]) -> Canvas:
     canvas = Canvas(scene, model_bands)
     info = scene.info
     step = max(info.block_shape[0], (_FILL_ROWS // max(1, info.block_shape[0])) * info.block_shape[0])
+    if info.band_plan is not None:  # a STAC item, or a file read onto another grid
+        from inference.scene_reads import read_rows
+
+        try:
+            for read, data, valid in read_rows(info, step, canvas.src_rows):
+                canvas.add(read, data, valid)
+        except (InputError, RasterioError, OSError) as exc:
+            log.warning("quicklook of %s without the scene (%s)", scene.path, exc)
+        canvas.chunks.update(range(len(scene.chunks)))
+        return canvas
     try:
         with open_raster(scene.path) as ds:
             mask_needed = info.dataset_mask

@@ -15,8 +15,10 @@ the model's.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -26,7 +28,16 @@ from rasterio.windows import Window
 
 from inference.choices import DEFAULT_MAX_PIXELS
 from inference.geo import wrap_bounds
+from inference.input_fit import ChipFit, check, geotiff_chip_fit, image_chip_fit
 from inference.tiling import Chunk, TileGrid
+from inference.windows import (
+    WindowError,
+    WindowPixels,
+    cut_windows,
+    fill_invalid,
+    valid_mask,
+    window_bounds,
+)
 from vision.bands import match_bands, raster_band_names
 from vision.data.decode import decode_image_bytes, image_shape
 from vision.errors import (
@@ -38,7 +49,16 @@ from vision.errors import (
     UnsupportedFileError,
 )
 from vision.hashing import sha256_bytes
+from vision.radiometry import Radiometry
 from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
+from vision.scene import parse_tiff_datetime
+
+if TYPE_CHECKING:
+    from vision.scene import BandPlan
+
+__all__ = ["DEFAULT_MAX_PIXELS", "RASTER_SUFFIXES", "ChipPixels", "OnRead", "Probe", "SceneInfo",
+           "WindowError", "WindowPixels", "error_reason", "probe", "read_chip", "read_chunk",
+           "valid_mask", "window_bounds"]
 
 #: Suffixes decoded with PIL (as in training) rather than GDAL.
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -63,14 +83,41 @@ def crs_string(crs: object) -> str | None:
 
 
 @dataclass(frozen=True)
+class CloudSource:
+    """How a scene's cloud fractions are measured.
+
+    Attributes:
+        method: ``scl`` (the band plan's scene classification layer) or ``s2cloudless``.
+        plan: for ``s2cloudless``, the plan of its ten bands (read raw).
+        scale, offset: per band of ``plan``, reflectance = DN * scale + offset.
+    """
+
+    method: str
+    plan: BandPlan | None = None
+    scale: tuple[float, ...] = ()
+    offset: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class SceneInfo:
     """What the planner learns from a scene's header.
 
+    A scene is read from its one file on the file's own grid (the fast path), unless it has
+    a ``band_plan``: then its bands (per-band STAC assets, or a file read onto another grid,
+    harmonised, or with clouds to measure) are read through `vision.scene` onto the grid
+    these fields describe (`inference.scene_reads`).
+
     Attributes:
-        bands: 0-based indices of the model's bands in the file.
+        path: the file, or the STAC item's JSON.
+        width, height, crs, transform: the grid its windows are placed on.
+        bands: 0-based indices of the model's bands in the file (fast path).
         nodata: per selected band, the nodata value or ``None``.
         dataset_mask: the file has an internal mask or alpha band (read it for validity).
         transform: the geotransform as a 6-tuple (``Affine`` is rebuilt from it).
+        item_id, acquired: the rows' ``item_id`` and ``acquired``.
+        band_plan: read through `vision.scene` with this plan (``None``: the fast path).
+        resampling: for reflectance bands read onto another grid.
+        cloud: how its windows' cloud fractions are measured (``None``: not measured).
     """
 
     path: str
@@ -84,6 +131,11 @@ class SceneInfo:
     dataset_mask: bool
     block_shape: tuple[int, int]
     geographic: bool = False
+    item_id: str | None = None
+    acquired: datetime | None = None
+    band_plan: BandPlan | None = None
+    resampling: str = "bilinear"
+    cloud: CloudSource | None = None
 
     @property
     def affine(self) -> Affine:
@@ -112,6 +164,7 @@ class Probe:
     scene: SceneInfo | None = None
     error: str | None = None
     source: str | None = None
+    fit: ChipFit | None = None
 
 
 class SceneTooLargeError(InputError):
@@ -133,14 +186,28 @@ def utf8_path(path: str) -> tuple[str, str | None]:
 
 
 def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
-          max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
-    """Decide chip or scene from the file's suffix and header; never raises for a bad file."""
+          max_pixels: int = DEFAULT_MAX_PIXELS, radiometry: Radiometry | None = None,
+          allow_mismatch: bool = False) -> Probe:
+    """Decide chip or scene from the file's suffix and header; never raises for a bad file.
+
+    With the model's ``radiometry``, a chip's is checked from the header already open (a
+    JPEG/PNG chip's from its suffix: 8-bit display; its decoded dtype is checked again when
+    it is read): a chip the model refuses is an error, one allowed to run anyway carries
+    its mismatch in `Probe.fit`.
+    """
     shown, bad_name = utf8_path(path)
     if bad_name is not None:
         return Probe(shown, "error", error=bad_name, source=path)
     suffix = os.path.splitext(path)[1].lower()
+    names = tuple(model_bands)
     if suffix in PIL_SUFFIXES:
-        return Probe(path, "chip")  # decoded (and checked) with the chip
+        if radiometry is None:
+            return Probe(path, "chip")  # decoded (and checked) with the chip
+        try:
+            return Probe(path, "chip", fit=check(image_chip_fit("uint8", names, radiometry,
+                                                                allow_mismatch), path))
+        except InputError as exc:
+            return Probe(path, "error", error=error_reason(exc, path))
     if suffix not in RASTER_SUFFIXES:
         return Probe(path, "error", error=error_reason(UnsupportedFileError(
             f"not an image file (suffix {suffix or 'none'!r}; expected one of "
@@ -148,7 +215,11 @@ def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
     try:
         with open_raster(path) as ds:
             if ds.height <= input_size[0] and ds.width <= input_size[1]:
-                return Probe(path, "chip")
+                if radiometry is None:
+                    return Probe(path, "chip")
+                fit = geotiff_chip_fit(ds.dtypes[0], tuple(ds.scales), tuple(ds.offsets),
+                                       tuple(ds.descriptions), names, radiometry, allow_mismatch)
+                return Probe(path, "chip", fit=check(fit, path))
             if ds.crs is None or ds.transform == Affine.identity():
                 raise NotGeoreferencedError(
                     f"{ds.width}x{ds.height} raster larger than the model input "
@@ -199,44 +270,17 @@ class ChipPixels:
     """A decoded chip: ``C x H x W`` raw values, any numeric dtype, possibly a strided view
     (the batch it is copied into does the cast); ``None`` when nodata.
 
-    ``crs``/``bounds`` are set for georeferenced GeoTIFF chips.
+    ``crs``/``bounds`` are set for georeferenced GeoTIFF chips, ``acquired`` for those with
+    a ``TIFFTAG_DATETIME``; ``cloud`` is ``(reflectance, valid)`` of s2cloudless' ten bands
+    (``10 x h x w`` and ``h x w``) when the chip's fit measures clouds.
     """
 
     pixels: np.ndarray | None
     sha256: str
     crs: str | None = None
     bounds: tuple[float, float, float, float] | None = None
-
-
-def valid_mask(data: np.ndarray, nodata: Sequence[float | None],
-                mask: np.ndarray | None) -> np.ndarray:
-    """Pixels that hold data: not NaN/inf in any band, not nodata in every band, not masked.
-
-    As GDAL does for a dataset mask, a pixel is nodata only where *all* bands equal their
-    nodata value (a legitimate 0 in one band of a valid pixel is kept).
-    """
-    valid = np.ones(data.shape[1:], dtype=bool)
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data).all(axis=0)
-    if all(nd is not None for nd in nodata) and nodata:
-        is_nd = np.ones(data.shape[1:], dtype=bool)
-        for b, nd in enumerate(nodata):
-            assert nd is not None
-            is_nd &= np.isnan(data[b]) if np.isnan(nd) else data[b] == nd
-        valid &= ~is_nd
-    if mask is not None:
-        valid &= mask > 0
-    return valid
-
-
-def _fill(data: np.ndarray, valid: np.ndarray, fill: Sequence[float] | None) -> np.ndarray:
-    """``data`` as float32 with invalid pixels set to ``fill`` (per band; 0 without it)."""
-    out = data.astype(np.float32, copy=True)
-    if not valid.all():
-        inv = ~valid
-        for b in range(out.shape[0]):
-            out[b][inv] = fill[b] if fill is not None else 0.0
-    return out
+    acquired: datetime | None = None
+    cloud: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _fit_size(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -253,8 +297,13 @@ def _fit_size(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
-              fill: Sequence[float] | None = None) -> ChipPixels:
+              fill: Sequence[float] | None = None, fit: ChipFit | None = None,
+              radiometry: Radiometry | None = None, allow_mismatch: bool = False) -> ChipPixels:
     """Read one chip file as the model's input.
+
+    ``fit`` (from `probe`) harmonises the pixels and names the bands of its cloud mask; with
+    the model's ``radiometry``, a JPEG/PNG chip that decodes to more than 8 bits is checked
+    again for its real depth.
 
     Raises:
         UnreadableInputError, BandMismatchError: the chip cannot be used (becomes an error row).
@@ -282,32 +331,48 @@ def read_chip(path: str, model_bands: Sequence[str], input_size: tuple[int, int]
             raise BandMismatchError(
                 f"{path}: has {hwc.shape[2]} bands, the model takes {len(model_bands)} "
                 f"{list(model_bands)}")
+        if radiometry is not None and hwc.dtype != np.uint8:
+            check(image_chip_fit(str(hwc.dtype), tuple(model_bands), radiometry, allow_mismatch),
+                  path)
         pixels = hwc.transpose(2, 0, 1)  # a view: cast and copied once, into the batch
-    else:
-        with open_raster(path) as ds:
-            if ds.height > input_size[0] or ds.width > input_size[1]:
-                raise UnreadableInputError(f"{path}: changed while the job ran (now larger)")
-            bands = resolve_bands(ds.descriptions, model_bands)
-            try:
-                arr = ds.read([b + 1 for b in bands])
-                mask = ds.dataset_mask() if any(
-                    MaskFlags.per_dataset in ds.mask_flag_enums[b] for b in bands) else None
-            except RasterioError as exc:
-                raise UnreadableInputError(f"{path}: read failed ({exc})") from exc
-            if ds.crs is not None and ds.transform != Affine.identity():
+        return ChipPixels(_fit_size(pixels, input_size), sha)
+    cloud_idx = list(fit.cloud_bands) if fit is not None and fit.cloud_bands else []
+    with open_raster(path) as ds:
+        if ds.height > input_size[0] or ds.width > input_size[1]:
+            raise UnreadableInputError(f"{path}: changed while the job ran (now larger)")
+        bands = resolve_bands(ds.descriptions, model_bands)
+        # One read for the model's bands and the cloud mask's (they overlap).
+        want = list(dict.fromkeys([*bands, *cloud_idx]))
+        try:
+            both = ds.read([b + 1 for b in want])
+            mask = ds.dataset_mask() if any(
+                MaskFlags.per_dataset in ds.mask_flag_enums[b] for b in want) else None
+        except RasterioError as exc:
+            raise UnreadableInputError(f"{path}: read failed ({exc})") from exc
+        arr = both if len(want) == len(bands) else both[[want.index(b) for b in bands]]
+        acquired = parse_tiff_datetime(ds.tags().get("TIFFTAG_DATETIME"))
+        if ds.crs is not None and ds.transform != Affine.identity():
                 crs = crs_string(ds.crs)
                 b = ds.bounds
                 bounds = (b.left, b.bottom, b.right, b.top)
                 if ds.crs.is_geographic:
                     west, east = wrap_bounds(b.left, b.right)
                     bounds = (west, b.bottom, east, b.top)
-            nodata = [ds.nodatavals[b] for b in bands]
-        valid = valid_mask(arr, nodata, mask)
-        if not valid.any():
-            raise NoDataError(f"{path}: no valid pixel (all nodata or NaN)", sha256=sha, crs=crs,
-                              bounds=bounds)
-        pixels = _fill(arr, valid, fill)
-    return ChipPixels(_fit_size(pixels, input_size), sha, crs, bounds)
+        nodata = [ds.nodatavals[b] for b in bands]
+        cloud_nodata = [ds.nodatavals[b] for b in cloud_idx]
+    valid = valid_mask(arr, nodata, mask)
+    if not valid.any():
+        raise NoDataError(f"{path}: no valid pixel (all nodata or NaN)", sha256=sha, crs=crs,
+                          bounds=bounds)
+    if fit is not None and not fit.harmonisation.identity:
+        arr = fit.harmonisation.per_band(len(bands)).apply(arr)
+    pixels = fill_invalid(arr, valid, fill)
+    cloud = None
+    if cloud_idx and fit is not None:
+        dn = both[[want.index(b) for b in cloud_idx]]
+        refl = dn.astype(np.float32) * np.float32(fit.cloud_scale) + np.float32(fit.cloud_offset)
+        cloud = (refl, valid & valid_mask(dn, cloud_nodata, mask))
+    return ChipPixels(_fit_size(pixels, input_size), sha, crs, bounds, acquired, cloud)
 
 
 def _check_chip_size(path: str, shape: tuple[int, ...], input_size: tuple[int, int]) -> None:
@@ -317,17 +382,6 @@ def _check_chip_size(path: str, shape: tuple[int, ...], input_size: tuple[int, i
             f"{input_size[1]}x{input_size[0]}; only georeferenced GeoTIFF scenes are tiled")
 
 
-@dataclass
-class WindowPixels:
-    """One window of a chunk: grid position, pixel window, and pixels (``None`` if nodata;
-    raw dtype, possibly a view into the chunk, like `ChipPixels`)."""
-
-    i: int
-    j: int
-    window: tuple[int, int, int, int]
-    pixels: np.ndarray | None
-
-
 #: Called with each successful read of a scene: ``(row_off, col_off, height, width)``, the
 #: ``C x h x w`` pixels of the model's bands and their ``h x w`` validity (the quicklook
 #: gathers its pixels this way, without reading the scene again).
@@ -335,13 +389,15 @@ OnRead = Callable[[tuple[int, int, int, int], np.ndarray, np.ndarray], None]
 
 
 def read_chunk(scene: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float,
-               fill: Sequence[float] | None = None, on_read: OnRead | None = None
-               ) -> list[WindowPixels | WindowError]:
+               fill: Sequence[float] | None = None, on_read: OnRead | None = None,
+               max_cloud: float = 1.0) -> list[WindowPixels | WindowError]:
     """Read a chunk's windows with one block-aligned windowed read.
 
     Windows whose nodata fraction (pixels outside the scene count as nodata) exceeds
     ``max_nodata`` come back with ``pixels = None``; others have their few nodata pixels
-    filled with ``fill`` (the model's per-band mean).
+    filled with ``fill`` (the model's per-band mean). A scene with a band plan is read
+    through `vision.scene` (`inference.scene_reads`), its windows' cloud fractions measured
+    and those over ``max_cloud`` marked ``cloudy``.
 
     When the chunk's read fails (a damaged block), each window is read on its own and
     those that still fail come back as `WindowError`s.
@@ -349,6 +405,10 @@ def read_chunk(scene: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float
     Raises:
         UnreadableInputError: the file cannot be opened any more.
     """
+    if scene.band_plan is not None:
+        from inference.scene_reads import read_planned_chunk
+
+        return read_planned_chunk(scene, grid, chunk, max_nodata, fill, on_read, max_cloud)
     r0, c0, rh, rw = chunk.read
     with open_raster(scene.path) as ds:
         try:
@@ -361,7 +421,7 @@ def read_chunk(scene: SceneInfo, grid: TileGrid, chunk: Chunk, max_nodata: float
     valid = valid_mask(data, scene.nodata, mask)
     if on_read is not None:
         on_read((r0, c0, rh, rw), data, valid)
-    return list(_windows(data, valid, grid, chunk.windows(), (r0, c0, rh, rw), max_nodata, fill))
+    return list(cut_windows(data, valid, grid, chunk.windows(), (r0, c0, rh, rw), max_nodata, fill))
 
 
 def _read(ds: object, scene: SceneInfo, r0: int, c0: int, rh: int, rw: int
@@ -377,16 +437,6 @@ def _read(ds: object, scene: SceneInfo, r0: int, c0: int, rh: int, rw: int
     return data, mask
 
 
-@dataclass
-class WindowError:
-    """A window that could not be read."""
-
-    i: int
-    j: int
-    window: tuple[int, int, int, int]
-    error: UnreadableInputError
-
-
 def _read_window(ds: object, scene: SceneInfo, grid: TileGrid, i: int, j: int,
                  max_nodata: float, fill: Sequence[float] | None, on_read: OnRead | None
                  ) -> WindowPixels | WindowError:
@@ -399,44 +449,4 @@ def _read_window(ds: object, scene: SceneInfo, grid: TileGrid, i: int, j: int,
     valid = valid_mask(data, scene.nodata, mask)
     if on_read is not None:
         on_read((row, col, rh, rw), data, valid)
-    return _windows(data, valid, grid, [(i, j)], (row, col, rh, rw), max_nodata, fill)[0]
-
-
-def _windows(data: np.ndarray, valid: np.ndarray, grid: TileGrid,
-             windows: Iterable[tuple[int, int]], read: tuple[int, int, int, int],
-             max_nodata: float, fill: Sequence[float] | None) -> list[WindowPixels]:
-    r0, c0, rh, rw = read
-    h, w = grid.size
-    need = (1.0 - max_nodata) * h * w
-    out: list[WindowPixels] = []
-    for i, j in windows:
-        row, col, _, _ = win = grid.window(i, j)
-        # The part of the window inside the read (= inside the scene).
-        ra, rb = row - r0, min(row + h, r0 + rh) - r0
-        ca, cb = col - c0, min(col + w, c0 + rw) - c0
-        v = valid[ra:rb, ca:cb]
-        n_valid = int(v.sum())
-        if n_valid == 0 or n_valid < need:
-            out.append(WindowPixels(i, j, win, None))
-            continue
-        if n_valid == h * w:  # whole and all valid (the usual case): a view, cast later
-            out.append(WindowPixels(i, j, win, data[:, ra:rb, ca:cb]))
-            continue
-        px = np.empty((data.shape[0], h, w), dtype=np.float32)
-        for b in range(data.shape[0]):
-            px[b] = fill[b] if fill is not None else 0.0
-        px[:, : rb - ra, : cb - ca] = _fill(data[:, ra:rb, ca:cb], v, fill)
-        out.append(WindowPixels(i, j, win, px))
-    return out
-
-
-def window_bounds(transform: Affine, window: tuple[int, int, int, int]
-                  ) -> tuple[float, float, float, float]:
-    """``(minx, miny, maxx, maxy)`` of a pixel window (works for rotated transforms too)."""
-    row, col, h, w = window
-    xs, ys = [], []
-    for r, c in ((row, col), (row, col + w), (row + h, col), (row + h, col + w)):
-        x, y = transform @ (c, r)
-        xs.append(x)
-        ys.append(y)
-    return min(xs), min(ys), max(xs), max(ys)
+    return cut_windows(data, valid, grid, [(i, j)], (row, col, rh, rw), max_nodata, fill)[0]

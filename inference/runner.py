@@ -21,7 +21,8 @@ from rich.markup import escape
 
 from inference.engine import Engine, EngineKind, EngineSetup, make_engine
 from inference.finalize import SceneOutputs, finalize
-from inference.inputs import discover
+from inference.fit_manifest import annotate_inputs, job_warnings, model_entry_fit
+from inference.inputs import discover, stac_files
 from inference.job import MANIFEST_SCHEMA_VERSION, JobFolder, fingerprint
 from inference.model import ModelInfo, load_model_info
 from inference.options import JobOptions
@@ -37,6 +38,7 @@ from inference.progress import (
     progress_bars,
 )
 from inference.quicklook import CanvasSink
+from inference.scenes import FitOptions
 from inference.session import (
     Device,
     SessionOptions,
@@ -109,6 +111,11 @@ def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
         "max_nodata": opts.max_nodata,
         "max_pixels": opts.max_pixels,
         "fp16": opts.fp16,
+        "resolution": opts.resolution,
+        "resampling": str(opts.resampling),
+        "gsd": str(opts.gsd),
+        "allow_radiometry_mismatch": opts.allow_radiometry_mismatch,
+        "max_cloud": opts.max_cloud,
         "chip_block": CHIP_BLOCK,
         "schema_version": MANIFEST_SCHEMA_VERSION,
     }
@@ -120,7 +127,7 @@ def _model_entry(model: ModelInfo, uri: str) -> dict[str, Any]:
             "views": model.views, "classes": model.classes, "bands": model.bands,
             "input_size": list(model.input_size), "temperature": model.temperature,
             "thresholds": {model.classes[k]: v for k, v in (model.thresholds or {}).items()}
-            or None}
+            or None, **model_entry_fit(model)}
 
 
 def _load_model(path: Path, uri: str) -> ModelInfo:
@@ -205,12 +212,15 @@ class _Run:
         self.progress.set("planning")
         engine = make_engine(opts.engine, EngineSetup(
             model=model, model_path=self.model_path, session=settings.session,
-            read=ReadOptions.for_model(model, opts.max_nodata),
+            read=ReadOptions.for_model(model, opts.max_nodata, opts.max_cloud,
+                                       opts.allow_radiometry_mismatch),
             workers=settings.workers if opts.engine is EngineKind.LOCAL else opts.workers,
             prefetch=opts.prefetch, device=settings.device, batch_size=opts.batch_size))
         engine.start()  # the local engine builds its session while the inputs are planned
         plan = make_plan(files, model, stride, workers=settings.workers,
-                         max_pixels=opts.max_pixels)
+                         max_pixels=opts.max_pixels, fit=FitOptions(
+                             opts.allow_radiometry_mismatch, opts.gsd, opts.resolution,
+                             opts.resampling), stac_files=stac_files(opts.inputs))
         head = _manifest_head(self.job, self.state, plan, model, opts, self.identity, settings,
                               started)
         self.job.write_manifest(head)
@@ -226,6 +236,7 @@ class _Run:
             manifest, result = finalize(self.job, plan, model, head, scenes)
         finally:
             scenes.close()
+        annotate_inputs(manifest, plan)
         result.classified = classified
         result.elapsed_s = time.perf_counter() - t0
         result.items_per_s = classified / run_s if run_s > 0 else 0.0
@@ -273,6 +284,7 @@ def _manifest_head(job: JobFolder, state: str, plan: Plan, model: ModelInfo, opt
                 "engine": str(opts.engine), "workers": settings.workers,
                 "streams": settings.streams},
         "outputs": sorted(n for s in plan.scenes for n in scene_output_names(s).values()),
+        "warnings": job_warnings(plan, model, opts.allow_radiometry_mismatch),
         "started_at": started,
     }
     if state == "resume":

@@ -138,7 +138,8 @@ class GsdDecision:
 
 
 def decide_gsd(input_m: float, model_m: float | None, mode: GsdMode = "model", tolerance: float = GSD_TOLERANCE,
-               max_coarser: float = MAX_COARSER, allow_coarse: bool = False) -> GsdDecision:
+               max_coarser: float = MAX_COARSER, allow_coarse: bool = False,
+               override: str = "override to run anyway") -> GsdDecision:
     """Decide at which GSD an input is read for a model.
 
     Args:
@@ -147,6 +148,7 @@ def decide_gsd(input_m: float, model_m: float | None, mode: GsdMode = "model", t
         mode: ``model`` resamples to the model's GSD when they differ by more than
             ``tolerance``; ``native`` keeps the pixels as they are and records the mismatch.
         allow_coarse: run an input coarser than the model by more than ``max_coarser``.
+        override: how the caller's user overrides the refusal (ends its message).
 
     Raises:
         GsdMismatch: the input is coarser than the model by more than ``max_coarser``.
@@ -161,7 +163,7 @@ def decide_gsd(input_m: float, model_m: float | None, mode: GsdMode = "model", t
         msg = (f"the input's pixels are {input_m:.3g} m, {ratio:.2g}x coarser than the {model_m:g} m the model "
                f"was trained on (more than {max_coarser:g}x): resampling cannot restore the detail it relies on")
         if not allow_coarse:
-            raise GsdMismatch(f"{msg}; use imagery of about {model_m:g} m, or override to run anyway")
+            raise GsdMismatch(f"{msg}; use imagery of about {model_m:g} m, or {override}")
         coarse_note = f"{msg}; run anyway (overridden)"
     else:
         coarse_note = ""

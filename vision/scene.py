@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
@@ -43,7 +44,7 @@ from vision.bands import canonical_band, match_bands, raster_band_names
 from vision.errors import NotGeoreferencedError, UnreadableInputError
 from vision.geo import crs_resolution
 from vision.radiometry import IDENTITY, Harmonisation, Radiometry, geotiff_radiometry, reconcile
-from vision.raster import open_raster
+from vision.raster import gdal_env, open_raster
 
 #: Largest read one call may ask for, in pixels per band (callers read chunks, not products).
 MAX_READ_PIXELS = 8192 * 8192
@@ -285,12 +286,23 @@ class Scene:
             raise
 
     def _open(self) -> None:
+        # The files are checked by `open_raster` (magic bytes, driver allow-list, size guard),
+        # then opened again on their own: a dataset held by `open_raster` keeps its GDAL
+        # environment entered, which breaks when a scene outlives a call or is closed by
+        # another thread (a reader thread keeps its scenes open across chunks). Opening and
+        # every read run inside the project's GDAL settings (`gdal_env`).
+        with gdal_env():
+            self._open_files()
+
+    def _open_files(self) -> None:
         crs = CRS.from_user_input(self.grid.crs)
         by_path: dict[tuple[str, bool], _File] = {}
         for pos, s in enumerate(self.sources):
             key = (s.path, s.categorical)
             if key not in by_path:
-                ds = self._stack.enter_context(open_raster(s.path))
+                with open_raster(s.path):
+                    pass
+                ds = self._stack.enter_context(rasterio.open(s.path))
                 if ds.crs is None or ds.transform == Affine.identity():
                     raise NotGeoreferencedError(f"{s.path}: no CRS or geotransform: cannot place it on the grid")
                 default = Resampling.nearest if s.categorical else Resampling.bilinear
@@ -329,6 +341,13 @@ class Scene:
         return tuple(s.band for s in self.sources)
 
     @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype `read` returns (float32 when the plan harmonises)."""
+        if not self.harmonisation.identity:
+            return np.dtype(np.float32)
+        return np.result_type(*(f.ds.dtypes[i - 1] for f in self._files for i in f.indexes))
+
+    @property
     def block_shape(self) -> tuple[int, int]:
         """The block shape of the file whose grid is the scene's (else `DEFAULT_BLOCK`)."""
         for f in self._files:
@@ -347,6 +366,10 @@ class Scene:
         row, col, h, w = (int(v) for v in window)
         if h <= 0 or w <= 0 or h * w > MAX_READ_PIXELS:
             raise ValueError(f"window {window} is empty or larger than {MAX_READ_PIXELS} pixels")
+        with gdal_env():
+            return self._read(row, col, h, w)
+
+    def _read(self, row: int, col: int, h: int, w: int) -> ScenePixels:
         parts: list[tuple[_File, np.ndarray]] = []
         valid = np.ones((h, w), dtype=bool)
         for f in self._files:

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("VISION_DATA_DIR", REPO.parent / "shared" / "data"))
 SCENES = DATA_DIR / "scenes"
 BAD_INPUTS = Path(__file__).parent / "data" / "bad_inputs"
+BAD_STAC = Path(__file__).parent / "data" / "bad_stac"
 
 RGB_BANDS = ["B04", "B03", "B02"]
 CLASSES = ["AnnualCrop", "Forest", "Highway", "SeaLake"]

@@ -19,8 +19,8 @@ import pytest
 from inference.runner import JobOptions, run_job
 from vision.errors import ConfigError
 
-from .conftest import BAD_INPUTS, RGB_BANDS, random_chips
-from .data.make_bad_inputs import EXPECTED, RUNTIME_CASES, add_runtime_cases
+from .conftest import BAD_INPUTS, BAD_STAC, RGB_BANDS, random_chips
+from .data.make_bad_inputs import EXPECTED, EXPECTED_STAC, RUNTIME_CASES, add_runtime_cases
 
 REPO = Path(__file__).resolve().parents[2]
 VISION = [sys.executable, "-c", "from vision.cli import main; main()"]
@@ -42,16 +42,18 @@ def test_bad_input_corpus(corpus_model: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(BAD_INPUTS, corpus)
     add_runtime_cases(corpus)  # a file name that is not UTF-8
+    stac = tmp_path / "stac"  # STAC items are named on the command line (folders are walked for rasters)
+    shutil.copytree(BAD_STAC, stac)
     out = tmp_path / "job"
-    proc = cli("infer", str(corpus), "--model", str(corpus_model), "--out", str(out),
-               "--no-progress", "--threads", "1")
+    proc = cli("infer", str(corpus), *(str(stac / n) for n in EXPECTED_STAC),
+               "--model", str(corpus_model), "--out", str(out), "--no-progress", "--threads", "1")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "MarkupError" not in proc.stderr
     table = pq.read_table(out / "predictions.parquet").to_pylist()
     by_file: dict[str, list[dict[str, object]]] = {}
     for r in table:
         by_file.setdefault(_relpath(str(r["path"]), corpus), []).append(r)
-    expected = dict(EXPECTED)
+    expected = dict(EXPECTED) | {f"../stac/{n}": v for n, v in EXPECTED_STAC.items()}
     for name, status, reason in RUNTIME_CASES:
         shown = name.decode("utf-8", "replace")
         expected[shown] = (status, reason)

@@ -9,6 +9,10 @@ a black input (`tests.inference.conftest.make_model` with ``nan_below``).
 Cases that cannot live in a repository (a file name that is not UTF-8) are made at test
 time by `add_runtime_cases`.
 
+``bad_stac/`` holds STAC items (named on the command line: a folder's ``.json`` files are not
+read as STAC) with their small band files: a good one, and items whose asset file is missing,
+whose asset href is remote (``https``), and whose bands do not cover the model's.
+
     python tests/inference/data/make_bad_inputs.py
 """
 
@@ -27,6 +31,7 @@ from affine import Affine
 from PIL import Image
 
 OUT = Path(__file__).parent / "bad_inputs"
+STAC_OUT = Path(__file__).parent / "bad_stac"
 UTM = "EPSG:32631"
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
 
@@ -58,6 +63,16 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "grey_chip.png": ("error", "has 1 bands"),
     "nan_logits_chip.png": ("error", "non-finite logits"),
 }
+
+#: Each STAC item of ``bad_stac/``, the status of its rows and a part of their reason.
+EXPECTED_STAC: dict[str, tuple[str, str | None]] = {
+    "good_item.json": ("ok", None),
+    "missing_asset.json": ("error", "asset 'red' of item 'missing_asset': file not found: "),
+    "http_href.json": ("error", "asset 'red' of item 'http_href': href https://example.com/red.tif is remote"),
+    "bands_not_covered.json": ("error", "no asset has the model's bands ['B02']"),
+}
+#: The band files the items of ``bad_stac/`` point at.
+STAC_FILES = ("red.tif", "green.tif", "blue.tif")
 
 #: Made at test time by `add_runtime_cases` (name as bytes, status, reason part).
 RUNTIME_CASES: tuple[tuple[bytes, str, str], ...] = (
@@ -136,6 +151,38 @@ def _implausible_scene(path: Path) -> None:
         pass
 
 
+def _item(item_id: str, assets: dict[str, tuple[str, str]]) -> dict[str, object]:
+    """A STAC 1.0 item on the corpus's UTM grid; ``assets``: key -> (href, eo:bands name)."""
+    w, s, e, n = 3.0, 45.1, 3.02, 45.12  # roughly where TRANSFORM is (EPSG:32631)
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id,
+        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.1.0/schema.json"],
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        "bbox": [w, s, e, n], "properties": {"datetime": "2021-06-01T10:30:00Z"}, "links": [],
+        "assets": {key: {"href": href, "type": "image/tiff; application=geotiff", "roles": ["data"],
+                         "eo:bands": [{"name": name, "common_name": name}]}
+                   for key, (href, name) in assets.items()},
+    }
+
+
+def write_stac(folder: Path, rng: np.random.Generator) -> None:
+    """The STAC items of `EXPECTED_STAC` and their band files, in ``folder``."""
+    import json
+
+    folder.mkdir(parents=True)
+    for name in STAC_FILES:
+        _tif(folder / name, rng.integers(1, 255, (1, 128, 128), dtype=np.uint8), nodata=0)
+    rgb = {"red": ("./red.tif", "red"), "green": ("./green.tif", "green"), "blue": ("./blue.tif", "blue")}
+    items = {
+        "good_item": rgb,
+        "missing_asset": {**rgb, "red": ("./gone_red.tif", "red")},
+        "http_href": {**rgb, "red": ("https://example.com/red.tif", "red")},
+        "bands_not_covered": {k: v for k, v in rgb.items() if k != "blue"},
+    }
+    for item_id, assets in items.items():
+        (folder / f"{item_id}.json").write_text(json.dumps(_item(item_id, assets), indent=1) + "\n")
+
+
 def add_runtime_cases(folder: Path) -> None:
     """Write `RUNTIME_CASES` into ``folder`` (a copy of the corpus)."""
     rng = np.random.default_rng(11)
@@ -185,6 +232,10 @@ def main() -> None:
          crs="EPSG:4326", transform=Affine(0.005, 0.0, 179.7, 0.0, -0.005, -16.0))
     made = [p.relative_to(OUT).as_posix() for p in OUT.rglob("*") if p.is_file()]
     assert sorted(made) == sorted(EXPECTED)
+    shutil.rmtree(STAC_OUT, ignore_errors=True)
+    write_stac(STAC_OUT, rng)
+    made = [p.name for p in STAC_OUT.iterdir()]
+    assert sorted(made) == sorted([*EXPECTED_STAC, *STAC_FILES])
 
 
 if __name__ == "__main__":

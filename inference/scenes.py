@@ -1,0 +1,176 @@
+"""Planning a scene against the model's contract: which file and band feeds each of the
+model's bands (`vision.stac.plan_item` for a STAC item, `vision.scene.plan_geotiff` for a
+GeoTIFF), whether the radiometry fits (harmonised, refused, or allowed to mismatch), at which
+ground sampling distance its windows are read (`vision.geo.decide_gsd`), and how its clouds
+are measured.
+
+The answer is a `SceneInfo` (the grid its windows are placed on, and how to read it) and a
+`SceneFit` (what the manifest records for the input). A plain GeoTIFF read on its own grid,
+with nothing to harmonise and no clouds to measure, keeps the fast path (one windowed read
+of the file per chunk); everything else is read through `vision.scene`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from rasterio.crs import CRS
+
+from inference.choices import Gsd, ResamplingKind
+from inference.model import ModelInfo
+from inference.readers import CloudSource, SceneInfo, SceneTooLargeError, crs_string
+from vision.bands import canonical_band, raster_band_names
+from vision.clouds import S2CLOUDLESS_BANDS, cloud_method
+from vision.errors import InputError
+from vision.geo import GsdDecision, decide_gsd, pixel_size_m
+from vision.radiometry import S2_SCALE, UNKNOWN
+from vision.raster import open_raster
+from vision.scene import BandPlan, Grid, grid_for, open_scene, plan_geotiff
+from vision.stac import StacItem, plan_item
+
+#: How a refused GSD is overridden on the command line.
+GSD_OVERRIDE = "pass --gsd native to run it anyway (the mismatch is recorded)"
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The options that decide how inputs are fitted to the model."""
+
+    allow_mismatch: bool = False
+    gsd: Gsd = Gsd.MODEL
+    resolution: float | None = None
+    resampling: ResamplingKind = ResamplingKind.BILINEAR
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gsd", Gsd.parse(self.gsd))
+        object.__setattr__(self, "resampling", ResamplingKind.parse(self.resampling))
+
+
+@dataclass(frozen=True)
+class SceneFit:
+    """What the manifest records about how a scene was fitted to the model.
+
+    Attributes:
+        band_plan: which asset fed which band, and why (`BandPlan.to_manifest`).
+        gsd: the GSD decision.
+        pixel_m: the ground size ``(x, y)`` of the grid's pixels the windows are read on.
+        window_m: the ground size ``(rows, cols)`` of one window.
+        cloud_method: ``scl``, ``s2cloudless`` or ``None``.
+        read: ``file`` (the fast path) or ``vision.scene``.
+        files: every file read for the scene (they make its ``input_sha256``).
+    """
+
+    band_plan: BandPlan
+    gsd: GsdDecision
+    pixel_m: tuple[float, float]
+    window_m: tuple[float, float]
+    cloud_method: str | None
+    read: str
+    files: tuple[str, ...]
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {**self.band_plan.to_manifest(), "gsd": self.gsd.to_obj(),
+                "pixel_m": [round(v, 4) for v in self.pixel_m],
+                "window_m": [round(v, 3) for v in self.window_m],
+                "cloud_method": self.cloud_method, "read": self.read}
+
+
+def plan_geotiff_scene(info: SceneInfo, model: ModelInfo, fit: FitOptions,
+                       max_pixels: int) -> tuple[SceneInfo, SceneFit]:
+    """Fit a GeoTIFF scene (its header already probed into ``info``).
+
+    Raises:
+        InputError: its bands, radiometry or GSD do not fit (the reason says why).
+    """
+    plan = plan_geotiff(info.path, model.bands, model.radiometry, fit.allow_mismatch)
+    with open_raster(info.path) as ds:
+        names = raster_band_names(ds.descriptions)
+    cloud = None
+    level = plan.sources[0].radiometry.level
+    if cloud_method(False, level, names) == "s2cloudless":
+        cloud = _s2cloudless(plan_geotiff(info.path, S2CLOUDLESS_BANDS, UNKNOWN))
+    return _finish(plan, model, fit, max_pixels, info, cloud)
+
+
+def plan_stac_scene(item: StacItem, model: ModelInfo, fit: FitOptions,
+                    max_pixels: int) -> tuple[SceneInfo, SceneFit]:
+    """Fit a STAC item: its assets per model band, read through `vision.scene`.
+
+    Raises:
+        InputError: an asset is missing or remote, the item lacks the model's bands, or its
+            radiometry or GSD do not fit (the reason says why).
+    """
+    plan = plan_item(item, model.bands, model.radiometry, fit.allow_mismatch)
+    cloud = None
+    if plan.cloud_layer is not None:
+        cloud = CloudSource("scl")
+    else:
+        level = plan.sources[0].radiometry.level
+        names = [canonical_band(b.band_id) for a in item.assets.values() for b in a.bands]
+        if cloud_method(False, level, names) == "s2cloudless":
+            try:
+                cloud = _s2cloudless(plan_item(item, S2CLOUDLESS_BANDS, UNKNOWN))
+            except InputError:
+                cloud = None  # the ten bands are not all readable: no cloud fraction
+    return _finish(plan, model, fit, max_pixels, None, cloud)
+
+
+def _s2cloudless(plan: BandPlan) -> CloudSource:
+    return CloudSource("s2cloudless", plan,
+                       tuple(s.radiometry.scale if s.radiometry.scale is not None else S2_SCALE
+                             for s in plan.sources),
+                       tuple(s.radiometry.offset or 0.0 for s in plan.sources))
+
+
+def _finish(plan: BandPlan, model: ModelInfo, fit: FitOptions, max_pixels: int,
+            fast: SceneInfo | None, cloud: CloudSource | None) -> tuple[SceneInfo, SceneFit]:
+    native = grid_for(plan)
+    try:
+        px = pixel_size_m(native.crs, native.affine, native.width, native.height)
+    except ValueError as exc:
+        raise InputError(f"{plan.source}: {exc}") from None
+    decision = decide_gsd(max(px), model.gsd_m, mode=str(fit.gsd),  # type: ignore[arg-type]
+                          allow_coarse=fit.gsd is Gsd.NATIVE, override=GSD_OVERRIDE)
+    if fit.resolution is not None:
+        target = grid_for(plan, resolution_m=fit.resolution)
+        decision = dataclasses.replace(decision, resample=target != native, target_m=fit.resolution,
+                                       note="; ".join(n for n in (decision.note, f"read at --resolution "
+                                                                  f"{fit.resolution:g} m") if n))
+    elif decision.resample:
+        target = grid_for(plan, resolution_m=decision.target_m)
+    else:
+        target = native
+    if target.width * target.height > max_pixels:
+        raise SceneTooLargeError(
+            f"scene of {target.width}x{target.height} = {target.width * target.height:,} pixels on the "
+            f"grid it is read on, more than --max-pixels {max_pixels:,}; pass a larger --max-pixels")
+    tx, ty = pixel_size_m(target.crs, target.affine, target.width, target.height)
+    h, w = model.input_size
+    files = tuple(dict.fromkeys([*(s.path for s in plan.sources),
+                                 *([plan.cloud_layer.path] if cloud and cloud.method == "scl"
+                                   and plan.cloud_layer else []),
+                                 *(s.path for s in (cloud.plan.sources if cloud and cloud.plan else ()))]))
+    single = fast is not None and len(files) == 1
+    if single and target == native and plan.harmonisation.identity and cloud is None:
+        assert fast is not None
+        info = dataclasses.replace(fast, item_id=plan.item_id, acquired=plan.acquired)
+        read = "file"
+    else:
+        info = _planned_info(plan, target, fit, cloud)
+        read = "vision.scene"
+    return info, SceneFit(plan, decision, (tx, ty), (h * ty, w * tx), cloud.method if cloud else None, read,
+                          files)
+
+
+def _planned_info(plan: BandPlan, grid: Grid, fit: FitOptions, cloud: CloudSource | None) -> SceneInfo:
+    with open_scene(plan, grid=grid, resampling=str(fit.resampling)) as scene:
+        block, dtype = scene.block_shape, str(scene.dtype)
+    crs = CRS.from_user_input(grid.crs)
+    n = len(plan.sources)
+    return SceneInfo(path=plan.source, width=grid.width, height=grid.height, dtype=dtype,
+                     crs=str(crs_string(crs)), transform=grid.transform, bands=tuple(range(n)),
+                     nodata=(None,) * n, dataset_mask=False, block_shape=block,
+                     geographic=bool(crs.is_geographic), item_id=plan.item_id, acquired=plan.acquired,
+                     band_plan=plan, resampling=str(fit.resampling), cloud=cloud)

@@ -1,0 +1,128 @@
+"""Cutting a read region of a scene into the model's windows: validity, nodata and cloud
+decisions, and the filling of a window's few invalid pixels.
+
+Shared by both ways a scene is read (`inference.readers.read_chunk`: one file on its own
+grid; `inference.scene_reads`: per-band files or another grid, through `vision.scene`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+
+from inference.tiling import TileGrid
+from vision.errors import UnreadableInputError
+
+
+def valid_mask(data: np.ndarray, nodata: Sequence[float | None],
+               mask: np.ndarray | None) -> np.ndarray:
+    """Pixels that hold data: not NaN/inf in any band, not nodata in every band, not masked.
+
+    As GDAL does for a dataset mask, a pixel is nodata only where *all* bands equal their
+    nodata value (a legitimate 0 in one band of a valid pixel is kept).
+    """
+    valid = np.ones(data.shape[1:], dtype=bool)
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    if all(nd is not None for nd in nodata) and nodata:
+        is_nd = np.ones(data.shape[1:], dtype=bool)
+        for b, nd in enumerate(nodata):
+            assert nd is not None
+            is_nd &= np.isnan(data[b]) if np.isnan(nd) else data[b] == nd
+        valid &= ~is_nd
+    if mask is not None:
+        valid &= mask > 0
+    return valid
+
+
+def fill_invalid(data: np.ndarray, valid: np.ndarray, fill: Sequence[float] | None) -> np.ndarray:
+    """``data`` as float32 with invalid pixels set to ``fill`` (per band; 0 without it)."""
+    out = data.astype(np.float32, copy=True)
+    if not valid.all():
+        inv = ~valid
+        for b in range(out.shape[0]):
+            out[b][inv] = fill[b] if fill is not None else 0.0
+    return out
+
+
+@dataclass
+class WindowPixels:
+    """One window of a chunk: grid position, pixel window, and pixels (``None`` when not
+    classified: nodata, or ``cloudy``; raw dtype, possibly a view into the chunk).
+
+    ``cloud_fraction`` is the share of the window's valid pixels that are cloud (``None``:
+    not computed); ``cloudy`` says it is over ``--max-cloud`` (the window is not classified).
+    """
+
+    i: int
+    j: int
+    window: tuple[int, int, int, int]
+    pixels: np.ndarray | None
+    cloud_fraction: float | None = None
+    cloudy: bool = False
+
+
+@dataclass
+class WindowError:
+    """A window that could not be read."""
+
+    i: int
+    j: int
+    window: tuple[int, int, int, int]
+    error: UnreadableInputError
+
+
+def cut_windows(data: np.ndarray, valid: np.ndarray, grid: TileGrid,
+                windows: Iterable[tuple[int, int]], read: tuple[int, int, int, int],
+                max_nodata: float, fill: Sequence[float] | None,
+                clouds: Sequence[float | None] | None = None,
+                max_cloud: float = 1.0) -> list[WindowPixels]:
+    """The windows of a read region ``read`` (``data``/``valid`` are its pixels).
+
+    A window whose nodata fraction (pixels outside the region count as nodata) exceeds
+    ``max_nodata`` has no pixels; so has one whose cloud fraction (``clouds``, one per window
+    in order) exceeds ``max_cloud`` (``cloudy``). Others have their few invalid pixels set to
+    ``fill``.
+    """
+    r0, c0, rh, rw = read
+    h, w = grid.size
+    need = (1.0 - max_nodata) * h * w
+    out: list[WindowPixels] = []
+    for k, (i, j) in enumerate(windows):
+        row, col, _, _ = win = grid.window(i, j)
+        cloud = clouds[k] if clouds is not None else None
+        # The part of the window inside the read (= inside the scene).
+        ra, rb = row - r0, min(row + h, r0 + rh) - r0
+        ca, cb = col - c0, min(col + w, c0 + rw) - c0
+        v = valid[ra:rb, ca:cb]
+        n_valid = int(v.sum())
+        if n_valid == 0 or n_valid < need:
+            out.append(WindowPixels(i, j, win, None, cloud))
+            continue
+        if cloud is not None and cloud > max_cloud:
+            out.append(WindowPixels(i, j, win, None, cloud, cloudy=True))
+            continue
+        if n_valid == h * w:  # whole and all valid (the usual case): a view, cast later
+            out.append(WindowPixels(i, j, win, data[:, ra:rb, ca:cb], cloud))
+            continue
+        px = np.empty((data.shape[0], h, w), dtype=np.float32)
+        for b in range(data.shape[0]):
+            px[b] = fill[b] if fill is not None else 0.0
+        px[:, : rb - ra, : cb - ca] = fill_invalid(data[:, ra:rb, ca:cb], v, fill)
+        out.append(WindowPixels(i, j, win, px, cloud))
+    return out
+
+
+def window_bounds(transform: Affine, window: tuple[int, int, int, int]
+                  ) -> tuple[float, float, float, float]:
+    """``(minx, miny, maxx, maxy)`` of a pixel window (works for rotated transforms too)."""
+    row, col, h, w = window
+    xs, ys = [], []
+    for r, c in ((row, col), (row, col + w), (row + h, col), (row + h, col + w)):
+        x, y = transform @ (c, r)
+        xs.append(x)
+        ys.append(y)
+    return min(xs), min(ys), max(xs), max(ys)
