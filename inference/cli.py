@@ -41,7 +41,11 @@ GSD: windows are read resampled to the model's GSD when the input's pixels diffe
 than 10 %, and an input more than 2x coarser is refused; --gsd native keeps the pixels as
 they are (the mismatch is recorded). Clouds: each window's cloud_fraction of its valid
 pixels comes from the item's SCL asset, or s2cloudless for 13-band L1C data; windows over
---max-cloud get status `cloudy` (not classified, like nodata).
+--max-cloud get status `cloudy` (not classified, like nodata). Areas of interest: with --aoi
+only the windows whose interior meets an area are read and classified (each row's aoi_id is
+the first area it meets); DIR/aoi_summary.json and a table at the end give per area and class
+the windows and hectares, and the hectares not assessed; an area over no input, or a feature
+that is not a valid polygon, is reported (exit code 1) and the rest of the job runs.
 
 Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
 while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
@@ -69,6 +73,8 @@ Examples:
         --resampling nearest
     vision infer aerial_0.5m.tif --model runs/rgb/model.onnx --out jobs/aerial
     vision infer l2a.tif --model runs/l1c/model.onnx --out jobs/x --allow-radiometry-mismatch
+    vision infer S2_tile.tif --model runs/rgb/model.onnx --out jobs/farms --aoi farms.gpkg \\
+        --aoi-field parcel
 """
 
 
@@ -140,6 +146,15 @@ def infer(
         0.5, "--max-cloud", min=0.0, max=1.0,
         help="windows whose cloud fraction (SCL or s2cloudless) is larger are not "
              "classified (status cloudy)"),
+    aoi: Path | None = typer.Option(
+        None, "--aoi",
+        help="areas of interest (GeoJSON or GeoPackage, any CRS; polygons and multipolygons): "
+             "only windows that meet one are read and classified; rows get aoi_id and "
+             "DIR/aoi_summary.json gives hectares per area and class"),
+    aoi_field: str | None = typer.Option(
+        None, "--aoi-field",
+        help="the AOI file's id field (values set and unique) \\[default: the field `id`, else "
+             "`name`, else the feature's 0-based index]"),
     progress: bool = progress_option(),
 ) -> None:
     import logging
@@ -158,6 +173,7 @@ def infer(
         workers=workers, threads=threads, streams=streams, fp16=fp16, progress=progress,
         max_pixels=max_pixels, resolution=resolution, resampling=resampling, gsd=gsd,
         allow_radiometry_mismatch=allow_radiometry_mismatch, max_cloud=max_cloud,
+        aoi=aoi, aoi_field=aoi_field,
     ))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

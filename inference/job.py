@@ -57,7 +57,7 @@ LOCK = ".lock"
 #: Files every job has, whatever its inputs.
 JOB_FILES = (MANIFEST, PROGRESS_FILE, PREDICTIONS, SUCCESS, LOCK)
 #: Suffixes of the per-scene outputs a manifest may name (anything else is not the job's).
-OUTPUT_SUFFIXES = (".tif", ".geojson", ".png")
+OUTPUT_SUFFIXES = (".tif", ".geojson", ".png", ".json")  # .json: aoi_summary.json
 _PART = re.compile(r"[cs][0-9]{5,6}(-[0-9]{6})?\.parquet")
 _PART_TEMP = re.compile(r"\.[cs][0-9]{5,6}(-[0-9]{6})?\.parquet\..+" + re.escape(TMP_SUFFIX))
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")

@@ -46,6 +46,8 @@ class JobOptions:
             model's (recorded in the manifest) instead of refusing them.
         max_cloud: largest cloud fraction of a window's valid pixels that is still
             classified (status ``cloudy`` above it).
+        aoi: areas of interest (GeoJSON or GeoPackage): only windows that meet one are read.
+        aoi_field: the AOI file's id field (``None``: ``id``, else ``name``, else the index).
     """
 
     inputs: tuple[str, ...]
@@ -69,6 +71,8 @@ class JobOptions:
     gsd: Gsd = Gsd.MODEL
     allow_radiometry_mismatch: bool = False
     max_cloud: float = 0.5
+    aoi: Path | None = None
+    aoi_field: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device.parse(self.device))
@@ -97,5 +101,11 @@ class JobOptions:
                               f"{self.resolution}")
         if not 0.0 <= self.max_cloud <= 1.0:
             raise ConfigError("--max-cloud must be in [0, 1]")
+        if self.aoi is not None:
+            object.__setattr__(self, "aoi", Path(self.aoi))
+        if self.aoi_field is not None and self.aoi is None:
+            raise ConfigError("--aoi-field names the id field of an --aoi file: give --aoi too")
+        if self.aoi_field is not None and not self.aoi_field.strip():
+            raise ConfigError("--aoi-field must name a field")
         if self.prefetch < 1:
             raise ConfigError("prefetch must be at least 1")

@@ -12,9 +12,10 @@ import os
 import re
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from inference.aoi import AreasOfInterest, WindowSelection
 from inference.input_fit import ChipFit
 from inference.model import ModelInfo
 from inference.readers import (
@@ -27,7 +28,7 @@ from inference.readers import (
     utf8_path,
 )
 from inference.scenes import FitOptions, SceneFit, plan_geotiff_scene, plan_stac_scene
-from inference.tiling import Chunk, TileGrid, chunk_grid
+from inference.tiling import Chunk, TileGrid, chunk_grid, restrict_chunks, window_rects
 from vision.errors import InputError, UnreadableInputError
 from vision.hashing import file_sha256
 from vision.stac import StacItem, read_stac
@@ -53,7 +54,9 @@ class ChipEntry:
 @dataclass(frozen=True)
 class ScenePlan:
     """A scene to tile: header facts, grid, chunks, hash and output file stem, and how it
-    fits the model (``fit``: band plan, GSD, clouds; for the manifest)."""
+    fits the model (``fit``: band plan, GSD, clouds; for the manifest). With ``--aoi``,
+    ``aoi`` says which windows meet an area (only those are in ``chunks``) and their
+    ``aoi_id``; it is plain data, so it travels with the plan (Ray)."""
 
     index: int
     info: SceneInfo
@@ -62,10 +65,22 @@ class ScenePlan:
     sha256: str
     stem: str
     fit: SceneFit | None = None
+    aoi: WindowSelection | None = None
 
     @property
     def path(self) -> str:
         return self.info.path
+
+    @property
+    def n_windows(self) -> int:
+        """Windows read and classified (all of the grid's without an area of interest)."""
+        return sum(len(c) for c in self.chunks)
+
+    def aoi_id(self, row_off: int, col_off: int) -> str | None:
+        """The ``aoi_id`` of the window at ``(row_off, col_off)`` (``None`` without ``--aoi``)."""
+        if self.aoi is None:
+            return None
+        return self.aoi.aoi_id((row_off // self.grid.stride[0]) * self.grid.cols + col_off // self.grid.stride[1])
 
 
 @dataclass(frozen=True)
@@ -86,10 +101,12 @@ class Plan:
     chips: tuple[ChipEntry, ...]
     scenes: tuple[ScenePlan, ...]
     units: tuple[Unit, ...]
+    #: With ``--aoi``: the scenes no area meets (not read, not in ``scenes``).
+    outside_aoi: tuple[str, ...] = ()
 
     @property
     def n_windows(self) -> int:
-        return sum(len(s.grid) for s in self.scenes)
+        return sum(s.n_windows for s in self.scenes)
 
     def digest(self) -> str:
         """Identity of the work split (files, kinds, grids): a resumed job must match it."""
@@ -100,6 +117,8 @@ class Plan:
             h.update(f"c:{c.path}:{c.error};".encode())
         for s in self.scenes:
             h.update(f"s:{s.path}:{s.sha256}:{s.grid};".encode())
+        for p in self.outside_aoi:
+            h.update(f"o:{p};".encode())
         return h.hexdigest()
 
 
@@ -175,13 +194,14 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
               workers: int = 1,
               on_probe: Callable[[Probe], None] | None = None,
               max_pixels: int = DEFAULT_MAX_PIXELS, fit: FitOptions | None = None,
-              stac_files: Collection[str] = ()) -> Plan:
+              stac_files: Collection[str] = (), aois: AreasOfInterest | None = None) -> Plan:
     """Probe every file (rasters in parallel), fit each scene to the model, and split the
     work into units.
 
     ``stac_files`` are STAC Item/Collection/Catalog JSON files: each item below them is a
     scene. ``files`` may hold names that are not valid UTF-8: they become error entries (the
-    plan, its digest and the table hold valid UTF-8 only).
+    plan, its digest and the table hold valid UTF-8 only). With ``aois`` only the windows
+    that meet an area are planned; a scene none meets is left out (`Plan.outside_aoi`).
     """
     fit = fit or FitOptions()
     stac = set(stac_files)
@@ -223,8 +243,10 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
     stems = _stems([s for s, _ in scene_infos])
     with ThreadPoolExecutor(max(1, workers)) as pool:
         hashes = list(pool.map(lambda s: _scene_sha(*s), scene_infos))
-    scenes = [_scene_plan(k, info, sf, sha, stems[info.path], model, stride)
-              for k, ((info, sf), sha) in enumerate(zip(scene_infos, hashes, strict=True))]
+    planned_scenes = [_scene_plan(k, info, sf, sha, stems[info.path], model, stride, aois)
+                      for k, ((info, sf), sha) in enumerate(zip(scene_infos, hashes, strict=True))]
+    outside = tuple(s.path for s in planned_scenes if not s.chunks)
+    scenes = [replace(s, index=k) for k, s in enumerate(s for s in planned_scenes if s.chunks)]
     units: list[Unit] = []
     for b in range(0, len(chips), CHIP_BLOCK):
         block = tuple(chips[b: b + CHIP_BLOCK])
@@ -233,13 +255,20 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
         for ch in s.chunks:
             units.append(Unit(f"s{s.index:05d}-{ch.index:06d}", "scene", scene=s.index,
                               chunk=ch.index, n_rows=len(ch)))
-    return Plan(tuple(files), tuple(chips), tuple(scenes), tuple(units))
+    return Plan(tuple(files), tuple(chips), tuple(scenes), tuple(units), outside)
 
 
 def _scene_plan(index: int, info: SceneInfo, fit: SceneFit | None, sha: str, stem: str,
-                model: ModelInfo, stride: tuple[int, int]) -> ScenePlan:
-    """A scene's windows and chunks: the one place its window list is made (an area of
-    interest would select windows here, before they are chunked)."""
+                model: ModelInfo, stride: tuple[int, int],
+                aois: AreasOfInterest | None = None) -> ScenePlan:
+    """A scene's windows and chunks: the one place its window list is made. With areas of
+    interest, the windows are selected on the grid they are read in (after any resampling
+    to the model's GSD) and the chunks cut down to rectangles of kept windows
+    (`restrict_chunks`): a window outside every area is never read."""
     grid = TileGrid(info.height, info.width, model.input_size, stride)
-    chunks = tuple(chunk_grid(grid, info.block_shape))
-    return ScenePlan(index, info, grid, chunks, sha, stem, fit)
+    chunks = chunk_grid(grid, info.block_shape)
+    if aois is None:
+        return ScenePlan(index, info, grid, tuple(chunks), sha, stem, fit)
+    sel = aois.select(info.crs, info.affine, grid.height, grid.width, window_rects(grid))
+    kept = restrict_chunks(grid, chunks, sel.keep)
+    return ScenePlan(index, info, grid, tuple(kept), sha, stem, fit, sel)

@@ -172,6 +172,8 @@ def _prepare_scene(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | N
     item_id, acquired = scene.info.item_id or _stem(scene.path), scene.info.acquired
 
     def base(status: str, win: tuple[int, int, int, int], **kw: Any) -> Row:
+        if scene.aoi is not None:
+            kw["aoi_id"] = scene.aoi_id(win[0], win[1])
         b = window_bounds(affine, win)
         if wraps:
             west, east = wrap_bounds(b[0], b[2])

@@ -19,6 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from inference.aoi import AreasOfInterest
+from inference.aoi_summary import SceneGrid, render_summary, summarise, write_summary
 from inference.engine import Engine, EngineKind, EngineSetup, make_engine
 from inference.finalize import SceneOutputs, finalize
 from inference.fit_manifest import annotate_inputs, job_warnings, model_entry_fit
@@ -47,10 +49,14 @@ from inference.session import (
     default_batch_size,
     default_streams,
 )
-from inference.writers import OutputWriteError, scene_output_names
+from inference.writers import OutputWriteError, scene_output_names, writing
 from vision.contracts.predictions import PredictionRow
 from vision.errors import ConfigError, ModelFormatError, VisionError
+from vision.hashing import file_sha256
 from vision.model_uri import resolve_model
+
+#: The hectares per area of interest and class (``--aoi``), in the job folder.
+AOI_SUMMARY = "aoi_summary.json"
 
 __all__ = ["JobOptions", "JobResult", "JobStoppedError", "run_job"]
 
@@ -102,9 +108,10 @@ def _settings(opts: JobOptions, model: ModelInfo) -> RunSettings:
 
 
 def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
-              stride: tuple[int, int]) -> dict[str, Any]:
-    """What makes two runs the same job (device, batch size and engine do not change rows)."""
-    return {
+              stride: tuple[int, int], aois: AreasOfInterest | None = None) -> dict[str, Any]:
+    """What makes two runs the same job (device, batch size and engine do not change rows);
+    with ``--aoi``, the AOI file's content and id field too."""
+    identity: dict[str, Any] = {
         "model_sha256": model.sha256,
         "inputs": inputs,
         "stride": list(stride),
@@ -119,6 +126,31 @@ def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
         "chip_block": CHIP_BLOCK,
         "schema_version": MANIFEST_SCHEMA_VERSION,
     }
+    if aois is not None and opts.aoi is not None:
+        identity["aoi"] = {"path": os.path.realpath(opts.aoi), "sha256": file_sha256(opts.aoi),
+                           "id_field": aois.id_field}
+    return identity
+
+
+def _load_aois(opts: JobOptions) -> AreasOfInterest | None:
+    """The job's areas of interest (``None`` without ``--aoi``).
+
+    Raises:
+        AoiError: the file cannot be used (one line naming it; exit code 1).
+    """
+    if opts.aoi is None:
+        return None
+    return AreasOfInterest.load(opts.aoi, opts.aoi_field)
+
+
+def _aoi_errors(aois: AreasOfInterest) -> list[dict[str, str]]:
+    """The manifest's error entries for an AOI file: each refused feature, and the areas
+    that overlap no input (after every scene was planned)."""
+    found: list[BaseException] = [*aois.problems]
+    overlap = aois.no_overlap_error()
+    if overlap is not None:
+        found.append(overlap)
+    return [{"path": aois.path, "error": str(e)} for e in found]
 
 
 def _model_entry(model: ModelInfo, uri: str) -> dict[str, Any]:
@@ -155,14 +187,16 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
         settings = _settings(opts, model)
         inputs = [os.path.realpath(i) for i in opts.inputs]
         files = discover(opts.inputs, exclude=opts.out)
-        identity = _identity(model, inputs, opts, stride)
+        aois = _load_aois(opts)
+        identity = _identity(model, inputs, opts, stride, aois)
         job = JobFolder(opts.out)
         state = job.open(fingerprint(identity), opts.overwrite)
         progress = ProgressFile(job.root)
         try:
             if state == "done":
                 return _already_finished(job, console, opts.out)
-            run = _Run(job, state, opts, model, model_path, identity, settings, progress, console)
+            run = _Run(job, state, opts, model, model_path, identity, settings, progress, console,
+                       aois)
             return run(files, stride)
         except BaseException as exc:
             if job.manifest_path.exists():
@@ -205,6 +239,7 @@ class _Run:
     settings: RunSettings
     progress: ProgressFile
     console: Console
+    aois: AreasOfInterest | None = None
 
     def __call__(self, files: list[str], stride: tuple[int, int]) -> JobResult:
         opts, model, settings = self.opts, self.model, self.settings
@@ -220,9 +255,10 @@ class _Run:
         plan = make_plan(files, model, stride, workers=settings.workers,
                          max_pixels=opts.max_pixels, fit=FitOptions(
                              opts.allow_radiometry_mismatch, opts.gsd, opts.resolution,
-                             opts.resampling), stac_files=stac_files(opts.inputs))
+                             opts.resampling), stac_files=stac_files(opts.inputs), aois=self.aois)
         head = _manifest_head(self.job, self.state, plan, model, opts, self.identity, settings,
                               started)
+        aoi_errors = self._aoi_head(head, plan)
         self.job.write_manifest(head)
         done = self.job.done_units() & {u.uid for u in plan.units}
         _print_header(self.console, plan, model, settings, opts, len(done))
@@ -237,6 +273,10 @@ class _Run:
         finally:
             scenes.close()
         annotate_inputs(manifest, plan)
+        summary = self._aoi_summary(manifest, plan, aoi_errors)
+        if aoi_errors:
+            result.exit_code = 1
+            result.errors = [*result.errors, *aoi_errors]
         result.classified = classified
         result.elapsed_s = time.perf_counter() - t0
         result.items_per_s = classified / run_s if run_s > 0 else 0.0
@@ -249,7 +289,38 @@ class _Run:
         self.job.remove_parts()
         self.progress.set("finished")
         print_summary(self.console, result, opts.out)
+        if summary is not None:
+            render_summary(summary, self.console)
         return result
+
+    def _aoi_head(self, head: dict[str, Any], plan: Plan) -> list[dict[str, str]]:
+        """With ``--aoi``: the AOI file in the head manifest, its summary among the outputs;
+        returns the AOI file's error entries (refused features, areas over no input)."""
+        if self.aois is None:
+            return []
+        head["aoi"] = {**self.aois.to_manifest(), "scenes_outside": list(plan.outside_aoi),
+                       "summary": AOI_SUMMARY}
+        head["outputs"] = sorted({*head["outputs"], AOI_SUMMARY})
+        return _aoi_errors(self.aois)
+
+    def _aoi_summary(self, manifest: dict[str, Any], plan: Plan,
+                     aoi_errors: list[dict[str, str]]) -> dict[str, Any] | None:
+        """With ``--aoi``: write ``aoi_summary.json`` from the final table and record the AOI
+        file's errors in the manifest (exit code 1; the rest of the job ran)."""
+        if self.aois is None:
+            return None
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.job.predictions_path)
+        grids = {s.path: SceneGrid(s.info.crs, s.info.affine, s.grid) for s in plan.scenes}
+        summary = summarise(table, self.aois, grids, self.model.classes)
+        path = self.job.root / AOI_SUMMARY
+        with writing(path):
+            write_summary(path, summary)
+        if aoi_errors:
+            manifest["errors"] = sorted([*manifest.get("errors", []), *aoi_errors], key=lambda e: e["path"])
+            manifest["exit_code"] = 1
+        return summary
 
     def _classify(self, engine: Engine, plan: Plan, done: set[str], sink: CanvasSink,
                   scenes: SceneOutputs) -> int:

@@ -15,7 +15,7 @@ unit of resume and of distribution (`--engine ray`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +139,25 @@ def _align(lo: int, hi: int, block: int, limit: int) -> tuple[int, int]:
     return (lo // block) * block, min(limit, -(-hi // block) * block)
 
 
+def _blocks(block_shape: tuple[int, int], target_px: int) -> tuple[int, int]:
+    """The block size reads are aligned to. A huge block (a whole-width strip of a very wide
+    scene) is not worth aligning to: the read would grow with the scene; GDAL's block cache
+    absorbs the re-reads instead."""
+    bh, bw = max(1, block_shape[0]), max(1, block_shape[1])
+    return (1 if bh > 4 * target_px else bh), (1 if bw > 4 * target_px else bw)
+
+
+def _read_region(grid: TileGrid, i0: int, i1: int, j0: int, j1: int, bh: int,
+                 bw: int) -> tuple[int, int, int, int]:
+    """The block-aligned read (inside the scene) of windows ``[i0, i1) x [j0, j1)``."""
+    r_lo, c_lo, _, _ = grid.window(i0, j0)
+    r_hi = grid.window(i1 - 1, j0)[0] + grid.size[0]
+    c_hi = grid.window(i0, j1 - 1)[1] + grid.size[1]
+    r0, r1 = _align(r_lo, r_hi, bh, grid.height)
+    c0, c1 = _align(c_lo, c_hi, bw, grid.width)
+    return r0, c0, r1 - r0, c1 - c0
+
+
 def chunk_grid(grid: TileGrid, block_shape: tuple[int, int],
                target_px: int = CHUNK_TARGET_PX) -> list[Chunk]:
     """Split a grid into chunks of windows, each read with one block-aligned window.
@@ -147,11 +166,7 @@ def chunk_grid(grid: TileGrid, block_shape: tuple[int, int],
     and, where the block size allows, a whole number of blocks, so neighbouring chunks
     do not decode the same compressed blocks twice.
     """
-    bh, bw = max(1, block_shape[0]), max(1, block_shape[1])
-    # A huge block (a whole-width strip of a very wide scene) is not worth aligning to: the
-    # read would grow with the scene; GDAL's block cache absorbs the re-reads instead.
-    bh = 1 if bh > 4 * target_px else bh
-    bw = 1 if bw > 4 * target_px else bw
+    bh, bw = _blocks(block_shape, target_px)
 
     def per_side(stride: int, block: int) -> int:
         side = max(target_px, block)
@@ -168,10 +183,54 @@ def chunk_grid(grid: TileGrid, block_shape: tuple[int, int],
         i1 = min(grid.rows, i0 + nr)
         for j0 in range(0, grid.cols, nc):
             j1 = min(grid.cols, j0 + nc)
-            r_lo, c_lo, _, _ = grid.window(i0, j0)
-            r_hi = grid.window(i1 - 1, j0)[0] + grid.size[0]
-            c_hi = grid.window(i0, j1 - 1)[1] + grid.size[1]
-            r0, r1 = _align(r_lo, r_hi, bh, grid.height)
-            c0, c1 = _align(c_lo, c_hi, bw, grid.width)
-            chunks.append(Chunk(len(chunks), i0, i1, j0, j1, (r0, c0, r1 - r0, c1 - c0)))
+            chunks.append(Chunk(len(chunks), i0, i1, j0, j1, _read_region(grid, i0, i1, j0, j1, bh, bw)))
     return chunks
+
+
+def restrict_chunks(grid: TileGrid, chunks: Sequence[Chunk], keep: np.ndarray) -> list[Chunk]:
+    """The chunks of a grid cut down to the windows in ``keep`` (one bool per window,
+    ``k = i * cols + j``), so that no pixel of a window that is not kept is read (an area of
+    interest: `inference.plan`).
+
+    A chunk without a kept window is dropped. The kept windows of the others are split into
+    rectangles (the runs of kept windows along each window row, merged down the rows while
+    they span the same columns), each a chunk read with exactly its windows' extent: not
+    widened to the blocks, which would read the neighbouring windows (GDAL's block cache
+    absorbs a block decoded for two reads). The chunks are numbered in order (their index
+    is their position).
+    """
+    mask = np.asarray(keep, dtype=bool).reshape(grid.rows, grid.cols)
+    out: list[Chunk] = []
+    for ch in chunks:
+        for i0, i1, j0, j1 in _rectangles(mask[ch.i0:ch.i1, ch.j0:ch.j1]):
+            a0, a1, b0, b1 = ch.i0 + i0, ch.i0 + i1, ch.j0 + j0, ch.j0 + j1
+            out.append(Chunk(len(out), a0, a1, b0, b1, _read_region(grid, a0, a1, b0, b1, 1, 1)))
+    return out
+
+
+def _runs(row: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of ``True`` in a bool vector."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _rectangles(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(i0, i1, j0, j1)`` rectangles that tile the ``True`` cells of a 2-D mask: each row's
+    runs, merged with the run above when it spans the same columns; sorted by ``(i0, j0)``."""
+    done: list[tuple[int, int, int, int]] = []
+    open_: dict[tuple[int, int], int] = {}  # (j0, j1) -> i0 of the rectangle still growing
+    for i in range(mask.shape[0]):
+        runs = set(_runs(mask[i]))
+        for run in [r for r in open_ if r not in runs]:
+            done.append((open_.pop(run), i, *run))
+        for run in runs:
+            open_.setdefault(run, i)
+    done += [(i0, mask.shape[0], *run) for run, i0 in open_.items()]
+    return sorted(done, key=lambda r: (r[0], r[2]))
+
+
+def window_rects(grid: TileGrid) -> np.ndarray:
+    """``(row_off, col_off, height, width)`` of every window, ``k = i * cols + j``."""
+    i, j = np.divmod(np.arange(len(grid)), grid.cols)
+    return np.column_stack([i * grid.stride[0], j * grid.stride[1],
+                            np.full(len(grid), grid.size[0]), np.full(len(grid), grid.size[1])])
