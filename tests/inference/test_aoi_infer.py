@@ -216,3 +216,39 @@ def test_restricted_chunks_are_rectangles_of_exactly_the_kept_windows(seed: int)
         assert c0 + rw == min(grid.width, grid.window(0, ch.j1 - 1)[1] + 64)
     assert (seen == keep).all()
     assert restrict_chunks(grid, chunk_grid(grid, (256, 256)), np.zeros(len(grid), bool)) == []
+
+
+def test_the_plans_selection_pickles(model: Path, tmp_path: Path) -> None:
+    """The Ray engine ships the plan to its actors: the selection (not the AOI object, which
+    holds a lock) goes with it, and gives the same aoi_id there."""
+    import pickle
+
+    from inference.model import load_model_info
+    from inference.plan import make_plan
+
+    scene = write_scene(tmp_path / "scene.tif")
+    aois = AreasOfInterest.load(write_geojson(tmp_path / "a.geojson", [(to_ll(PENTAGON, UTM), {"id": "p"})]))
+    plan = make_plan([str(scene)], load_model_info(model), (64, 64), aois=aois)
+    back = pickle.loads(pickle.dumps(plan))
+    (s,) = back.scenes
+    assert s.aoi is not None and s.n_windows == s.aoi.n_kept == plan.n_windows
+    assert {s.aoi_id(*s.grid.window(i, j)[:2]) for c in s.chunks for i, j in c.windows()} == {"p"}
+
+
+@pytest.mark.slow
+def test_ray_gives_the_local_rows_with_an_aoi(model: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray.data")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    scene = write_scene(tmp_path / "scene.tif")
+    aoi = write_geojson(tmp_path / "a.geojson", [(to_ll(PENTAGON, UTM), {"id": "p"}),
+                                                 (to_ll(SQUARE, UTM), {"id": "q"})])
+    rows = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        assert _run(scene, model, out, aoi, engine=engine).exit_code == 0
+        rows[engine] = [(r["row_off"], r["col_off"], r["status"], r["aoi_id"], r["class_name"])
+                        for r in pq.read_table(out / "predictions.parquet").to_pylist()]
+        assert (out / "aoi_summary.json").is_file()
+    assert rows["local"] == rows["ray"] and len(rows["local"]) > 10
