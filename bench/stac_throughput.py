@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--tiny", action="store_true", help="a 1x1-convolution model instead of Lite0")
     ap.add_argument("--aoi", action="store_true",
-                    help=f"also time --aoi over {AOI_SHARE:.0%} of the stacked scene against the whole scene")
+                    help=f"also time --aoi over {100 * AOI_SHARE:.0f} %% of the stacked scene against the whole scene "
+                         f"(goal <= {AOI_GOAL})")
     args = ap.parse_args(argv)
     data = _data_dir()
     item, stacked = data / ITEM, data / STACKED

@@ -252,3 +252,39 @@ def test_ray_gives_the_local_rows_with_an_aoi(model: Path, tmp_path: Path,
                         for r in pq.read_table(out / "predictions.parquet").to_pylist()]
         assert (out / "aoi_summary.json").is_file()
     assert rows["local"] == rows["ray"] and len(rows["local"]) > 10
+
+
+def test_a_scene_resampled_to_the_models_gsd_is_selected_on_the_read_grid(
+        model_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 5 m scene read at the model's 10 m: the windows are selected on the 10 m grid they are
+    read in, and only theirs are read (counted where `vision.scene` reads are cut)."""
+    from inference import scene_reads
+    from vision.radiometry import EUROSAT_RGB
+
+    rgb10 = model_factory(RGB_BANDS, extra_meta={"radiometry": EUROSAT_RGB, "gsd_m": 10.0})
+    px = np.random.default_rng(3).integers(1, 255, (3, 2 * SIZE, 2 * SIZE), dtype=np.uint8)
+    scene = write_tif(tmp_path / "fine.tif", px, crs=UTM, transform=(5.0, 0.0, 500000.0, 0.0, -5.0, 5000000.0))
+    aoi = write_geojson(tmp_path / "a.geojson", [(to_ll(PENTAGON, UTM), {"id": "p"})])
+    regions: list[tuple[int, int, int, int]] = []
+    cut = scene_reads._cut
+
+    def counting(info: Any, g: Any, grid: Any, region: tuple[int, int, int, int], *rest: Any) -> Any:
+        regions.append(region)
+        return cut(info, g, grid, region, *rest)
+
+    monkeypatch.setattr(scene_reads, "_cut", counting)
+    out = tmp_path / "job"
+    assert _run(scene, rgb10, out, aoi).exit_code == 0
+    entry = json.loads((out / "manifest.json").read_text())["inputs"][0]
+    assert entry["read"] == "vision.scene" and entry["size"] == [SIZE, SIZE]
+    wins = window_rects()  # the 10 m read grid is T's
+    expected = brute_force_ids(AreasOfInterest.load(aoi), UTM, T, SIZE, SIZE, wins)
+    rows = pq.read_table(out / "predictions.parquet").to_pylist()
+    assert {(r["row_off"], r["col_off"]) for r in rows} == \
+        {(int(w[0]), int(w[1])) for w, e in zip(wins, expected, strict=True) if e is not None}
+    read_px = np.zeros((SIZE, SIZE), dtype=np.int32)
+    for r0, c0, rh, rw in regions:
+        read_px[r0:r0 + rh, c0:c0 + rw] += 1
+    assert read_px.max() == 1
+    assert all(not read_px[r:r + 64, c:c + 64].any() for (r, c, _, _), e in zip(wins.tolist(), expected, strict=True)
+               if e is None)
