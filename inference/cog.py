@@ -56,9 +56,11 @@ class RasterLayout:
     note: str | None = None
 
 
-def raster_layout(scene: ScenePlan, max_cells: int = MAX_RASTER_CELLS) -> RasterLayout:
+def raster_layout(scene: ScenePlan, max_cells: int | None = None) -> RasterLayout:
     """The exact layout (`TileGrid.raster_shape`), or one pixel per stride when the exact
-    one has more than ``max_cells`` cells (fewer still if even that is too many)."""
+    one has more than ``max_cells`` (default `MAX_RASTER_CELLS`) cells (fewer still if
+    even that is too many)."""
+    max_cells = MAX_RASTER_CELLS if max_cells is None else max_cells
     grid, info = scene.grid, scene.info
     h, w = grid.raster_shape()
     if h * w <= max_cells:
