@@ -1,6 +1,6 @@
 """The end of a job's work: each scene's outputs as soon as the scene is done, then the parts
-merged into ``predictions.parquet`` and the final manifest built (its caller writes it
-once, then ``_SUCCESS``)."""
+merged into ``predictions.parquet``, the job's STAC catalog written (`inference.stac_items`)
+and the final manifest built (its caller writes it once, then ``_SUCCESS``)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,31 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inference.cog import raster_layout
 from inference.job import JobFolder
 from inference.model import ModelInfo
 from inference.plan import Plan
 from inference.progress import JobResult
 from inference.quicklook import CanvasSink, canvas_from_file
+from inference.stac_items import scene_item, write_stac
 from inference.writers import (
+    OutputWriteError,
+    scene_files,
     scene_output_names,
     scene_rows,
     sort_predictions,
     write_scene_outputs,
     write_table_atomic,
 )
-from vision.contracts.predictions import STATUSES, column, string_scalar
+from vision.contracts.predictions import (
+    STATUS_CLOUDY,
+    STATUS_ERROR,
+    STATUS_NODATA,
+    STATUS_OK,
+    STATUSES,
+    column,
+    string_scalar,
+)
 
 
 class SceneOutputs:
@@ -73,7 +85,7 @@ class SceneOutputs:
         for s in self.plan.scenes:
             if s.index in self.written:
                 continue
-            names = scene_output_names(s).values()
+            names = scene_files(s).values()
             if not all((self.job.root / n).is_file() for n in names):
                 self.done(s.index)
         self._collect(wait=True)
@@ -83,10 +95,28 @@ def _counts(values: list[str]) -> dict[str, int]:
     return {s: values.count(s) for s in STATUSES}
 
 
+def _scene_status(n: dict[str, int]) -> str:
+    """A scene's status: ``error`` when a window failed, ``ok`` when one was classified,
+    else why none was (``cloudy`` when clouds hid any of it, else ``nodata``)."""
+    if n[STATUS_ERROR]:
+        return STATUS_ERROR
+    if n[STATUS_OK]:
+        return STATUS_OK
+    return STATUS_CLOUDY if n[STATUS_CLOUDY] else STATUS_NODATA
+
+
+def _job_time(head: dict[str, Any]) -> datetime:
+    try:
+        t = datetime.fromisoformat(str(head.get("started_at")))
+    except ValueError:
+        return datetime.now(UTC)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
 def finalize(job: JobFolder, plan: Plan, model: ModelInfo, head: dict[str, Any],
              scenes: SceneOutputs) -> tuple[dict[str, Any], JobResult]:
-    """Write the scenes' outputs not written yet and merge the parts; return the final
-    manifest (not yet written) and the job's result.
+    """Write the scenes' outputs not written yet, merge the parts and write the job's STAC
+    catalog; return the final manifest (not yet written) and the job's result.
 
     Raises:
         OutputWriteError: an output could not be written (the parts are kept).
@@ -109,23 +139,37 @@ def finalize(job: JobFolder, plan: Plan, model: ModelInfo, head: dict[str, Any],
                        "error": r["error"], "sha256": r["input_sha256"]})
         if r["status"] == "error":
             errors.append({"path": r["path"], "error": r["error"]})
+    items = []
     for s in plan.scenes:
         rows = scene_rows(table, s.path)
         outputs = scene_output_names(s)
         n = _counts(rows["status"].to_pylist())
         reasons = sorted({e for e in rows["error"].to_pylist() if e})
-        scene_status = "error" if n["error"] else ("ok" if n["ok"] else "nodata")
-        inputs.append({"path": s.path, "kind": "scene", "status": scene_status,
-                       "error": "; ".join(reasons) or None, "sha256": s.sha256,
-                       "crs": s.info.crs, "size": [s.info.height, s.info.width],
-                       "grid": [s.grid.rows, s.grid.cols], "windows": n, "outputs": outputs})
+        layout = raster_layout(s)
+        entry: dict[str, Any] = {
+            "path": s.path, "kind": "scene", "status": _scene_status(n),
+            "error": "; ".join(reasons) or None, "sha256": s.sha256, "crs": s.info.crs,
+            "size": [s.info.height, s.info.width], "grid": [s.grid.rows, s.grid.cols],
+            "windows": n, "outputs": outputs,
+            "raster": {"shape": [layout.height, layout.width],
+                       "scene_pixels_per_cell": [round(v, 6) for v in layout.pixel],
+                       "note": layout.note}}
+        inputs.append(entry)
+        items.append(scene_item(s, layout, rows, model.classes, head.get("model") or {}, entry,
+                                _job_time(head)))
         for e in reasons:
             errors.append({"path": s.path, "error": e})
+    title = f"vision infer: {model.model_name} {model.model_version}"
+    try:
+        stac_names = write_stac(job.root, items, title) if items else []
+    except OSError as exc:
+        raise OutputWriteError(job.root / "stac", exc) from exc
     inputs.sort(key=lambda e: e["path"])
     errors.sort(key=lambda e: e["path"])
     exit_code = 1 if errors else 0
     manifest = dict(head)
     manifest.update(status="finished", finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                     exit_code=exit_code, counts=counts, class_counts=class_counts,
-                    rows=table.num_rows, inputs=inputs, errors=errors)
+                    rows=table.num_rows, inputs=inputs, errors=errors,
+                    outputs=sorted({*head.get("outputs", []), *stac_names}))
     return manifest, JobResult("finished", exit_code, counts, class_counts, errors=errors)

@@ -57,7 +57,9 @@ LOCK = ".lock"
 #: Files every job has, whatever its inputs.
 JOB_FILES = (MANIFEST, PROGRESS_FILE, PREDICTIONS, SUCCESS, LOCK)
 #: Suffixes of the per-scene outputs a manifest may name (anything else is not the job's).
-OUTPUT_SUFFIXES = (".tif", ".geojson", ".png", ".json")  # .json: aoi_summary.json
+OUTPUT_SUFFIXES = (".tif", ".geojson", ".png", ".aux.xml", ".json")  # .json: aoi_summary.json, stac/<stem>.json
+#: The one sub-folder outputs may be in (the job's STAC catalog: ``stac/<stem>.json``).
+OUTPUT_FOLDER = "stac"
 _PART = re.compile(r"[cs][0-9]{5,6}(-[0-9]{6})?\.parquet")
 _PART_TEMP = re.compile(r"\.[cs][0-9]{5,6}(-[0-9]{6})?\.parquet\..+" + re.escape(TMP_SUFFIX))
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
@@ -86,9 +88,11 @@ def _is_part_file(p: Path) -> bool:
 
 
 def _is_output_name(name: object) -> bool:
-    """A per-scene output file name as the job writes it: a plain name in the folder."""
-    return (isinstance(name, str) and name == os.path.basename(name) and name not in ("", ".", "..")
-            and not name.startswith(".") and name.endswith(OUTPUT_SUFFIXES))
+    """A per-scene output file name as the job writes it: a plain name in the folder, or in
+    its `OUTPUT_FOLDER`."""
+    folder, _, base = name.rpartition("/") if isinstance(name, str) else ("", "", "")
+    return (folder in ("", OUTPUT_FOLDER) and base not in ("", ".", "..")
+            and not base.startswith(".") and base.endswith(OUTPUT_SUFFIXES))
 
 
 def manifest_outputs(manifest: dict[str, Any]) -> set[str]:
@@ -261,6 +265,12 @@ class JobFolder:
                 self._remove_parts()
             elif (p.name in owned or self._is_temp_of(p.name, owned)) and (p.is_file() or p.is_symlink()):
                 p.unlink()
+            elif p.name == OUTPUT_FOLDER and p.is_dir() and not p.is_symlink():  # never through a link
+                for q in p.iterdir():
+                    if f"{OUTPUT_FOLDER}/{q.name}" in owned and (q.is_file() or q.is_symlink()):
+                        q.unlink()
+                with contextlib.suppress(OSError):  # not empty: something else is there
+                    p.rmdir()
 
     def remove_temps(self, outputs: Iterable[str] = ()) -> None:
         """Remove leftover temporary files of the job's own files (a killed run's)."""

@@ -179,7 +179,9 @@ class JobResult:
 
 
 def print_summary(console: Console, result: JobResult, out: Path) -> None:
-    """The table of classes and counts, and the first few failures with their reasons."""
+    """The table of classes and counts (the windows not assessed, nodata, cloudy and
+    failed, apart from them: never counted as a class), and the first few failures with
+    their reasons."""
     table = Table(title=f"vision infer: {escape(str(out))}", show_footer=False)
     table.add_column("class")
     table.add_column("rows", justify="right")
@@ -187,6 +189,7 @@ def print_summary(console: Console, result: JobResult, out: Path) -> None:
         table.add_row(escape(name), f"{n:,}")
     table.add_section()
     table.add_row("[dim]nodata (not assessed)[/dim]", f"{result.counts.get('nodata', 0):,}")
+    table.add_row("[dim]cloudy (not assessed)[/dim]", f"{result.counts.get('cloudy', 0):,}")
     table.add_row("[red]errors[/red]", f"{result.counts.get('error', 0):,}")
     table.add_row("[bold]total rows[/bold]", f"{sum(result.counts.values()):,}")
     table.add_section()

@@ -6,8 +6,9 @@ the pixels that fall on the quicklook's grid are copied into the scene's `Canvas
 thousand values per chunk). A scene whose chunks were read by an earlier run (resume) or
 elsewhere (Ray) has its canvas filled from the file instead, block row by block row, through
 the same code, so the picture is the same either way. It is stretched as every picture of
-this project is (`vision.bands.stretch`); windows that were not classified show the scene
-alone, pixels without data are black.
+this project is (`vision.bands.stretch`); windows without data show the scene alone, cloudy
+and failed windows are tinted in their own colours (`inference.palette`), pixels without data
+are black.
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from inference.palette import class_colours
+from inference.palette import (
+    NOT_ASSESSED_COLOURS,
+    NOT_ASSESSED_NAMES,
+    class_colours,
+    status_values,
+)
 from inference.plan import Plan, ScenePlan
 from inference.readers import valid_mask
 from vision.atomic import atomic_path
 from vision.bands import DISPLAY_PERCENTILES, display_bands, stretch_uint8
+from vision.contracts.predictions import STATUS_CLOUDY, STATUS_ERROR
 from vision.errors import InputError
 from vision.raster import open_raster
 
@@ -198,38 +205,47 @@ def canvas_from_file(scene: ScenePlan, model_bands: Sequence[str]) -> Canvas:
 
 def render(canvas: Canvas, class_grid: np.ndarray, no_class: int, classes: Sequence[str]
            ) -> Image.Image:
-    """The quicklook: the canvas, the classes of ``class_grid`` (the window grid,
-    ``no_class`` where not classified) over it, and a legend of every class."""
+    """The quicklook: the canvas, the classes of ``class_grid`` (the window grid; ``no_class``,
+    the class raster's top value, where there is no data, and the not-assessed values of
+    `status_values` below it) over it, and a legend of every class and of the not-assessed
+    states present: cloudy and failed windows are tinted in their own colours, never in a
+    class's; windows without data show the scene alone."""
     grid = canvas.scene.grid
     rgb = canvas.rgb()
     cells = class_grid[np.ix_(grid.raster_index(0, canvas.shape[0]),
                               grid.raster_index(1, canvas.shape[1]))]
-    # The blend as a table: (class + "none") x channel x grey level -> blended level.
-    colours = np.array(class_colours(classes), np.float64)
+    shown = [s for s in (STATUS_CLOUDY, STATUS_ERROR) if (class_grid == status_values(no_class)[s]).any()]
+    # The blend as a table: (class + shown states + "none") x channel x grey level -> level.
+    colours = np.array(class_colours(classes) + [NOT_ASSESSED_COLOURS[s][:3] for s in shown],
+                       np.float64).reshape(-1, 3)
     levels = np.arange(256, dtype=np.float64)
-    lut = np.empty((len(classes) + 1, 3, 256), np.uint8)
+    lut = np.empty((len(colours) + 1, 3, 256), np.uint8)
     lut[:-1] = np.round((1 - ALPHA) * levels[None, None, :] + ALPHA * colours[:, :, None])
-    lut[-1] = np.arange(256, dtype=np.uint8)  # not classified: the scene alone
-    idx = np.where(cells == no_class, len(classes), np.minimum(cells, len(classes)))
+    lut[-1] = np.arange(256, dtype=np.uint8)  # no data: the scene alone
+    idx = np.where(cells < len(classes), cells, len(colours)).astype(np.int64)
+    for k, status in enumerate(shown):
+        idx[cells == status_values(no_class)[status]] = len(classes) + k
     for ch in range(3):
         rgb[..., ch] = lut[idx, ch, rgb[..., ch]]
-    return _with_legend(Image.fromarray(rgb, "RGB"), classes)
+    entries = list(zip(classes, class_colours(classes), strict=True))
+    entries += [(NOT_ASSESSED_NAMES[s], NOT_ASSESSED_COLOURS[s][:3]) for s in shown]
+    return _with_legend(Image.fromarray(rgb, "RGB"), entries)
 
 
-def _with_legend(picture: Image.Image, classes: Sequence[str]) -> Image.Image:
+def _with_legend(picture: Image.Image, entries: Sequence[tuple[str, tuple[int, ...]]]
+                 ) -> Image.Image:
     font = ImageFont.load_default()
-    colours = class_colours(classes)
     probe = ImageDraw.Draw(picture)
-    text_w = max((probe.textlength(c, font=font) for c in classes), default=0)
+    text_w = max((probe.textlength(name, font=font) for name, _ in entries), default=0)
     legend_w = int(text_w) + 40
-    height = max(picture.height, _ROW * len(classes) + 12)
+    height = max(picture.height, _ROW * len(entries) + 12)
     out = Image.new("RGB", (picture.width + legend_w, height), (255, 255, 255))
     out.paste(picture, (0, 0))
     draw = ImageDraw.Draw(out)
     x0 = picture.width + 8
-    for k, (name, colour) in enumerate(zip(classes, colours, strict=True)):
+    for k, (name, colour) in enumerate(entries):
         y = 6 + k * _ROW
-        draw.rectangle([x0, y, x0 + 14, y + 12], fill=colour, outline=(60, 60, 60))
+        draw.rectangle([x0, y, x0 + 14, y + 12], fill=tuple(colour), outline=(60, 60, 60))
         draw.text((x0 + 20, y), name, fill=(0, 0, 0), font=font)
     return out
 

@@ -21,19 +21,27 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rasterio.errors import RasterioError
 
+from inference.cog import (
+    raster_categories,
+    raster_layout,
+    window_grids,
+    write_categories,
+    write_class_cog,
+    write_cog,
+)
 from inference.geo import ring_geometries, to_lonlat
-from inference.palette import colour_table
+from inference.palette import NOT_ASSESSED_NAMES
 from inference.plan import ScenePlan
 from inference.quicklook import Canvas, write_quicklook
 from vision.atomic import atomic_path, write_bytes_atomic
-from vision.contracts.predictions import string_scalar
+from vision.contracts.predictions import STATUS_OK, string_scalar
 from vision.errors import VisionError
-from vision.raster import gdal_env
 
-#: Class raster value of windows that were not classified (nodata or error).
+#: Class raster value of windows without data (the raster's nodata value; cloudy and failed
+#: windows have values of their own: `inference.palette.status_values`).
 CLASS_NODATA = 255
-#: Output-raster cells written per block (bounds memory for very large scenes).
-_BLOCK_CELLS = 1 << 22
+#: Folder of the job's STAC catalog: an item per scene and ``catalog.json``.
+STAC_DIR = "stac"
 
 
 class OutputWriteError(VisionError):
@@ -81,47 +89,29 @@ def scene_rows(table: pa.Table, path: str) -> pa.Table:
     return table.filter(pc.equal(table["path"], string_scalar(path)))
 
 
-def scene_output_names(scene: ScenePlan) -> dict[str, str]:
-    """The files written for a scene, by kind (what the manifest lists as the job's)."""
+def scene_files(scene: ScenePlan) -> dict[str, str]:
+    """The files `write_scene_outputs` writes for a scene, by kind."""
     return {
         "classes": f"{scene.stem}.classes.tif",
+        "classes_aux": f"{scene.stem}.classes.tif.aux.xml",
         "confidence": f"{scene.stem}.confidence.tif",
         "geojson": f"{scene.stem}.geojson",
         "quicklook": f"{scene.stem}.quicklook.png",
     }
 
 
-def _grids(scene: ScenePlan, rows: pa.Table, n_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Class and confidence per window (``rows x cols`` of the grid), and the class nodata."""
-    grid = scene.grid
-    dtype = np.uint8 if n_classes < CLASS_NODATA else np.uint16
-    nodata = CLASS_NODATA if dtype == np.uint8 else 65535
-    cls = np.full((grid.rows, grid.cols), nodata, dtype=dtype)
-    conf = np.full((grid.rows, grid.cols), np.nan, dtype=np.float32)
-    ok = rows.filter(pc.equal(rows["status"], string_scalar("ok")))
-    if ok.num_rows:
-        i = _values(ok["row_off"], np.int32) // grid.stride[0]
-        j = _values(ok["col_off"], np.int32) // grid.stride[1]
-        cls[i, j] = _values(ok["label"], np.int32)
-        conf[i, j] = _values(ok["confidence"], np.float32)
-    return cls, conf, nodata
-
-
-def _values(col: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
-    """A null-free numeric column as numpy, from its buffers (``to_numpy`` imports pandas,
-    0.25 s of a core: see `vision.contracts.predictions.column`)."""
-    if col.null_count:
-        raise ValueError("_values needs a column without nulls")
-    parts = [np.frombuffer(c.buffers()[1], dtype=dtype)[c.offset: c.offset + len(c)]
-             for c in col.chunks]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+def scene_output_names(scene: ScenePlan) -> dict[str, str]:
+    """Every file written for a scene, by kind (what the manifest lists as the job's): its
+    `scene_files` and its STAC item (written with the job's catalog at the end of the job,
+    `inference.stac_items`)."""
+    return {**scene_files(scene), "stac": f"{STAC_DIR}/{scene.stem}.json"}
 
 
 def write_scene_outputs(scene: ScenePlan, rows: pa.Table, out_dir: Path,
                         classes: Sequence[str], canvas: Canvas,
                         background: Executor | None = None) -> Future[None] | None:
-    """Write a scene's rasters, GeoJSON and quicklook (`scene_output_names`); ``canvas``
-    holds the quicklook's pixels of the scene.
+    """Write a scene's rasters (and the class raster's categories), GeoJSON and quicklook
+    (`scene_files`); ``canvas`` holds the quicklook's pixels of the scene.
 
     With ``background``, the quicklook (mostly PNG encoding, which releases the GIL) is
     written there while the rest is written here; its future is returned, and its
@@ -131,19 +121,24 @@ def write_scene_outputs(scene: ScenePlan, rows: pa.Table, out_dir: Path,
         OutputWriteError: a file could not be written.
     """
     names = scene_output_names(scene)
-    cls, conf, nodata = _grids(scene, rows, len(classes))
+    cls, conf, top = window_grids(scene, rows, len(classes))
+    layout = raster_layout(scene)
     ql = out_dir / names["quicklook"]
 
     def quicklook() -> None:
         with writing(ql):
-            write_quicklook(ql, canvas, cls, nodata, classes)
+            write_quicklook(ql, canvas, cls, top, classes)
 
     job = background.submit(quicklook) if background is not None else None
-    tags = {f"class_{k}": c for k, c in enumerate(classes)}
-    _write_cog(out_dir / names["classes"], scene, cls, nodata, "NEAREST", "class", tags,
-               colour_table(classes) if cls.dtype == np.uint8 else None)
-    _write_cog(out_dir / names["confidence"], scene, conf, float("nan"), "AVERAGE",
-               "confidence", None, None)
+    path = out_dir / names["classes"]
+    with writing(path):
+        write_class_cog(path, scene, layout, cls, top, classes)
+    aux = out_dir / names["classes_aux"]
+    with writing(aux):
+        write_categories(aux, raster_categories(classes, top))
+    path = out_dir / names["confidence"]
+    with writing(path):
+        write_cog(path, scene, layout, conf, float("nan"), "AVERAGE", "confidence", None, None)
     gj = out_dir / names["geojson"]
     with writing(gj):
         write_bytes_atomic(gj, _rfc7946(scene, _features(scene, rows)).encode())
@@ -152,46 +147,14 @@ def write_scene_outputs(scene: ScenePlan, rows: pa.Table, out_dir: Path,
     return job
 
 
-def _write_cog(path: Path, scene: ScenePlan, grid_values: np.ndarray, nodata: float,
-               resampling: str, description: str, tags: dict[str, str] | None,
-               colours: dict[int, tuple[int, int, int, int]] | None) -> None:
-    """Write a one-band COG of the window grid's values over the scene's extent (tiled,
-    deflate, overviews where it is big enough), block of rows by block of rows."""
-    from rasterio.io import MemoryFile
-    from rasterio.shutil import copy as rio_copy
-    from rasterio.windows import Window
-
-    grid = scene.grid
-    height, width = grid.raster_shape()
-    rows_idx, cols_idx = grid.raster_index(0), grid.raster_index(1)
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1,
-               "dtype": grid_values.dtype.name, "crs": scene.info.crs,
-               "transform": grid.raster_transform(scene.info.affine), "nodata": nodata,
-               "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "DEFLATE"}
-    if width < 256 or height < 256:
-        del profile["tiled"], profile["blockxsize"], profile["blockysize"]
-    step = max(1, _BLOCK_CELLS // max(1, width))
-    with writing(path), gdal_env(), MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            for r0 in range(0, height, step):
-                r1 = min(height, r0 + step)
-                block = grid_values[np.ix_(rows_idx[r0:r1], cols_idx)]
-                ds.write(block, 1, window=Window(0, r0, width, r1 - r0))
-            if tags:
-                ds.update_tags(1, **tags)
-            if colours:
-                ds.write_colormap(1, colours)
-            ds.set_band_description(1, description)
-        with mem.open() as src, atomic_path(path) as tmp:
-            rio_copy(src, str(tmp), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
-                     OVERVIEW_RESAMPLING=resampling)
-
-
 def _features(scene: ScenePlan, rows: pa.Table) -> list[dict[str, Any]]:
-    """One feature per window, its polygon clipped to the scene, in the scene's CRS (the
-    properties are shared by both GeoJSON files)."""
+    """One feature per window, its polygon clipped to the scene, in the scene's CRS.
+
+    ``assessed`` is false, and ``not_assessed`` says why (e.g. ``cloudy (not assessed)``),
+    for a window without a model answer: a cloudy window is no class and no "crop absent".
+    """
     d = rows.select(["row_off", "col_off", "height", "width", "status", "label", "class_name",
-                     "confidence", "flagged", "error"]).to_pydict()
+                     "confidence", "flagged", "error", "cloud_fraction", "aoi_id"]).to_pydict()
     h_max, w_max = scene.info.height, scene.info.width
     feats = []
     for k in range(rows.num_rows):
@@ -204,6 +167,9 @@ def _features(scene: ScenePlan, rows: pa.Table) -> list[dict[str, Any]]:
                 "row_off": r, "col_off": c, "status": d["status"][k], "label": d["label"][k],
                 "class_name": d["class_name"][k], "confidence": d["confidence"][k],
                 "flagged": d["flagged"][k], "error": d["error"][k],
+                "assessed": d["status"][k] == STATUS_OK,
+                "not_assessed": NOT_ASSESSED_NAMES.get(d["status"][k]),
+                "cloud_fraction": d["cloud_fraction"][k], "aoi_id": d["aoi_id"][k],
             },
         })
     return feats

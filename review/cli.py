@@ -111,6 +111,10 @@ def import_cmd(
         help="change folder: transitions to review (comma-separated or repeated; default appeared,disappeared,changed; "
              "also persisted, absent). uncertain and not_assessed windows are never queued"),
     again: bool = typer.Option(False, "--again", help="import a folder that was imported before, as a new job"),
+    include_cloudy: bool = typer.Option(
+        False, "--include-cloudy",
+        help="job folders: queue the windows not assessed because of cloud too, for a reviewer to label "
+             "(by default they are counted as not assessed, like nodata)"),
     progress: bool = progress_option(),
 ) -> None:
     """Import a finished job folder, or a `vision change` folder; its rows enter the review queue.
@@ -140,6 +144,8 @@ def import_cmd(
     if change and interest:
         raise ConfigError("--interest is for job folders: a change folder's classes of interest are the ones "
                           "`vision change --classes` compared")
+    if change and include_cloudy:
+        raise ConfigError("--include-cloudy is for job folders: a change folder never queues not-assessed windows")
     if transitions and not change:
         raise ConfigError(f"--transitions is for `vision change` folders; {job_dir} has no change_manifest.json "
                           "inside the allowed folders")
@@ -155,7 +161,7 @@ def import_cmd(
         else:
             job_id = import_job(
                 database, job_dir, cli_actor(), roots, name=name, classes_of_interest=interest,
-                four_eyes=four_eyes, again=again, on_progress=on_progress,
+                four_eyes=four_eyes, again=again, on_progress=on_progress, include_cloudy=include_cloudy,
             )
     with database.read() as s:
         job = s.get(Job, job_id)
@@ -167,9 +173,12 @@ def import_cmd(
                 "uncertain or not assessed)"
             )
             return
+        by = job.not_assessed or {}
         typer.echo(
-            f"job {job.id}: {job.progress_total - job.rows_skipped} items queued for review, "
-            f"{job.rows_skipped} rows not assessed (nodata, error or non-finite numbers)"
+            f"job {job.id}: {job.progress_total - job.rows_skipped} items queued for review"
+            + (" (cloudy windows included, without a class)" if job.include_cloudy else "")
+            + f", {job.rows_skipped} rows not assessed (nodata {by.get('nodata', 0)}, cloudy {by.get('cloudy', 0)}, "
+            f"error {by.get('error', 0)}, non-finite numbers {by.get('invalid', 0)})"
         )
 
 

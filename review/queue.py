@@ -236,6 +236,9 @@ def _outcome(job: Job, item: Item, given: DecisionInput) -> tuple[str | None, bo
     classes = list(job.classes or [])
     final_class: str | None
     if given.decision == "accept":
+        if item.class_name is None:  # a cloudy window queued with --include-cloudy
+            raise InvalidDecisionError("the model did not assess this window (cloudy): correct it to a "
+                                       "class or reject it")
         final_class = item.class_name
     elif given.decision == "correct":
         if not given.class_name or given.class_name not in classes:

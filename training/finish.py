@@ -26,6 +26,7 @@ from training.checkpoint import InferenceCheckpoint
 from training.data import Splits, eval_loader
 from training.export.graph import export_onnx
 from training.export.metadata import Identity, checkpoint_metadata
+from training.export.stac import write_model_stac
 from training.loop import predict
 from training.progress import Reporter
 from training.report import plot_reliability, write_report
@@ -163,6 +164,7 @@ def publish(run: RunInfo, cfg: ExperimentConfig, model: nn.Module, ck: Inference
                     len(parity_x)) as advance:
         diff = export_onnx(model, out / "model.onnx", meta, parity_x, temperature=cal.temperature,
                            on_chips=advance)
+    write_model_stac(out / "model.onnx")
     rep = ev.report
     metrics: dict[str, Any] = {
         "status": "complete", "config_hash": run.config_hash, "history": run.history,

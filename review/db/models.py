@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -116,6 +117,11 @@ class Job(Base):
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     rows_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    #: Rows not queued, by reason (``nodata``, ``cloudy``, ``error``, ``invalid``; ``None``
+    #: for jobs imported before these were counted).
+    not_assessed: Mapped[dict[str, int] | None] = mapped_column(JSONText, nullable=True)
+    #: The import queued ``cloudy`` rows too (``--include-cloudy``), for a reviewer to label.
+    include_cloudy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     submitted_by: Mapped[str] = mapped_column(String(64))
     #: For a change job: the transitions that became review items (``None`` otherwise).

@@ -1,8 +1,12 @@
 """Bring a finished job folder (ARCHITECTURE.md §3) into the review queue.
 
-Only rows with ``status == ok`` and finite numbers become review items; ``nodata`` and
-``error`` rows, and rows whose confidence or probabilities are NaN or infinite (an old or
-hostile table), are counted on the job as not assessed.
+Only rows with ``status == ok`` and finite numbers become review items; ``nodata``,
+``cloudy`` (schema 2: cloud over ``--max-cloud``) and ``error`` rows, and rows whose
+confidence or probabilities are NaN or infinite (an old or hostile table, counted as
+``invalid``), are counted on the job as not assessed, by reason (``Job.not_assessed``). An
+import with ``include_cloudy`` queues the ``cloudy`` rows too, without a predicted class: a
+reviewer labels what the window shows (``correct``) or rejects it. Tables of schema 1 and 2
+(ARCHITECTURE.md §5) are both accepted.
 
 Every input of a reviewable row must be a regular file inside the allowed roots (symlinks
 resolved; `review.jobs.inputs`); the path stored on the item is that resolved, absolute path.
@@ -38,7 +42,7 @@ from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, Item
 from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
 from review.jobs.inputs import InputResolver
 from review.jobs.records import KIND_IMPORT, new_job
-from vision.contracts.predictions import STATUS_OK
+from vision.contracts.predictions import STATUS_CLOUDY, STATUS_ERROR, STATUS_NODATA, STATUS_OK
 from vision.errors import ConfigError
 
 REQUIRED_COLUMNS = (
@@ -128,6 +132,13 @@ def _check_columns(job_dir: Path, schema: pa.Schema) -> None:
         "row_off": pa.types.is_integer,
         "label": pa.types.is_integer,
     }
+    schema_2 = {  # optional: a schema-1 table has none of them
+        "item_id": pa.types.is_string,
+        "acquired": pa.types.is_timestamp,
+        "cloud_fraction": pa.types.is_floating,
+        "aoi_id": pa.types.is_string,
+    }
+    expect.update({c: ok for c, ok in schema_2.items() if c in schema.names})
     wrong = [f"{c} ({schema.field(c).type})" for c, ok in expect.items() if not ok(schema.field(c).type)]
     if wrong:
         raise ConfigError(f"{job_dir}/predictions.parquet has columns of the wrong type: {', '.join(wrong)}")
@@ -171,6 +182,22 @@ def _assessable(r: dict[str, Any]) -> bool:
     )
 
 
+def _queued(r: dict[str, Any], include_cloudy: bool) -> bool:
+    """Whether a row becomes a review item: assessable, or cloudy when those are included."""
+    if include_cloudy and r.get("status") == STATUS_CLOUDY and isinstance(r.get("path"), str):
+        return True
+    return _assessable(r)
+
+
+#: Reasons a row is not queued, as ``Job.not_assessed`` counts them.
+NOT_ASSESSED_REASONS = (STATUS_NODATA, STATUS_CLOUDY, STATUS_ERROR, "invalid")
+
+
+def _reason(r: dict[str, Any]) -> str:
+    status = r.get("status")
+    return status if status in (STATUS_NODATA, STATUS_CLOUDY, STATUS_ERROR) else "invalid"
+
+
 @dataclass
 class _Scan:
     """What the first pass over the table found."""
@@ -183,6 +210,7 @@ class _Scan:
     model_version: str | None = None
     bad: list[str] = field(default_factory=list)
     n_bad: int = 0
+    not_assessed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOT_ASSESSED_REASONS, 0))
 
 
 _SCAN_COLUMNS = ["path", "status", "confidence", "probs", "label", "class_name", "input_sha256",
@@ -197,7 +225,8 @@ def _batches(table: pq.ParquetFile, columns: list[str]) -> Iterator[list[dict[st
         raise ConfigError(f"predictions.parquet cannot be read ({exc})") from exc
 
 
-def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[], None]) -> _Scan:
+def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[], None],
+          include_cloudy: bool = False) -> _Scan:
     scan = _Scan()
     last = time.monotonic()
     for rows in _batches(table, _SCAN_COLUMNS):
@@ -207,7 +236,8 @@ def _scan(table: pq.ParquetFile, inputs: InputResolver, heartbeat: Callable[[], 
                 last = time.monotonic()
             i = scan.total
             scan.total += 1
-            if not _assessable(r):
+            if not _queued(r, include_cloudy):
+                scan.not_assessed[_reason(r)] += 1
                 continue
             try:
                 inputs.resolve(r["path"], r.get("input_sha256"))
@@ -240,11 +270,13 @@ class ImportResult:
 
     Attributes:
         items: rows queued for review.
-        skipped: rows not assessed (nodata, error, or non-finite numbers).
+        skipped: rows not queued (nodata, cloudy unless included, error, or non-finite numbers).
+        not_assessed: ``skipped`` by reason (`NOT_ASSESSED_REASONS`).
     """
 
     items: int
     skipped: int
+    not_assessed: dict[str, int] = field(default_factory=dict)
 
 
 def _item(job: Job, i: int, r: dict[str, Any], path: str, interest: set[str]) -> dict[str, Any]:
@@ -276,6 +308,7 @@ def run_import(db: Database, job_id: int, roots: Sequence[Path], on_progress: Pr
             raise ConfigError(f"no job {job_id}")
         job.status, job.heartbeat_at = JOB_IMPORTING, utcnow()
         job_dir, interest = Path(job.job_dir), set(job.classes_of_interest)
+        include_cloudy = bool(job.include_cloudy)
         start = s.execute(select(func.max(Item.row_index)).where(Item.job_id == job_id)).scalar_one()
         start = -1 if start is None else int(start)
 
@@ -286,7 +319,7 @@ def run_import(db: Database, job_id: int, roots: Sequence[Path], on_progress: Pr
 
     inputs = InputResolver(job_dir, roots)
     with open_table(job_dir, roots) as table:
-        scan = _scan(table, inputs, heartbeat)
+        scan = _scan(table, inputs, heartbeat, include_cloudy)
         if scan.n_bad:
             raise ConfigError(
                 (f"{scan.n_bad} rows have inputs" if scan.n_bad > 1 else "1 row has an input")
@@ -303,7 +336,7 @@ def run_import(db: Database, job_id: int, roots: Sequence[Path], on_progress: Pr
                 job = s.get(Job, job_id)
                 assert job is not None
                 for r in rows:
-                    if i > start and _assessable(r):
+                    if i > start and _queued(r, include_cloudy):
                         path = inputs.known(r["path"], r.get("input_sha256"))
                         if path is None:  # the table changed under us since the first pass
                             raise ConfigError(f"row {i} of predictions.parquet changed during the import")
@@ -321,9 +354,10 @@ def run_import(db: Database, job_id: int, roots: Sequence[Path], on_progress: Pr
         job.classes = _classes(manifest, scan)
         job.model_name, job.model_version = scan.model_name, scan.model_version
         job.rows_skipped = scan.total - scan.assessable
+        job.not_assessed = dict(scan.not_assessed)
         job.progress_done = job.progress_total = scan.total
         job.status, job.finished_at, job.error = JOB_READY, utcnow(), None
-    return ImportResult(scan.assessable, scan.total - scan.assessable)
+    return ImportResult(scan.assessable, scan.total - scan.assessable, dict(scan.not_assessed))
 
 
 def fail_import(db: Database, job_id: int, message: str, actor: str, request_id: str, rc: int | None = None) -> None:
@@ -362,12 +396,15 @@ def create_import_job(
     request_id: str = "cli",
     again: bool = False,
     queued: bool = True,
+    include_cloudy: bool = False,
 ) -> int:
     """Check a finished job folder and queue it for import (audited); returns the job id.
 
     Args:
         queued: leave the rows to a worker; ``False`` when this process imports them next
             (the job is then marked importing with a heartbeat, so no worker takes it too).
+        include_cloudy: queue the ``cloudy`` rows too (not assessed by the model: a reviewer
+            labels them); by default they are counted as not assessed.
 
     Raises:
         ConfigError: not a finished job folder inside the roots, a malformed table, or a
@@ -382,6 +419,7 @@ def create_import_job(
         job = new_job(KIND_IMPORT, name or job_dir.name, actor, str(job_dir),
                       classes_of_interest=classes_of_interest or [], four_eyes=four_eyes)
         job.progress_total = rows
+        job.include_cloudy = include_cloudy
         if not queued:
             job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
             job.worker_id = f"{actor}:{os.getpid()}"[:64]
@@ -394,7 +432,7 @@ def create_import_job(
             f"job:{job.id}",
             None,
             {"job_dir": str(job_dir), "rows": rows, "classes_of_interest": job.classes_of_interest,
-             "four_eyes": four_eyes, "again": before is not None},
+             "four_eyes": four_eyes, "again": before is not None, "include_cloudy": include_cloudy},
             request_id,
         )
         return int(job.id)
@@ -411,6 +449,7 @@ def import_job(
     request_id: str = "cli",
     again: bool = False,
     on_progress: Progress | None = None,
+    include_cloudy: bool = False,
 ) -> int:
     """`create_import_job` and `run_import` in this process (the CLI); returns the job id.
 
@@ -418,7 +457,7 @@ def import_job(
         ConfigError: as the two do (the job is then marked failed).
     """
     job_id = create_import_job(db, job_dir, actor, roots, name, classes_of_interest, four_eyes, request_id, again,
-                               queued=False)
+                               queued=False, include_cloudy=include_cloudy)
     try:
         result = run_import(db, job_id, roots, on_progress)
     except ConfigError as exc:
@@ -426,7 +465,8 @@ def import_job(
         raise
     with db.write() as s:
         audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING},
-                     {"status": JOB_READY, "items": result.items, "skipped": result.skipped}, request_id)
+                     {"status": JOB_READY, "items": result.items, "skipped": result.skipped,
+                      "not_assessed": result.not_assessed}, request_id)
     return job_id
 
 

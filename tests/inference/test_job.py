@@ -76,8 +76,8 @@ def test_overwrite_removes_only_the_jobs_files(rgb_model: Path, tmp_path: Path,
     out = tmp_path / "job"
     _run([first], rgb_model, out)
     made = set(json.loads((out / "manifest.json").read_text())["outputs"])
-    assert made == {"first.classes.tif", "first.confidence.tif", "first.geojson",
-                    "first.quicklook.png"}
+    assert made == {"first.classes.tif", "first.classes.tif.aux.xml", "first.confidence.tif",
+                    "first.geojson", "first.quicklook.png", "stac/first.json", "stac/catalog.json"}
     (out / "my-notes.txt").write_text("written by hand in the job folder")
     (out / "keep").mkdir()
     (out / "keep" / "a.tif").write_bytes(b"mine")

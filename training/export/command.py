@@ -1,4 +1,5 @@
-"""`vision export`: ONNX from a checkpoint or run folder, with the parity check."""
+"""`vision export`: ONNX from a checkpoint or run folder, with the parity check, and its STAC
+item beside it (`training.export.stac`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.markup import escape
 from training.checkpoint import InferenceCheckpoint
 from training.export.graph import PARITY_TOL_FP16, export_onnx
 from training.export.metadata import Identity, checkpoint_metadata
+from training.export.stac import write_model_stac
 from training.progress import Reporter
 from training.quantize import MIN_AGREEMENT, QuantReport, quantization_metadata, quantize_model
 from vision.config import ExperimentConfig, load_experiment
@@ -86,6 +88,7 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
         with report.bar(f"exporting {'fp16' if fp16 else 'fp32'} graph and checking parity{views}", len(x)) as adv:
             diff = export_onnx(model, out, meta, x, temperature=ck.temperature, fp16=fp16, on_chips=adv,
                                max_diff=max_diff, half_layers=half_layers)
+        write_model_stac(out)
         return diff, None
 
     cal_src = _check_source(calibration, cfg, ck, "--calibration", "int8 calibration", split="train")
@@ -100,6 +103,7 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
         with report.stage(f"quantizing to int8 and comparing on {len(chk)} check chips"):
             q = quantize_model(float_path, out, cal.numpy(), chk.numpy(), chk_labels, temperature=ck.temperature,
                                metadata=quantization_metadata(len(cal), cal_name), min_agreement=min_agreement)
+    write_model_stac(out)
     return diff, q
 
 

@@ -108,6 +108,7 @@ def import_job_route(
     four_eyes: Annotated[bool, Form()] = False,
     again: Annotated[bool, Form()] = False,
     transitions: Annotated[str, Form(max_length=200)] = "",
+    include_cloudy: Annotated[bool, Form()] = False,
 ) -> Response:
     """Queue a finished job folder, or a `vision change` folder, found under an allowed root
     for import.
@@ -135,6 +136,7 @@ def import_job_route(
         four_eyes=four_eyes,
         request_id=rid,
         again=again,
+        include_cloudy=include_cloudy,
     )
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
