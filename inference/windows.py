@@ -15,27 +15,7 @@ from affine import Affine
 
 from inference.tiling import TileGrid
 from vision.errors import UnreadableInputError
-
-
-def valid_mask(data: np.ndarray, nodata: Sequence[float | None],
-               mask: np.ndarray | None) -> np.ndarray:
-    """Pixels that hold data: not NaN/inf in any band, not nodata in every band, not masked.
-
-    As GDAL does for a dataset mask, a pixel is nodata only where *all* bands equal their
-    nodata value (a legitimate 0 in one band of a valid pixel is kept).
-    """
-    valid = np.ones(data.shape[1:], dtype=bool)
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data).all(axis=0)
-    if all(nd is not None for nd in nodata) and nodata:
-        is_nd = np.ones(data.shape[1:], dtype=bool)
-        for b, nd in enumerate(nodata):
-            assert nd is not None
-            is_nd &= np.isnan(data[b]) if np.isnan(nd) else data[b] == nd
-        valid &= ~is_nd
-    if mask is not None:
-        valid &= mask > 0
-    return valid
+from vision.scene import valid_mask as valid_mask  # the one validity rule, re-exported for the readers
 
 
 def fill_invalid(data: np.ndarray, valid: np.ndarray, fill: Sequence[float] | None) -> np.ndarray:

@@ -413,7 +413,7 @@ class Scene:
             raise UnreadableInputError(
                 f"{f.path}: read of {win} failed: damaged or truncated data ({exc})") from exc
         out[:, ra - row:rb - row, ca - col:cb - col] = arr
-        ok[ra - row:rb - row, ca - col:cb - col] = _valid(arr, f.nodata, mask)
+        ok[ra - row:rb - row, ca - col:cb - col] = valid_mask(arr, f.nodata, mask)
         return out, ok
 
 
@@ -430,9 +430,10 @@ def _coverage(ds: Any, grid: Grid) -> tuple[float, float, float, float]:
     return min(ca, cb), max(ca, cb), min(ra, rb), max(ra, rb)
 
 
-def _valid(data: np.ndarray, nodata: Sequence[float | None], mask: np.ndarray | None) -> np.ndarray:
-    """Pixels of one file that hold data: finite, not nodata in *all* its bands (as GDAL's
-    dataset mask; a legitimate 0 in one band is kept), not masked."""
+def valid_mask(data: np.ndarray, nodata: Sequence[float | None], mask: np.ndarray | None) -> np.ndarray:
+    """Pixels that hold data: finite in every band, not nodata in *all* bands (as GDAL's
+    dataset mask; a legitimate 0 in one band of a valid pixel is kept), not masked
+    (``mask`` > 0). The one validity rule for every reader of scenes and chips."""
     valid = np.ones(data.shape[1:], dtype=bool)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
