@@ -31,11 +31,10 @@ from typing import Any, TypedDict, Unpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from review import audit
 from review.db.engine import Database
-from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, ChangeItem, Item, Job, utcnow
+from review.db.models import JOB_IMPORTING, JOB_READY, PENDING, ChangeItem, Item, Job, utcnow
 from review.jobs.change_folder import (
     CHANGES_TABLE,
     DEFAULT_TRANSITIONS,
@@ -45,7 +44,15 @@ from review.jobs.change_folder import (
     read_change_manifest,
 )
 from review.jobs.files import InputMissingError, InputRefusedError, is_inside
-from review.jobs.importer import HEARTBEAT_S, INSERT_BATCH, NAMED_ROWS, ImportResult, Progress, fail_import
+from review.jobs.importer import (
+    HEARTBEAT_S,
+    INSERT_BATCH,
+    NAMED_ROWS,
+    ImportResult,
+    Progress,
+    fail_import,
+    imported_before,
+)
 from review.jobs.inputs import InputResolver
 from review.jobs.records import KIND_CHANGE, new_job
 from vision.contracts.changes import (
@@ -314,16 +321,6 @@ def fail_change_import(db: Database, job_id: int, message: str, actor: str, requ
     fail_import(db, job_id, message, actor, request_id, rc)
 
 
-def imported_change_before(db: Session, folder: Path) -> int | None:
-    """The id of a change job already imported from ``folder`` (failed imports do not count)."""
-    return db.execute(
-        select(Job.id)
-        .where(Job.kind == KIND_CHANGE, Job.job_dir == str(folder), Job.status != JOB_FAILED)
-        .order_by(Job.id)
-        .limit(1)
-    ).scalar_one_or_none()
-
-
 class ChangeImportOptions(TypedDict, total=False):
     """The choices of a change import, all optional (keywords of `create_change_import_job`
     and `import_change_folder`).
@@ -371,7 +368,7 @@ def create_change_import_job(
     interest = manifest.get("classes_of_interest")
     interest = [str(c)[:200] for c in interest] if isinstance(interest, list) else []
     with db.write() as s:
-        before = imported_change_before(s, folder)
+        before = imported_before(s, folder, KIND_CHANGE)
         if before is not None and not again:
             raise ConfigError(f"{folder} was imported already as job {before}; import it again with --again")
         job = new_job(KIND_CHANGE, name or folder.name, actor, str(folder), classes_of_interest=interest,

@@ -375,11 +375,12 @@ def fail_import(db: Database, job_id: int, message: str, actor: str, request_id:
         audit.append(s, actor, "job.failed", f"job:{job_id}", before, after, request_id)
 
 
-def imported_before(db: Session, job_dir: Path) -> int | None:
-    """The id of a job already imported from ``job_dir`` (failed imports do not count)."""
+def imported_before(db: Session, job_dir: Path, kind: str = KIND_IMPORT) -> int | None:
+    """The id of a job of ``kind`` (a prediction or a change import) already imported from
+    ``job_dir`` (failed imports do not count)."""
     return db.execute(
         select(Job.id)
-        .where(Job.kind == KIND_IMPORT, Job.job_dir == str(job_dir), Job.status != JOB_FAILED)
+        .where(Job.kind == kind, Job.job_dir == str(job_dir), Job.status != JOB_FAILED)
         .order_by(Job.id)
         .limit(1)
     ).scalar_one_or_none()
