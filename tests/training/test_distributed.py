@@ -131,7 +131,8 @@ def test_torchrun_two_processes_gloo(tiny_recipe, synthetic_root: Path, tmp_path
     # Rank 0 alone logs and registers: one MLflow run (reopened by the resume), one version.
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    # Both URIs explicit: an earlier in-process test may have set the global registry URI.
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     runs = [run for exp in client.search_experiments() for run in client.search_runs([exp.experiment_id])]
     assert len(runs) == 1 and runs[0].info.run_id == metrics["mlflow_run_id"]
     assert runs[0].info.status == "FINISHED"
