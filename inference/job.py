@@ -57,7 +57,10 @@ LOCK = ".lock"
 #: Files every job has, whatever its inputs.
 JOB_FILES = (MANIFEST, PROGRESS_FILE, PREDICTIONS, SUCCESS, LOCK)
 #: Suffixes of the per-scene outputs a manifest may name (anything else is not the job's).
-OUTPUT_SUFFIXES = (".tif", ".geojson", ".png", ".aux.xml", ".json")  # .json: aoi_summary.json, stac/<stem>.json
+OUTPUT_SUFFIXES = (".tif", ".geojson", ".png", ".aux.xml")
+#: JSON a job writes beside those: its AOI summary, and (in `OUTPUT_FOLDER`) its STAC items.
+#: No other ``.json`` name counts as the job's, so ``--overwrite`` never removes a user's file.
+AOI_SUMMARY = "aoi_summary.json"
 #: The one sub-folder outputs may be in (the job's STAC catalog: ``stac/<stem>.json``).
 OUTPUT_FOLDER = "stac"
 _PART = re.compile(r"[cs][0-9]{5,6}(-[0-9]{6})?\.parquet")
@@ -91,8 +94,11 @@ def _is_output_name(name: object) -> bool:
     """A per-scene output file name as the job writes it: a plain name in the folder, or in
     its `OUTPUT_FOLDER`."""
     folder, _, base = name.rpartition("/") if isinstance(name, str) else ("", "", "")
-    return (folder in ("", OUTPUT_FOLDER) and base not in ("", ".", "..")
-            and not base.startswith(".") and base.endswith(OUTPUT_SUFFIXES))
+    if folder not in ("", OUTPUT_FOLDER) or base in ("", ".", "..") or base.startswith("."):
+        return False
+    if base.endswith(".json"):
+        return base == AOI_SUMMARY if folder == "" else True
+    return base.endswith(OUTPUT_SUFFIXES)
 
 
 def manifest_outputs(manifest: dict[str, Any]) -> set[str]:

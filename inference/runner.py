@@ -25,7 +25,7 @@ from inference.engine import Engine, EngineKind, EngineSetup, make_engine
 from inference.finalize import SceneOutputs, finalize
 from inference.fit_manifest import annotate_inputs, job_warnings, model_entry_fit
 from inference.inputs import discover, stac_files
-from inference.job import MANIFEST_SCHEMA_VERSION, JobFolder, fingerprint
+from inference.job import AOI_SUMMARY, MANIFEST_SCHEMA_VERSION, JobFolder, fingerprint
 from inference.model import ModelInfo, load_model_info
 from inference.options import JobOptions
 from inference.plan import CHIP_BLOCK, Plan, Unit, make_plan
@@ -54,9 +54,6 @@ from vision.contracts.predictions import PredictionRow
 from vision.errors import ConfigError, ModelFormatError, VisionError
 from vision.hashing import file_sha256
 from vision.model_uri import resolve_model
-
-#: The hectares per area of interest and class (``--aoi``), in the job folder.
-AOI_SUMMARY = "aoi_summary.json"
 
 __all__ = ["JobOptions", "JobResult", "JobStoppedError", "run_job"]
 

@@ -107,6 +107,18 @@ def test_manifest_outputs_are_plain_names_only() -> None:
         assert not is_job_manifest(bad)
 
 
+def test_only_the_jobs_own_json_names_are_outputs() -> None:
+    """A manifest listing a user's JSON file never makes it the job's (so --overwrite keeps it):
+    only ``aoi_summary.json`` in the folder and STAC items in ``stac/`` are."""
+    from inference.job import manifest_outputs
+
+    manifest = {"schema_version": 2, "fingerprint": "a" * 64,
+                "outputs": ["aoi_summary.json", "notes.json", "stac/s.json", "stac/catalog.json",
+                            "other/x.json", "stac/../notes.json", "s.classes.tif.aux.xml"]}
+    assert manifest_outputs(manifest) == {"aoi_summary.json", "stac/s.json", "stac/catalog.json",
+                                          "s.classes.tif.aux.xml"}
+
+
 def test_leftovers_of_a_run_stopped_while_planning_are_not_foreign(rgb_model: Path,
                                                                    tmp_path: Path) -> None:
     random_chips(tmp_path / "chips", 2)
