@@ -155,6 +155,10 @@ def infer(
         None, "--aoi-field",
         help="the AOI file's id field (values set and unique) \\[default: the field `id`, else "
              "`name`, else the feature's 0-based index]"),
+    input_root: list[Path] = typer.Option(
+        [], "--input-root",
+        help="a folder that every file named inside a STAC input (asset and link hrefs) must "
+             "resolve into (symlinks resolved); repeatable \\[default: anywhere]"),
     progress: bool = progress_option(),
 ) -> None:
     import logging
@@ -173,7 +177,7 @@ def infer(
         workers=workers, threads=threads, streams=streams, fp16=fp16, progress=progress,
         max_pixels=max_pixels, resolution=resolution, resampling=resampling, gsd=gsd,
         allow_radiometry_mismatch=allow_radiometry_mismatch, max_cloud=max_cloud,
-        aoi=aoi, aoi_field=aoi_field,
+        aoi=aoi, aoi_field=aoi_field, input_roots=tuple(input_root),
     ))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -48,6 +48,9 @@ class JobOptions:
             classified (status ``cloudy`` above it).
         aoi: areas of interest (GeoJSON or GeoPackage): only windows that meet one are read.
         aoi_field: the AOI file's id field (``None``: ``id``, else ``name``, else the index).
+        input_roots: folders every file named *inside* an input (a STAC asset or link href)
+            must resolve into; empty: wherever the user can read. The review worker passes its
+            allowed roots, so a submitted item cannot make the job read files outside them.
     """
 
     inputs: tuple[str, ...]
@@ -73,6 +76,7 @@ class JobOptions:
     max_cloud: float = 0.5
     aoi: Path | None = None
     aoi_field: str | None = None
+    input_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device.parse(self.device))

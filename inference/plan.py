@@ -176,13 +176,14 @@ def _fit_item(item: StacItem, model: ModelInfo, fit: FitOptions, max_pixels: int
             UnreadableInputError(f"cannot plan STAC item {item.id} ({exc})"), item.path))
 
 
-def _stac_entries(path: str) -> tuple[list[StacItem], list[ChipEntry]]:
-    """The items of a STAC file, and an error entry for it or each link that cannot be read."""
+def _stac_entries(path: str, roots: Sequence[Path] | None) -> tuple[list[StacItem], list[ChipEntry]]:
+    """The items of a STAC file, and an error entry for it or each link that cannot be read
+    (or, with ``roots``, that resolves outside them)."""
     shown, bad = utf8_path(path)
     if bad is not None:
         return [], [ChipEntry(shown, bad, source=path)]
     try:
-        found = read_stac(path)
+        found = read_stac(path, roots)
     except InputError as exc:
         return [], [ChipEntry(path, error_reason(exc, path))]
     errors = [ChipEntry(utf8_path(href)[0], f"StacError: {reason}".replace("\n", " "))
@@ -194,12 +195,14 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
               workers: int = 1,
               on_probe: Callable[[Probe], None] | None = None,
               max_pixels: int = DEFAULT_MAX_PIXELS, fit: FitOptions | None = None,
-              stac_files: Collection[str] = (), aois: AreasOfInterest | None = None) -> Plan:
+              stac_files: Collection[str] = (), aois: AreasOfInterest | None = None,
+              input_roots: Sequence[Path] = ()) -> Plan:
     """Probe every file (rasters in parallel), fit each scene to the model, and split the
     work into units.
 
     ``stac_files`` are STAC Item/Collection/Catalog JSON files: each item below them is a
-    scene. ``files`` may hold names that are not valid UTF-8: they become error entries (the
+    scene; with ``input_roots``, every file an item names must resolve inside one of them.
+    ``files`` may hold names that are not valid UTF-8: they become error entries (the
     plan, its digest and the table hold valid UTF-8 only). With ``aois`` only the windows
     that meet an area are planned; a scene none meets is left out (`Plan.outside_aoi`).
     """
@@ -221,7 +224,7 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
         planned: list[_Planned | Future[_Planned]] = []
         for k, f in enumerate(files):
             if f in stac:
-                items, errors = _stac_entries(f)
+                items, errors = _stac_entries(f, input_roots or None)
                 planned += errors
                 planned += [pool.submit(_fit_item, it, model, fit, max_pixels) for it in items]
                 continue

@@ -252,7 +252,8 @@ class _Run:
         plan = make_plan(files, model, stride, workers=settings.workers,
                          max_pixels=opts.max_pixels, fit=FitOptions(
                              opts.allow_radiometry_mismatch, opts.gsd, opts.resolution,
-                             opts.resampling), stac_files=stac_files(opts.inputs), aois=self.aois)
+                             opts.resampling), stac_files=stac_files(opts.inputs), aois=self.aois,
+                         input_roots=opts.input_roots)
         head = _manifest_head(self.job, self.state, plan, model, opts, self.identity, settings,
                               started)
         aoi_errors = self._aoi_head(head, plan)

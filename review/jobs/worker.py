@@ -182,6 +182,8 @@ class Worker:
             raise RunnerFailedError(f"the submitted input was refused: {exc}", None) from exc
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         argv = list(self.command(str(checked), model, out_dir, self.engine))
+        # Files named inside the input (STAC hrefs) must resolve into the roots too.
+        argv += [arg for root in self.roots for arg in ("--input-root", str(Path(root).resolve()))]
         log.info("job %s: %s", job_id, " ".join(argv))
         tail: deque[str] = deque(maxlen=40)
         proc = subprocess.Popen(

@@ -210,3 +210,22 @@ def test_the_quicklook_of_an_item_read_again_shows_its_visual_asset(
     want = tci[:, canvas.src_rows][:, :, canvas.src_cols]
     assert canvas.complete and canvas.valid.mean() > 0.9
     assert np.array_equal(canvas.data[:, canvas.valid], want[:, canvas.valid])
+
+
+def test_input_roots_confine_the_files_an_item_names(
+        item_path: Path, model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    """An item inside the allowed folder whose hrefs lead out of it (as the review worker's
+    submissions could) is an error row with `--input-root`; the same item runs without it."""
+    model = model_factory(RGB_BANDS, extra_meta={"radiometry": EUROSAT_RGB, "gsd_m": 100.0})
+    item = json.loads(item_path.read_text())
+    for asset in item["assets"].values():
+        asset["href"] = str((item_path.parent / asset["href"]).resolve())
+    root = tmp_path / "allowed"
+    root.mkdir()
+    copy = root / "item.json"
+    copy.write_text(json.dumps(item))
+    refused = _run([copy], model, tmp_path / "refused", input_roots=(root,))
+    manifest = _manifest(tmp_path / "refused")
+    assert refused.exit_code == 1 and manifest["counts"]["ok"] == 0
+    assert "outside the allowed folders" in json.dumps(manifest["errors"])
+    assert _run([copy], model, tmp_path / "free").exit_code == 0

@@ -101,6 +101,21 @@ def test_worker_runs_a_submitted_job_and_queues_its_rows(
     assert item is not None
 
 
+def test_the_worker_confines_files_named_inside_the_input_to_its_roots(
+    client_for: Any, users: Any, roots: Path, db: Database, allowed: tuple[Path, ...], tmp_path: Path
+) -> None:
+    """Every allowed root goes to `vision infer` as --input-root, so a submitted STAC item
+    whose hrefs lead out of the roots is refused by the runner, not read."""
+    _submit(client_for, roots)
+    argv_file = tmp_path / "argv.json"
+    code = ("import json, sys; json.dump(sys.argv, open(" + repr(str(argv_file)) + ", 'w')); "
+            "print('stopped here'); sys.exit(2)")
+    assert Worker(db, roots=allowed, command=fake_command(code)).run_once()
+    argv = json.loads(argv_file.read_text())
+    given = [argv[i + 1] for i, a in enumerate(argv) if a == "--input-root"]
+    assert given == [str(Path(r).resolve()) for r in allowed] and given
+
+
 def test_a_failing_runner_fails_the_job_with_its_output(
     client_for: Any, users: Any, roots: Path, db: Database, allowed: tuple[Path, ...]
 ) -> None:
