@@ -182,9 +182,15 @@ def _assessable(r: dict[str, Any]) -> bool:
     )
 
 
+#: What a row says of the model's answer: a not-assessed (cloudy) row has none, whatever it carries.
+_ANSWER = ("label", "class_name", "confidence", "probs", "flagged")
+
+
 def _queued(r: dict[str, Any], include_cloudy: bool) -> bool:
-    """Whether a row becomes a review item: assessable, or cloudy when those are included."""
+    """Whether a row becomes a review item: assessable, or cloudy when those are included
+    (its answer fields are then cleared in place: cloud is never the model's answer)."""
     if include_cloudy and r.get("status") == STATUS_CLOUDY and isinstance(r.get("path"), str):
+        r.update(dict.fromkeys(_ANSWER))
         return True
     return _assessable(r)
 

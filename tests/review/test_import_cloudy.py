@@ -106,6 +106,27 @@ def test_include_cloudy_queues_them_to_be_labelled_and_the_dataset_exports(
     assert set(finals.values()) == {"Forest"}
 
 
+def test_a_cloudy_row_that_carries_a_class_is_queued_without_it(
+        db: Database, roots: Path, allowed: tuple[Path, ...]) -> None:
+    """Cloud is never the model's answer: a cloudy row whose writer left a class (and a NaN
+    confidence) in it is queued without class, confidence or probabilities, so it cannot be
+    accepted, and its class does not count among the job's classes."""
+    folder = _schema_2_job(roots / "jobs" / "lying")
+    rows = pq.read_table(folder / "predictions.parquet").to_pylist()
+    for i in CLOUDY:
+        rows[i].update(label=9, class_name="Cloudland", confidence=float("nan"), probs=[float("nan")] * 4,
+                       flagged=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), folder / "predictions.parquet")
+    job_id = import_job(db, folder, "test", allowed, include_cloudy=True)
+    with db.read() as s:
+        items = s.execute(select(Item).where(Item.job_id == job_id)).scalars().all()
+    lying = [it for it in items if it.row_index in CLOUDY]
+    assert len(lying) == 3
+    assert all(it.class_name is None and it.label is None and it.confidence is None and it.probs is None
+               and it.flagged is None for it in lying)
+    assert "Cloudland" not in (_job(db, job_id).classes or [])
+
+
 def test_schema_1_tables_still_import_and_a_wrong_schema_2_type_is_refused(
         db: Database, roots: Path, allowed: tuple[Path, ...]) -> None:
     old = write_job(roots / "jobs" / "v1", n_windows=4, n_chips=0, n_bad=0)
