@@ -122,6 +122,10 @@ class Plan:
         return h.hexdigest()
 
 
+#: The stem no scene may have: its STAC item would be the job's ``stac/catalog.json``.
+RESERVED_STEM = "catalog"
+
+
 def _stems(scenes: Sequence[SceneInfo]) -> dict[str, str]:
     """Output file stems per scene (a STAC item's id, else the file's stem); a stem shared by
     two scenes gets a short path hash."""
@@ -134,8 +138,8 @@ def _stems(scenes: Sequence[SceneInfo]) -> dict[str, str]:
     counts: dict[str, int] = {}
     for s in base.values():
         counts[s] = counts.get(s, 0) + 1
-    return {
-        p: s if counts[s] == 1 else f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
+    return {  # `catalog` would be stac/catalog.json, the job's STAC catalog: never a scene's
+        p: s if counts[s] == 1 and s != RESERVED_STEM else f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
         for p, s in base.items()
     }
 
@@ -222,11 +226,15 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
         found.update(zip(opens, pool.map(run, [files[k] for k in opens]), strict=True))
         # In input order: chips and errors as they are; scenes and STAC items fitted in the pool.
         planned: list[_Planned | Future[_Planned]] = []
+        seen_items: set[str] = set()
         for k, f in enumerate(files):
             if f in stac:
                 items, errors = _stac_entries(f, input_roots or None)
                 planned += errors
-                planned += [pool.submit(_fit_item, it, model, fit, max_pixels) for it in items]
+                # An item reached twice (a catalog and one of its items both given) is one scene.
+                new = [it for it in items if it.path not in seen_items]
+                seen_items.update(it.path for it in new)
+                planned += [pool.submit(_fit_item, it, model, fit, max_pixels) for it in new]
                 continue
             pr = found[k] if k in found else run(f)
             if on_probe is not None:

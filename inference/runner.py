@@ -123,6 +123,8 @@ def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
         "chip_block": CHIP_BLOCK,
         "schema_version": MANIFEST_SCHEMA_VERSION,
     }
+    if opts.input_roots:  # they decide which items' files may be read: part of what the job is
+        identity["input_roots"] = sorted(os.path.realpath(r) for r in opts.input_roots)
     if aois is not None and opts.aoi is not None:
         identity["aoi"] = {"path": os.path.realpath(opts.aoi), "sha256": file_sha256(opts.aoi),
                            "id_field": aois.id_field}

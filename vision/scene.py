@@ -44,7 +44,7 @@ from vision.bands import canonical_band, match_bands, raster_band_names
 from vision.errors import NotGeoreferencedError, UnreadableInputError
 from vision.geo import crs_resolution
 from vision.radiometry import IDENTITY, Harmonisation, Radiometry, geotiff_radiometry, reconcile
-from vision.raster import gdal_env, open_raster
+from vision.raster import ALLOWED_DRIVERS, gdal_env, open_raster
 
 #: Largest read one call may ask for, in pixels per band (callers read chunks, not products).
 MAX_READ_PIXELS = 8192 * 8192
@@ -303,6 +303,9 @@ class Scene:
                 with open_raster(s.path):
                     pass
                 ds = self._stack.enter_context(rasterio.open(s.path))
+                if ds.driver not in ALLOWED_DRIVERS:  # the file read, not only the one checked
+                    raise UnreadableInputError(f"{s.path}: driver {ds.driver!r} is not allowed "
+                                               f"(allowed: {', '.join(ALLOWED_DRIVERS)})")
                 if ds.crs is None or ds.transform == Affine.identity():
                     raise NotGeoreferencedError(f"{s.path}: no CRS or geotransform: cannot place it on the grid")
                 default = Resampling.nearest if s.categorical else Resampling.bilinear

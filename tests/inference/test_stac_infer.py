@@ -229,3 +229,28 @@ def test_input_roots_confine_the_files_an_item_names(
     assert refused.exit_code == 1 and manifest["counts"]["ok"] == 0
     assert "outside the allowed folders" in json.dumps(manifest["errors"])
     assert _run([copy], model, tmp_path / "free").exit_code == 0
+
+
+def test_an_item_reached_twice_is_one_scene_and_no_scene_is_the_catalog(
+        item_path: Path, model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    """A catalog and one of its items both given plan the item once (not every row twice);
+    an item whose id is `catalog` does not overwrite the job's stac/catalog.json."""
+    model = model_factory(RGB_BANDS, extra_meta={"radiometry": EUROSAT_RGB, "gsd_m": 100.0})
+    item = json.loads(item_path.read_text())
+    for asset in item["assets"].values():
+        asset["href"] = str((item_path.parent / asset["href"]).resolve())
+    item["id"] = "catalog"
+    copy = tmp_path / "item.json"
+    copy.write_text(json.dumps(item))
+    cat = tmp_path / "cat.json"
+    cat.write_text(json.dumps({"type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "d",
+                               "links": [{"rel": "item", "href": str(copy), "type": "application/json"}]}))
+    out = tmp_path / "job"
+    assert _run([cat, copy], model, out, gsd="native").exit_code == 0
+    rows = _rows(out)
+    keys = [(r["row_off"], r["col_off"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 324
+    stems = [s for s in _manifest(out)["outputs"] if s.startswith("stac/")]
+    assert "stac/catalog.json" in stems and len(stems) == 2
+    catalog = json.loads((out / "stac" / "catalog.json").read_text())
+    assert catalog["type"] == "Catalog"
