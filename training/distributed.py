@@ -46,11 +46,15 @@ class World:
 
 
 def init() -> World:
-    """Join the process group under torchrun (NCCL with CUDA, gloo otherwise)."""
+    """Join the process group under torchrun: NCCL for CUDA tensors and gloo for CPU ones (the
+    small decisions `rank0_decides` broadcasts are CPU tensors), gloo alone without CUDA."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # NCCL's barrier uses it
+            torch.distributed.init_process_group("cpu:gloo,cuda:nccl")
+        else:
+            torch.distributed.init_process_group("gloo")
     return World(int(os.environ.get("RANK", "0")), size)
 
 
