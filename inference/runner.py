@@ -50,6 +50,7 @@ from inference.session import (
     default_streams,
 )
 from inference.writers import OutputWriteError, scene_output_names, writing
+from vision.console import make_console
 from vision.contracts.predictions import PredictionRow
 from vision.errors import ConfigError, ModelFormatError, VisionError
 from vision.hashing import file_sha256
@@ -179,7 +180,7 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
             the job running in another process (`inference.job.JobRunningError`).
         JobStoppedError: the outputs could not be written (a full disk); rerun to resume.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     with resolve_model(opts.model) as model_path:
         model = _load_model(model_path, opts.model)
         stride = opts.stride or model.input_size

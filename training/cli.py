@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -21,9 +20,10 @@ from vision.cli_options import (
     progress_option,
     refuse_overwrite,
 )
+from vision.console import make_console
 
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry.")
 

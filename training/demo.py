@@ -7,16 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.panel import Panel
 
 from training.trainer import run_training
 from vision import settings
 from vision.config import validate_experiment
+from vision.console import make_console
 from vision.data.synthetic import BANDS, NOTICE, write_synthetic_dataset
 from vision.errors import VisionError
 
-console = Console()
+console = make_console()
 
 
 def demo_recipe(data: str, out: Path, epochs: int) -> dict[str, object]:

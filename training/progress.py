@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from vision.console import make_console
+
 #: Every training command reports on stderr (stdout stays for results and JSON).
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 Advance = Callable[[int], None]
 

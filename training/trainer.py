@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -41,6 +40,7 @@ from training.loop import make_ema, param_groups, predict, train_one_epoch
 from training.progress import Reporter, console
 from vision.atomic import write_text_atomic as atomic_write_text
 from vision.config import ExperimentConfig, check_resources, dump_experiment
+from vision.console import make_console
 from vision.data import BandStats, ChipSource, dataset_fingerprint
 from vision.data.pixels import PixelFacts, pixel_facts
 from vision.data.scene_source import labelled_facts
@@ -134,7 +134,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     dist = distributed.init()
     rank, world, is_main = dist.rank, dist.size, dist.is_main
     # Rank 0 alone speaks; the other ranks' stage lines would only repeat its own.
-    report = Reporter(progress and is_main, out=None if is_main else Console(quiet=True))
+    report = Reporter(progress and is_main, out=None if is_main else make_console(quiet=True))
     device = pick_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

@@ -15,9 +15,9 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from vision.console import make_console
 from vision.errors import ConfigError, VisionError
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 

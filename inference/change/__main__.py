@@ -7,17 +7,17 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from inference.change.cli import CHANGE_HELP, change
+from vision.console import make_console
 from vision.errors import ConfigError, VisionError
 
 
 def main() -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(help=CHANGE_HELP, no_args_is_help=True)(change)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     try:
         app(standalone_mode=False)
     except ConfigError as exc:

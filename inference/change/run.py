@@ -46,6 +46,7 @@ from inference.change.table import Chunk, TableBuilder
 from vision import geo
 from vision.atomic import atomic_dir, write_bytes_atomic, write_json_atomic
 from vision.cli_options import refuse_overwrite
+from vision.console import make_console
 from vision.contracts.changes import CHANGE_CODES, CHANGE_SCHEMA_VERSION
 from vision.errors import ConfigError
 from vision.hashing import file_sha256
@@ -242,7 +243,7 @@ def run_change(opts: ChangeOptions, console: Console | None = None) -> ChangeRes
         ConfigError: bad options, jobs that cannot be compared, an --out conflict.
         JobReadError: a job's files are unreadable or against the contract.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     t_start = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
     if len(opts.jobs) < 2:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from vision.cli_options import overwrite_option, progress_option, refuse_overwrite
+from vision.console import make_console
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -126,10 +126,10 @@ def check_command(
             progress=progress,
             workers=workers,
         )
-    render_report(report, Console(), max_rows=max_rows)
+    render_report(report, make_console(), max_rows=max_rows)
     if json_out is not None:
         write_json(report, json_out)
-        Console(stderr=True).print(f"report written to {escape(str(json_out))}", highlight=False)
+        make_console(stderr=True).print(f"report written to {escape(str(json_out))}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -204,7 +204,7 @@ def fetch_command(
         timeout=timeout,
         progress=progress,
     )
-    out = Console()
+    out = make_console()
     out.print(f"{escape(str(result.path))}  sha256 {result.sha256}", highlight=False)
     if result.extracted is not None:
         chips = escape(str(result.extracted / RELEASES[name].data_dir))
@@ -309,9 +309,9 @@ def chips_command(
                                  background_buffer_m=background_buffer_m, max_nodata=max_nodata, max_cloud=max_cloud,
                                  seed=seed),
         split=rule)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     data = build(spec, console=console, progress=progress, reuse=False)
     written = write_chips(data, out)
-    Console().print(f"{written.chips:,} chips written to {escape(str(out))} ({written.skipped:,} labels, scenes or "
-                    f"windows skipped: {escape(str(out / 'skipped.csv'))}); check them with: vision data check "
-                    f"{escape(str(out))}", highlight=False)
+    make_console().print(f"{written.chips:,} chips written to {escape(str(out))} ({written.skipped:,} labels, "
+                         f"scenes or windows skipped: {escape(str(out / 'skipped.csv'))}); check them "
+                         f"with: vision data check {escape(str(out))}", highlight=False)

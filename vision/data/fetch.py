@@ -37,6 +37,7 @@ from rich.progress import Progress
 
 from vision import settings
 from vision.atomic import atomic_dir
+from vision.console import make_console
 from vision.data.transfer import CHUNK, DownloadError, download, sync
 from vision.data.transfer import progress as _progress
 from vision.errors import ConfigError, VisionError
@@ -179,7 +180,7 @@ def fetch_dataset(
         raise ConfigError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     if retries < 0:
         raise ConfigError(f"retries must be 0 or more, got {retries}")
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     folder = Path(to) if to is not None else default_download_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -312,7 +313,7 @@ def extract_archive(
         DownloadError: the archive is corrupt or has an unsafe member.
     """
     src = Path(archive)
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = src.with_suffix("")
     if out.exists():
         console.print(f"{escape(str(out))} exists: not extracting again (delete it to re-extract)")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from vision.console import make_console
 from vision.data.builder import Builder
 from vision.data.sampling import SamplingOptions
 from vision.data.scene_source import LabelledData, WindowSource
@@ -130,7 +131,7 @@ def open_labelled_splits(cfg: ExperimentConfig, console: Console | None = None) 
     """The train/val/test splits of a recipe whose ``data.source`` is ``scenes`` or ``stac``
     (the training hookup: one sampling for all splits)."""
     d = cfg.data
-    out = console or Console(stderr=True)
+    out = console or make_console(stderr=True)
     data = build(spec_from_config(d, cfg.model.input_size, cfg.seed), console=out, progress=out.is_terminal)
     train = data.source(d.train, d.classes)
     val = data.source(d.val, train.classes)
@@ -171,7 +172,7 @@ def build(spec: LabelledSpec, console: Console | None = None, progress: bool = F
         return _BUILT[key]
     data = Builder(spec).run(progress, console)
     if not quiet:
-        report_warnings(data, console or Console(stderr=True))
+        report_warnings(data, console or make_console(stderr=True))
     _BUILT.clear()  # one set kept: they hold pixels
     _BUILT[key] = data
     return data

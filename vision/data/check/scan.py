@@ -31,6 +31,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from vision.console import make_console
 from vision.data.check.report import Issue
 from vision.data.decode import decode_image_bytes
 from vision.data.layout import SplitRef
@@ -280,7 +281,7 @@ def progress_bar(enabled: bool, console: Console | None) -> Progress:
         MofNCompleteColumn(),
         TextColumn("chips"),
         TimeElapsedColumn(),
-        console=console or Console(stderr=True),
+        console=console or make_console(stderr=True),
         disable=not enabled,
         transient=True,
     )
