@@ -12,7 +12,9 @@ which then compares the tables with what the rows recorded and names the first m
   time, first reviewer) equals what its last review row says (or is untouched when none
   exists; after an undo, the state it restored); its prediction and location
   (`item_fingerprint`) equal what the reviewer saw;
-- each job has as many items as its import recorded;
+- each job has as many items as its import recorded, and the settings that decided which rows
+  were queued (``include_cloudy``, from ``job.import``) and what was counted as not assessed
+  (``not_assessed`` by reason, from ``job.ready``) are still the recorded ones;
 - a change item's change row (its before window, classes, inputs and models:
   `review.audit_changes`) equals what each decision on it recorded, every change row has its
   item in a change job, and every item of a change job has its change row;
@@ -50,6 +52,9 @@ REVIEW_KINDS = {
 UNDO_KIND = "undo"
 #: Audit actions that record how many items a job holds.
 ITEM_COUNT_ACTIONS = ("job.import", "job.ready")
+#: Job settings an import records (name: JSON type), with the action that records each:
+#: ``include_cloudy`` in ``job.import``, ``not_assessed`` in ``job.ready``.
+JOB_SETTINGS: dict[str, type] = {"include_cloudy": bool, "not_assessed": dict}
 #: Audit actions that record a user's role and active flag.
 USER_ACTIONS = ("user.add", "user.update")
 #: The item columns an export shows that never change after import.
@@ -149,6 +154,7 @@ class Expectations:
         self.last: dict[int, _Review] = {}
         self.first_reviewer: dict[int, str] = {}
         self.jobs: dict[int, tuple[int, int]] = {}
+        self.job_settings: dict[tuple[int, str], tuple[int, Any]] = {}
         self.users: dict[str, tuple[int, str, bool]] = {}
         self.broken: Mismatch | None = None
 
@@ -160,6 +166,10 @@ class Expectations:
             after, job_id = _load(r.after), _target_id(r.target, "job")
             if isinstance(after, dict) and job_id is not None and isinstance(after.get("items"), int):
                 self.jobs[job_id] = (r.seq, after["items"])
+            if isinstance(after, dict) and job_id is not None:
+                for name, kind in JOB_SETTINGS.items():
+                    if isinstance(after.get(name), kind):
+                        self.job_settings[(job_id, name)] = (r.seq, after[name])
         elif r.action in USER_ACTIONS:
             after = _load(r.after)
             if isinstance(after, dict) and isinstance(after.get("name"), str):
@@ -191,8 +201,8 @@ class Expectations:
             if wiped is not None:
                 return wiped
         names = {int(i): str(n) for i, n in db.execute(select(User.id, User.name))}
-        return (self._users(db) or self._job_items(db) or self._change_rows(db) or self._decisions(db, names)
-                or self._items(db, names))
+        return (self._users(db) or self._job_items(db) or self._job_settings(db) or self._change_rows(db)
+                or self._decisions(db, names) or self._items(db, names))
 
     def _change_rows(self, db: Session) -> Mismatch | None:
         bad = check_change_rows(db)
@@ -238,6 +248,15 @@ class Expectations:
         for job_id, have in sorted(counts.items()):
             if job_id not in self.jobs:
                 return Mismatch(None, f"job {job_id} has {have} items but no audit row records their import")
+        return None
+
+    def _job_settings(self, db: Session) -> Mismatch | None:
+        settings = {int(j): {"include_cloudy": bool(c), "not_assessed": n}
+                    for j, c, n in db.execute(select(Job.id, Job.include_cloudy, Job.not_assessed))}
+        for (job_id, name), (seq, recorded) in sorted(self.job_settings.items()):
+            have = settings.get(job_id, {}).get(name)
+            if job_id in settings and have != recorded:
+                return Mismatch(seq, f"job {job_id} has {name}={have!r} but audit row {seq} recorded {recorded!r}")
         return None
 
     def _decisions(self, db: Session, names: dict[int, str]) -> Mismatch | None:

@@ -163,6 +163,8 @@ class Worker:
             fail(self.db, job_id, f"import failed: {exc}", WORKER, WORKER, rc)
             return
         after: dict[str, object] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
+        if result.not_assessed:  # what `Job.not_assessed` holds now; a change import counts none
+            after["not_assessed"] = result.not_assessed
         if rc is not None:
             after["rc"] = rc
         with self.db.write() as s:

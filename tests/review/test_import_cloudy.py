@@ -148,3 +148,40 @@ def test_include_cloudy_is_for_job_folders(db: Database, roots: Path) -> None:
     folder = _schema_2_job(roots / "jobs" / "clouds")
     code, out = run_cli("review", "import", str(folder), "--db", db.url, "--include-cloudy", "--no-progress")
     assert code == 0 and "8 items queued for review (cloudy windows included, without a class)" in out, out
+
+
+@pytest.mark.parametrize("via", ["cli", "worker"])
+def test_audit_verify_holds_the_jobs_cloudy_setting_and_counts_to_the_log(
+        db: Database, roots: Path, allowed: tuple[Path, ...], via: str) -> None:
+    """Which rows were queued (``include_cloudy``) and what was counted as not assessed are
+    part of the record: changing either in the jobs table behind the service's back is found."""
+    from sqlalchemy import update
+
+    from review import audit
+    from review.jobs.importer import create_import_job
+    from review.jobs.worker import Worker
+
+    folder = _schema_2_job(roots / "jobs" / "clouds")
+    if via == "cli":
+        job_id = import_job(db, folder, "test", allowed, include_cloudy=True)
+    else:
+        job_id = create_import_job(db, folder, "test", allowed, include_cloudy=True)
+        assert Worker(db, roots=allowed).run_once()
+    assert _job(db, job_id).not_assessed == {"nodata": 1, "cloudy": 0, "error": 1, "invalid": 0}
+    with db.snapshot() as s:
+        assert audit.verify(s).ok
+    for change, recorded in (({"include_cloudy": False}, "include_cloudy=False but audit row"),
+                             ({"not_assessed": {"nodata": 0, "cloudy": 0, "error": 0, "invalid": 0}},
+                              "not_assessed={'nodata': 0")):
+        with db.write() as s:
+            before = s.get(Job, job_id)
+            assert before is not None
+            kept = {k: getattr(before, k) for k in change}
+            s.execute(update(Job).where(Job.id == job_id).values(**change))
+        with db.snapshot() as s:
+            result = audit.verify(s)
+        assert not result.ok and recorded in str(result.reason), result
+        with db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**kept))
+    with db.snapshot() as s:
+        assert audit.verify(s).ok
