@@ -179,7 +179,10 @@ def run_infer(inputs: list[Path], model: Path, out: Path, batch: int) -> dict[st
     hwm = out.parent / f"{out.name}.hwm"
     cmd = [sys.executable, "-c", _CHILD, "infer",
            *map(str, inputs), "--model", str(model), "--out", str(out), "--no-progress",
-           "--batch-size", str(batch), "--overwrite"]
+           "--batch-size", str(batch), "--overwrite",
+           # Every window of the scene at its own pixel size: the bench measures throughput, and a
+           # 30 cm scene under the default --gsd model would be one 640 m window (issue 12).
+           "--gsd", "native"]
     t = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
                           env={**os.environ, "VISION_BENCH_HWM": str(hwm)})
