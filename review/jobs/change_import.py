@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import delete, func, insert, select, update
 
-from review import audit
 from review.db.engine import Database
 from review.db.models import JOB_IMPORTING, JOB_READY, PENDING, ChangeItem, Item, Job, utcnow
 from review.jobs.change_folder import (
@@ -49,12 +48,13 @@ from review.jobs.importer import (
     INSERT_BATCH,
     NAMED_ROWS,
     ImportResult,
+    JobOptions,
     Progress,
     fail_import,
-    imported_before,
+    import_here,
 )
 from review.jobs.inputs import InputResolver
-from review.jobs.records import KIND_CHANGE, new_job
+from review.jobs.records import KIND_CHANGE, add_import_job, new_job
 from vision.contracts.changes import (
     CHANGE_TRANSITIONS,
     STATUS_OK,
@@ -321,23 +321,15 @@ def fail_change_import(db: Database, job_id: int, message: str, actor: str, requ
     fail_import(db, job_id, message, actor, request_id, rc)
 
 
-class ChangeImportOptions(TypedDict, total=False):
-    """The choices of a change import, all optional (keywords of `create_change_import_job`
-    and `import_change_folder`).
+class ChangeImportOptions(JobOptions, total=False):
+    """The choices of a change import (`review.jobs.importer.JobOptions` and this one; four
+    eyes: a confirmed change needs a second reviewer).
 
     Attributes:
-        name: the job's name (default: the folder's).
         transitions: the transitions to queue (default: every one).
-        four_eyes: a confirmed change needs a second reviewer (default off).
-        request_id: the HTTP request id, or ``cli`` (the default).
-        again: import a folder imported before (default: refused).
     """
 
-    name: str | None
     transitions: Sequence[str] | None
-    four_eyes: bool
-    request_id: str
-    again: bool
 
 
 def create_change_import_job(
@@ -360,32 +352,21 @@ def create_change_import_job(
         ConfigError: not a finished change folder inside the roots, an unknown transition,
             or a folder imported before (unless ``again``).
     """
-    name, four_eyes, again = options.get("name"), options.get("four_eyes", False), options.get("again", False)
-    request_id = options.get("request_id", "cli")
+    four_eyes = options.get("four_eyes", False)
     folder = Path(os.path.realpath(folder))
     wanted = parse_transitions(options.get("transitions"))
     rows, manifest = check_change_dir(folder, roots)
     interest = manifest.get("classes_of_interest")
     interest = [str(c)[:200] for c in interest] if isinstance(interest, list) else []
     with db.write() as s:
-        before = imported_before(s, folder, KIND_CHANGE)
-        if before is not None and not again:
-            raise ConfigError(f"{folder} was imported already as job {before}; import it again with --again")
-        job = new_job(KIND_CHANGE, name or folder.name, actor, str(folder), classes_of_interest=interest,
-                      four_eyes=four_eyes, transitions=wanted)
+        job = new_job(KIND_CHANGE, options.get("name") or folder.name, actor, str(folder),
+                      classes_of_interest=interest, four_eyes=four_eyes, transitions=wanted)
         job.progress_total = rows
-        if not queued:
-            job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
-            job.worker_id = f"{actor}:{os.getpid()}"[:64]
-        s.add(job)
-        s.flush()
-        audit.append(
-            s, actor, "job.import", f"job:{job.id}", None,
-            {"job_dir": str(folder), "kind": KIND_CHANGE, "rows": rows, "transitions": wanted,
-             "classes_of_interest": job.classes_of_interest, "four_eyes": four_eyes, "again": before is not None},
-            request_id,
+        return add_import_job(
+            s, job, queued=queued, again=options.get("again", False), request_id=options.get("request_id", "cli"),
+            details={"job_dir": str(folder), "kind": KIND_CHANGE, "rows": rows, "transitions": wanted,
+                     "classes_of_interest": job.classes_of_interest, "four_eyes": four_eyes},
         )
-        return int(job.id)
 
 
 def import_change_folder(
@@ -401,14 +382,6 @@ def import_change_folder(
     Raises:
         ConfigError: as the two do (the job is then marked failed).
     """
-    request_id = options.get("request_id", "cli")
     job_id = create_change_import_job(db, folder, actor, roots, queued=False, **options)
-    try:
-        result = run_change_import(db, job_id, roots, on_progress)
-    except ConfigError as exc:
-        fail_change_import(db, job_id, f"import failed: {exc}", actor, request_id)
-        raise
-    with db.write() as s:
-        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING},
-                     {"status": JOB_READY, "items": result.items, "skipped": result.skipped}, request_id)
-    return job_id
+    return import_here(db, job_id, roots, on_progress, run=run_change_import, fail=fail_change_import, actor=actor,
+                       request_id=options.get("request_id", "cli"), ready_not_assessed=False)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +41,7 @@ from review.db.engine import Database
 from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, Item, Job, utcnow
 from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
 from review.jobs.inputs import InputResolver
-from review.jobs.records import KIND_IMPORT, new_job
+from review.jobs.records import KIND_IMPORT, add_import_job, new_job
 from vision.contracts.predictions import STATUS_CLOUDY, STATUS_ERROR, STATUS_NODATA, STATUS_OK
 from vision.errors import ConfigError
 
@@ -381,100 +381,110 @@ def fail_import(db: Database, job_id: int, message: str, actor: str, request_id:
         audit.append(s, actor, "job.failed", f"job:{job_id}", before, after, request_id)
 
 
-def imported_before(db: Session, job_dir: Path, kind: str = KIND_IMPORT) -> int | None:
-    """The id of a job of ``kind`` (a prediction or a change import) already imported from
-    ``job_dir`` (failed imports do not count)."""
-    return db.execute(
-        select(Job.id)
-        .where(Job.kind == kind, Job.job_dir == str(job_dir), Job.status != JOB_FAILED)
-        .order_by(Job.id)
-        .limit(1)
-    ).scalar_one_or_none()
+class JobOptions(TypedDict, total=False):
+    """The choices every folder import takes, all optional (keywords of `create_import_job`,
+    `import_job` and their change-import twins).
+
+    Attributes:
+        name: the job's name (default: the folder's).
+        four_eyes: a decision needs a second reviewer (default off).
+        request_id: the HTTP request id, or ``cli`` (the default).
+        again: import a folder imported before (default: refused).
+    """
+
+    name: str | None
+    four_eyes: bool
+    request_id: str
+    again: bool
+
+
+class ImportOptions(JobOptions, total=False):
+    """The choices of a prediction import (`JobOptions` and these).
+
+    Attributes:
+        classes_of_interest: the classes whose items are marked of interest (default none).
+        include_cloudy: queue the ``cloudy`` rows too (not assessed by the model: a reviewer
+            labels them); by default they are counted as not assessed.
+    """
+
+    classes_of_interest: list[str] | None
+    include_cloudy: bool
 
 
 def create_import_job(
-    db: Database,
-    job_dir: Path,
-    actor: str,
-    roots: Sequence[Path],
-    name: str | None = None,
-    classes_of_interest: list[str] | None = None,
-    four_eyes: bool = False,
-    request_id: str = "cli",
-    again: bool = False,
-    queued: bool = True,
-    include_cloudy: bool = False,
+    db: Database, job_dir: Path, actor: str, roots: Sequence[Path], queued: bool = True,
+    **options: Unpack[ImportOptions],
 ) -> int:
     """Check a finished job folder and queue it for import (audited); returns the job id.
 
     Args:
         queued: leave the rows to a worker; ``False`` when this process imports them next
             (the job is then marked importing with a heartbeat, so no worker takes it too).
-        include_cloudy: queue the ``cloudy`` rows too (not assessed by the model: a reviewer
-            labels them); by default they are counted as not assessed.
 
     Raises:
         ConfigError: not a finished job folder inside the roots, a malformed table, or a
             folder imported before (unless ``again``).
     """
+    four_eyes, include_cloudy = options.get("four_eyes", False), options.get("include_cloudy", False)
     job_dir = Path(os.path.realpath(job_dir))
     rows = check_job_dir(job_dir, roots)
     with db.write() as s:
-        before = imported_before(s, job_dir)
-        if before is not None and not again:
-            raise ConfigError(f"{job_dir} was imported already as job {before}; import it again with --again")
-        job = new_job(KIND_IMPORT, name or job_dir.name, actor, str(job_dir),
-                      classes_of_interest=classes_of_interest or [], four_eyes=four_eyes)
+        job = new_job(KIND_IMPORT, options.get("name") or job_dir.name, actor, str(job_dir),
+                      classes_of_interest=options.get("classes_of_interest") or [], four_eyes=four_eyes)
         job.progress_total = rows
         job.include_cloudy = include_cloudy
-        if not queued:
-            job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
-            job.worker_id = f"{actor}:{os.getpid()}"[:64]
-        s.add(job)
-        s.flush()
-        audit.append(
-            s,
-            actor,
-            "job.import",
-            f"job:{job.id}",
-            None,
-            {"job_dir": str(job_dir), "rows": rows, "classes_of_interest": job.classes_of_interest,
-             "four_eyes": four_eyes, "again": before is not None, "include_cloudy": include_cloudy},
-            request_id,
+        return add_import_job(
+            s, job, queued=queued, again=options.get("again", False), request_id=options.get("request_id", "cli"),
+            details={"job_dir": str(job_dir), "rows": rows, "classes_of_interest": job.classes_of_interest,
+                     "four_eyes": four_eyes, "include_cloudy": include_cloudy},
         )
-        return int(job.id)
+
+
+#: `fail_import` or its change-import twin.
+FailImport = Callable[[Database, int, str, str, str], None]
+#: `run_import` or its change-import twin.
+RunImport = Callable[[Database, int, Sequence[Path], Progress | None], ImportResult]
+
+
+def import_here(
+    db: Database, job_id: int, roots: Sequence[Path], on_progress: Progress | None, *,
+    run: RunImport, fail: FailImport, actor: str, request_id: str, ready_not_assessed: bool,
+) -> int:
+    """Import a job created with ``queued=False`` in this process (the CLI), then audit
+    ``job.ready``; returns the job id.
+
+    Args:
+        ready_not_assessed: ``job.ready`` records the not-assessed counts by reason (a
+            prediction import: `review.audit_state` checks them; a change import counts none).
+
+    Raises:
+        ConfigError: as ``run`` does (the job is then marked failed with ``fail``).
+    """
+    try:
+        result = run(db, job_id, roots, on_progress)
+    except ConfigError as exc:
+        fail(db, job_id, f"import failed: {exc}", actor, request_id)
+        raise
+    after: dict[str, Any] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
+    if ready_not_assessed:
+        after["not_assessed"] = result.not_assessed
+    with db.write() as s:
+        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING}, after, request_id)
+    return job_id
 
 
 def import_job(
-    db: Database,
-    job_dir: Path,
-    actor: str,
-    roots: Sequence[Path],
-    name: str | None = None,
-    classes_of_interest: list[str] | None = None,
-    four_eyes: bool = False,
-    request_id: str = "cli",
-    again: bool = False,
-    on_progress: Progress | None = None,
-    include_cloudy: bool = False,
+    db: Database, job_dir: Path, actor: str, roots: Sequence[Path], on_progress: Progress | None = None,
+    **options: Unpack[ImportOptions],
 ) -> int:
     """`create_import_job` and `run_import` in this process (the CLI); returns the job id.
 
     Raises:
         ConfigError: as the two do (the job is then marked failed).
     """
-    job_id = create_import_job(db, job_dir, actor, roots, name, classes_of_interest, four_eyes, request_id, again,
-                               queued=False, include_cloudy=include_cloudy)
-    try:
-        result = run_import(db, job_id, roots, on_progress)
-    except ConfigError as exc:
-        fail_import(db, job_id, f"import failed: {exc}", actor, request_id)
-        raise
-    with db.write() as s:
-        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING},
-                     {"status": JOB_READY, "items": result.items, "skipped": result.skipped,
-                      "not_assessed": result.not_assessed}, request_id)
-    return job_id
+    job_id = create_import_job(db, job_dir, actor, roots, queued=False, **options)
+    return import_here(db, job_id, roots, on_progress, run=run_import, fail=fail_import, actor=actor,
+                       request_id=options.get("request_id", "cli"), ready_not_assessed=True)
 
 
 def set_classes_of_interest(db: Session, job: Job, classes: list[str], four_eyes: bool) -> None:

@@ -1,10 +1,20 @@
-"""The one factory of `Job` rows (submitted batches and imported folders alike)."""
+"""The one factory of `Job` rows (submitted batches and imported folders alike), and the
+steps every folder import takes to add its row, so that a prediction import and a change
+import refuse a second import and audit their creation the same way."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
-from review.db.models import JOB_QUEUED, Job, utcnow
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from review import audit
+from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_QUEUED, Job, utcnow
+from vision.errors import ConfigError
 
 #: Job kinds: run by the worker through ``vision infer``, a finished folder imported, or a
 #: `vision change` folder imported (its items are changes: `review.db.models.ChangeItem`).
@@ -47,3 +57,43 @@ def new_job(
         progress_total=0,
         rows_skipped=0,
     )
+
+
+def imported_before(db: Session, job_dir: Path, kind: str = KIND_IMPORT) -> int | None:
+    """The id of a job of ``kind`` (a prediction or a change import) already imported from
+    ``job_dir`` (failed imports do not count)."""
+    return db.execute(
+        select(Job.id)
+        .where(Job.kind == kind, Job.job_dir == str(job_dir), Job.status != JOB_FAILED)
+        .order_by(Job.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def add_import_job(
+    db: Session, job: Job, *, queued: bool, again: bool, request_id: str, details: dict[str, Any]
+) -> int:
+    """Add a new import job from `new_job` (audited ``job.import``); returns its id.
+
+    Args:
+        db: a session inside a write transaction.
+        job: the job; its ``job_dir`` is the resolved folder, its ``submitted_by`` the actor.
+        queued: leave the rows to a worker; ``False`` when this process imports them next
+            (the job is then marked importing with a heartbeat, so no worker takes it too).
+        again: import a folder imported before (otherwise refused).
+        details: what the audit row records besides ``again`` (the folder, rows, settings).
+
+    Raises:
+        ConfigError: the folder was imported before as a job of the same kind, and not ``again``.
+    """
+    before = imported_before(db, Path(job.job_dir), job.kind)
+    if before is not None and not again:
+        raise ConfigError(f"{job.job_dir} was imported already as job {before}; import it again with --again")
+    if not queued:
+        job.status, job.heartbeat_at, job.started_at = JOB_IMPORTING, utcnow(), utcnow()
+        job.worker_id = f"{job.submitted_by}:{os.getpid()}"[:64]
+    db.add(job)
+    db.flush()
+    audit.append(db, job.submitted_by, "job.import", f"job:{job.id}", None,
+                 details | {"again": before is not None}, request_id)
+    return int(job.id)
