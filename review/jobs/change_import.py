@@ -384,4 +384,4 @@ def import_change_folder(
     """
     job_id = create_change_import_job(db, folder, actor, roots, queued=False, **options)
     return import_here(db, job_id, roots, on_progress, run=run_change_import, fail=fail_change_import, actor=actor,
-                       request_id=options.get("request_id", "cli"), ready_not_assessed=False)
+                       request_id=options.get("request_id", "cli"))

@@ -448,14 +448,10 @@ RunImport = Callable[[Database, int, Sequence[Path], Progress | None], ImportRes
 
 def import_here(
     db: Database, job_id: int, roots: Sequence[Path], on_progress: Progress | None, *,
-    run: RunImport, fail: FailImport, actor: str, request_id: str, ready_not_assessed: bool,
+    run: RunImport, fail: FailImport, actor: str, request_id: str,
 ) -> int:
     """Import a job created with ``queued=False`` in this process (the CLI), then audit
-    ``job.ready``; returns the job id.
-
-    Args:
-        ready_not_assessed: ``job.ready`` records the not-assessed counts by reason (a
-            prediction import: `review.audit_state` checks them; a change import counts none).
+    ``job.ready`` (`ready_record`); returns the job id.
 
     Raises:
         ConfigError: as ``run`` does (the job is then marked failed with ``fail``).
@@ -465,12 +461,22 @@ def import_here(
     except ConfigError as exc:
         fail(db, job_id, f"import failed: {exc}", actor, request_id)
         raise
-    after: dict[str, Any] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
-    if ready_not_assessed:
-        after["not_assessed"] = result.not_assessed
     with db.write() as s:
-        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING}, after, request_id)
+        audit.append(s, actor, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING}, ready_record(result),
+                     request_id)
     return job_id
+
+
+def ready_record(result: ImportResult, rc: int | None = None) -> dict[str, Any]:
+    """What ``job.ready`` records, for the CLI and the worker alike: the items and skipped rows,
+    the not-assessed counts by reason that the job now holds (`review.audit_state` checks them; a
+    change import counts none), and the runner's exit code when a worker ran one."""
+    after: dict[str, Any] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
+    if result.not_assessed:
+        after["not_assessed"] = result.not_assessed
+    if rc is not None:
+        after["rc"] = rc
+    return after
 
 
 def import_job(
@@ -484,7 +490,7 @@ def import_job(
     """
     job_id = create_import_job(db, job_dir, actor, roots, queued=False, **options)
     return import_here(db, job_id, roots, on_progress, run=run_import, fail=fail_import, actor=actor,
-                       request_id=options.get("request_id", "cli"), ready_not_assessed=True)
+                       request_id=options.get("request_id", "cli"))
 
 
 def set_classes_of_interest(db: Session, job: Job, classes: list[str], four_eyes: bool) -> None:

@@ -33,9 +33,9 @@ from sqlalchemy import or_, select, update
 
 from review import audit
 from review.db.engine import Database
-from review.db.models import JOB_IMPORTING, JOB_QUEUED, JOB_READY, JOB_RUNNING, Job, utcnow
+from review.db.models import JOB_IMPORTING, JOB_QUEUED, JOB_RUNNING, Job, utcnow
 from review.jobs.files import check_tree
-from review.jobs.importer import fail_import, run_import
+from review.jobs.importer import fail_import, ready_record, run_import
 from review.jobs.records import KIND_CHANGE, KIND_INFERENCE, new_job
 from vision.contracts.progress import JobProgress
 from vision.model_uri import is_registry_uri
@@ -162,13 +162,9 @@ class Worker:
             log.warning("job %s: import failed: %s", job_id, exc)
             fail(self.db, job_id, f"import failed: {exc}", WORKER, WORKER, rc)
             return
-        after: dict[str, object] = {"status": JOB_READY, "items": result.items, "skipped": result.skipped}
-        if result.not_assessed:  # what `Job.not_assessed` holds now; a change import counts none
-            after["not_assessed"] = result.not_assessed
-        if rc is not None:
-            after["rc"] = rc
         with self.db.write() as s:
-            audit.append(s, WORKER, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING}, after, WORKER)
+            audit.append(s, WORKER, "job.ready", f"job:{job_id}", {"status": JOB_IMPORTING},
+                         ready_record(result, rc), WORKER)
 
     def _infer(self, job_id: int, input_path: str, model: str, out_dir: Path) -> int:
         """Run ``vision infer`` for a job, following its ``progress.json``; returns its exit code.
