@@ -48,13 +48,12 @@ from review.jobs.importer import (
     INSERT_BATCH,
     NAMED_ROWS,
     ImportResult,
-    JobOptions,
     Progress,
     fail_import,
     import_here,
 )
 from review.jobs.inputs import InputResolver
-from review.jobs.records import KIND_CHANGE, add_import_job, new_job
+from review.jobs.records import KIND_CHANGE, JobOptions, add_import_job, new_job
 from vision.contracts.changes import (
     CHANGE_TRANSITIONS,
     STATUS_OK,
@@ -322,7 +321,7 @@ def fail_change_import(db: Database, job_id: int, message: str, actor: str, requ
 
 
 class ChangeImportOptions(JobOptions, total=False):
-    """The choices of a change import (`review.jobs.importer.JobOptions` and this one; four
+    """The choices of a change import (`review.jobs.records.JobOptions` and this one; four
     eyes: a confirmed change needs a second reviewer).
 
     Attributes:

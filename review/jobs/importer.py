@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +41,7 @@ from review.db.engine import Database
 from review.db.models import JOB_FAILED, JOB_IMPORTING, JOB_READY, PENDING, Item, Job, utcnow
 from review.jobs.files import InputMissingError, InputRefusedError, is_inside, open_input, read_small
 from review.jobs.inputs import InputResolver
-from review.jobs.records import KIND_IMPORT, add_import_job, new_job
+from review.jobs.records import KIND_IMPORT, JobOptions, add_import_job, new_job
 from vision.contracts.predictions import STATUS_CLOUDY, STATUS_ERROR, STATUS_NODATA, STATUS_OK
 from vision.errors import ConfigError
 
@@ -379,23 +379,6 @@ def fail_import(db: Database, job_id: int, message: str, actor: str, request_id:
         if rc is not None:
             after["rc"] = rc
         audit.append(s, actor, "job.failed", f"job:{job_id}", before, after, request_id)
-
-
-class JobOptions(TypedDict, total=False):
-    """The choices every folder import takes, all optional (keywords of `create_import_job`,
-    `import_job` and their change-import twins).
-
-    Attributes:
-        name: the job's name (default: the folder's).
-        four_eyes: a decision needs a second reviewer (default off).
-        request_id: the HTTP request id, or ``cli`` (the default).
-        again: import a folder imported before (default: refused).
-    """
-
-    name: str | None
-    four_eyes: bool
-    request_id: str
-    again: bool
 
 
 class ImportOptions(JobOptions, total=False):

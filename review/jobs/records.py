@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +19,23 @@ from vision.errors import ConfigError
 #: Job kinds: run by the worker through ``vision infer``, a finished folder imported, or a
 #: `vision change` folder imported (its items are changes: `review.db.models.ChangeItem`).
 KIND_INFERENCE, KIND_IMPORT, KIND_CHANGE = "inference", "import", "change"
+
+
+class JobOptions(TypedDict, total=False):
+    """The choices every folder import takes, all optional (keywords of `create_import_job`,
+    `import_job` in `review.jobs.importer` and their change-import twins).
+
+    Attributes:
+        name: the job's name (default: the folder's).
+        four_eyes: a decision needs a second reviewer (default off).
+        request_id: the HTTP request id, or ``cli`` (the default).
+        again: import a folder imported before (default: refused).
+    """
+
+    name: str | None
+    four_eyes: bool
+    request_id: str
+    again: bool
 
 
 def new_job(
