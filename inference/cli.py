@@ -46,6 +46,10 @@ only the windows whose interior meets an area are read and classified (each row'
 the first area it meets); DIR/aoi_summary.json and a table at the end give per area and class
 the windows and hectares, and the hectares not assessed; an area over no input, or a feature
 that is not a valid polygon, is reported (exit code 1) and the rest of the job runs.
+Two dates: --grid RASTER reads every scene onto that raster's grid (CRS, transform, size;
+the earlier date's scene, say), resampled with --resampling, so that the windows of both jobs
+cover the same ground even when the later date comes in another CRS; the grid's pixels must
+fit the model's GSD (--gsd native runs a mismatch) and its outputs are on that grid.
 
 Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
 while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
@@ -75,6 +79,7 @@ Examples:
     vision infer l2a.tif --model runs/l1c/model.onnx --out jobs/x --allow-radiometry-mismatch
     vision infer S2_tile.tif --model runs/rgb/model.onnx --out jobs/farms --aoi farms.gpkg \\
         --aoi-field parcel
+    vision infer after_3857.tif --model runs/rgb/model.onnx --out jobs/after --grid before.tif
 """
 
 
@@ -146,6 +151,11 @@ def infer(
         0.5, "--max-cloud", min=0.0, max=1.0,
         help="windows whose cloud fraction (SCL or s2cloudless) is larger are not "
              "classified (status cloudy)"),
+    grid: Path | None = typer.Option(
+        None, "--grid", metavar="RASTER",
+        help="read every scene onto the grid (CRS, transform, size) of this georeferenced raster, "
+             "e.g. the earlier date's scene, resampled with --resampling: two dates' windows then "
+             "cover the same ground and `vision change` compares them window by window"),
     aoi: Path | None = typer.Option(
         None, "--aoi",
         help="areas of interest (GeoJSON or GeoPackage, any CRS; polygons and multipolygons): "
@@ -177,7 +187,7 @@ def infer(
         workers=workers, threads=threads, streams=streams, fp16=fp16, progress=progress,
         max_pixels=max_pixels, resolution=resolution, resampling=resampling, gsd=gsd,
         allow_radiometry_mismatch=allow_radiometry_mismatch, max_cloud=max_cloud,
-        aoi=aoi, aoi_field=aoi_field, input_roots=tuple(input_root),
+        aoi=aoi, aoi_field=aoi_field, input_roots=tuple(input_root), grid=grid,
     ))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -48,6 +48,9 @@ class JobOptions:
             classified (status ``cloudy`` above it).
         aoi: areas of interest (GeoJSON or GeoPackage): only windows that meet one are read.
         aoi_field: the AOI file's id field (``None``: ``id``, else ``name``, else the index).
+        grid: a georeferenced raster whose grid (CRS, transform, size) every scene is read
+            onto (resampled with ``resampling``), so that jobs of two dates place their
+            windows on the same ground; ``None``: each scene's own grid.
         input_roots: folders every file named *inside* an input (a STAC asset or link href)
             must resolve into; empty: wherever the user can read. The review worker passes its
             allowed roots, so a submitted item cannot make the job read files outside them.
@@ -77,6 +80,7 @@ class JobOptions:
     aoi: Path | None = None
     aoi_field: str | None = None
     input_roots: tuple[Path, ...] = ()
+    grid: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device.parse(self.device))
@@ -111,5 +115,9 @@ class JobOptions:
             raise ConfigError("--aoi-field names the id field of an --aoi file: give --aoi too")
         if self.aoi_field is not None and not self.aoi_field.strip():
             raise ConfigError("--aoi-field must name a field")
+        if self.grid is not None:
+            object.__setattr__(self, "grid", Path(self.grid))
+            if self.resolution is not None:
+                raise ConfigError("--grid fixes the pixel size the scenes are read at: drop --resolution")
         if self.prefetch < 1:
             raise ConfigError("prefetch must be at least 1")

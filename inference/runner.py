@@ -40,7 +40,7 @@ from inference.progress import (
     progress_bars,
 )
 from inference.quicklook import CanvasSink
-from inference.scenes import FitOptions
+from inference.scenes import FitOptions, read_grid
 from inference.session import (
     Device,
     SessionOptions,
@@ -55,6 +55,7 @@ from vision.contracts.predictions import PredictionRow
 from vision.errors import ConfigError, ModelFormatError, VisionError
 from vision.hashing import file_sha256
 from vision.model_uri import resolve_model
+from vision.scene import Grid
 
 __all__ = ["JobOptions", "JobResult", "JobStoppedError", "run_job"]
 
@@ -106,9 +107,10 @@ def _settings(opts: JobOptions, model: ModelInfo) -> RunSettings:
 
 
 def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
-              stride: tuple[int, int], aois: AreasOfInterest | None = None) -> dict[str, Any]:
+              stride: tuple[int, int], aois: AreasOfInterest | None = None,
+              grid: Grid | None = None) -> dict[str, Any]:
     """What makes two runs the same job (device, batch size and engine do not change rows);
-    with ``--aoi``, the AOI file's content and id field too."""
+    with ``--aoi``, the AOI file's content and id field too; with ``--grid``, the grid itself."""
     identity: dict[str, Any] = {
         "model_sha256": model.sha256,
         "inputs": inputs,
@@ -126,6 +128,8 @@ def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
     }
     if opts.input_roots:  # they decide which items' files may be read: part of what the job is
         identity["input_roots"] = sorted(os.path.realpath(r) for r in opts.input_roots)
+    if grid is not None:
+        identity["grid"] = {"crs": grid.crs, "transform": list(grid.transform), "size": [grid.width, grid.height]}
     if aois is not None and opts.aoi is not None:
         identity["aoi"] = {"path": os.path.realpath(opts.aoi), "sha256": file_sha256(opts.aoi),
                            "id_field": aois.id_field}
@@ -188,7 +192,8 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
         inputs = [os.path.realpath(i) for i in opts.inputs]
         files = discover(opts.inputs, exclude=opts.out)
         aois = _load_aois(opts)
-        identity = _identity(model, inputs, opts, stride, aois)
+        grid = read_grid(opts.grid, model, opts.gsd) if opts.grid is not None else None
+        identity = _identity(model, inputs, opts, stride, aois, grid)
         job = JobFolder(opts.out)
         state = job.open(fingerprint(identity), opts.overwrite)
         progress = ProgressFile(job.root)
@@ -196,7 +201,7 @@ def run_job(opts: JobOptions, console: Console | None = None) -> JobResult:
             if state == "done":
                 return _already_finished(job, console, opts.out)
             run = _Run(job, state, opts, model, model_path, identity, settings, progress, console,
-                       aois)
+                       aois, grid)
             return run(files, stride)
         except BaseException as exc:
             if job.manifest_path.exists():
@@ -240,6 +245,7 @@ class _Run:
     progress: ProgressFile
     console: Console
     aois: AreasOfInterest | None = None
+    grid: Grid | None = None
 
     def __call__(self, files: list[str], stride: tuple[int, int]) -> JobResult:
         opts, model, settings = self.opts, self.model, self.settings
@@ -255,8 +261,8 @@ class _Run:
         plan = make_plan(files, model, stride, workers=settings.workers,
                          max_pixels=opts.max_pixels, fit=FitOptions(
                              opts.allow_radiometry_mismatch, opts.gsd, opts.resolution,
-                             opts.resampling), stac_files=stac_files(opts.inputs), aois=self.aois,
-                         input_roots=opts.input_roots)
+                             opts.resampling, self.grid, str(opts.grid or "")),
+                         stac_files=stac_files(opts.inputs), aois=self.aois, input_roots=opts.input_roots)
         head = _manifest_head(self.job, self.state, plan, model, opts, self.identity, settings,
                               started)
         aoi_errors = self._aoi_head(head, plan)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rasterio.crs import CRS
@@ -23,8 +24,8 @@ from inference.model import ModelInfo
 from inference.readers import CloudSource, SceneInfo, SceneTooLargeError, crs_string
 from vision.bands import canonical_band, raster_band_names
 from vision.clouds import S2CLOUDLESS_BANDS, cloud_method
-from vision.errors import InputError
-from vision.geo import GsdDecision, decide_gsd, pixel_size_m
+from vision.errors import ConfigError, InputError
+from vision.geo import GSD_TOLERANCE, GsdDecision, decide_gsd, pixel_size_m
 from vision.radiometry import S2_SCALE, UNKNOWN
 from vision.raster import open_raster
 from vision.scene import BandPlan, Grid, grid_for, open_scene, plan_geotiff
@@ -42,6 +43,8 @@ class FitOptions:
     gsd: Gsd = Gsd.MODEL
     resolution: float | None = None
     resampling: ResamplingKind = ResamplingKind.BILINEAR
+    grid: Grid | None = None  # --grid: every scene read onto this one
+    grid_source: str = ""  # the raster it came from, for the manifest
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gsd", Gsd.parse(self.gsd))
@@ -133,7 +136,9 @@ def _finish(plan: BandPlan, model: ModelInfo, fit: FitOptions, max_pixels: int,
         raise InputError(f"{plan.source}: {exc}") from None
     decision = decide_gsd(max(px), model.gsd_m, mode=str(fit.gsd),  # type: ignore[arg-type]
                           allow_coarse=fit.gsd is Gsd.NATIVE, override=GSD_OVERRIDE)
-    if fit.resolution is not None:
+    if fit.grid is not None:
+        target, decision = fit.grid, _on_grid(fit, decision, native, model)
+    elif fit.resolution is not None:
         target = grid_for(plan, resolution_m=fit.resolution)
         decision = dataclasses.replace(decision, resample=target != native, target_m=fit.resolution,
                                        note="; ".join(n for n in (decision.note, f"read at --resolution "
@@ -162,6 +167,41 @@ def _finish(plan: BandPlan, model: ModelInfo, fit: FitOptions, max_pixels: int,
         read = "vision.scene"
     return info, SceneFit(plan, decision, (tx, ty), (h * ty, w * tx), cloud.method if cloud else None, read,
                           files)
+
+
+def read_grid(path: str | Path, model: ModelInfo, gsd: Gsd) -> Grid:
+    """The grid of a georeferenced raster (``--grid``: its CRS, transform and size), checked
+    against the model once: its pixels must fit the model's GSD as an input's do (within
+    10 %; ``--gsd native`` runs a mismatch, recorded on every scene).
+
+    Raises:
+        ConfigError: the file is not a raster this tool reads, has no CRS or geotransform, or
+            its pixel size does not fit the model.
+    """
+    try:
+        with open_raster(path) as ds:
+            grid = Grid.of(ds)
+        grid_m = max(pixel_size_m(grid.crs, grid.affine, grid.width, grid.height))
+        on = decide_gsd(grid_m, model.gsd_m, mode="native", allow_coarse=True)
+    except (InputError, OSError, ValueError) as exc:
+        raise ConfigError(f"--grid {path}: {exc}") from None
+    if gsd is Gsd.MODEL and on.ratio is not None and abs(on.ratio - 1.0) > GSD_TOLERANCE:
+        raise ConfigError(f"--grid {path}: its pixels are {grid_m:.3g} m, the model was trained on {model.gsd_m:g} m: "
+                          f"windows on that grid would not show what the model learnt; give a grid at the model's "
+                          f"GSD, or {GSD_OVERRIDE}")
+    return grid
+
+
+def _on_grid(fit: FitOptions, native_decision: GsdDecision, native: Grid, model: ModelInfo) -> GsdDecision:
+    """The GSD decision for a scene read onto ``--grid`` (checked against the model by
+    `read_grid`): the scene itself passed the coarse check (``native_decision``)."""
+    assert fit.grid is not None
+    g = fit.grid
+    grid_m = max(pixel_size_m(g.crs, g.affine, g.width, g.height))
+    on = decide_gsd(grid_m, model.gsd_m, mode="native", allow_coarse=True)
+    note = f"read on the grid of --grid {fit.grid_source} ({g.crs}, {g.width}x{g.height} pixels of {grid_m:.3g} m)"
+    return dataclasses.replace(on, input_m=native_decision.input_m, resample=g != native,
+                               note="; ".join(n for n in (native_decision.note, on.note, note) if n))
 
 
 def _planned_info(plan: BandPlan, grid: Grid, fit: FitOptions, cloud: CloudSource | None) -> SceneInfo:

@@ -3,14 +3,19 @@ real-chip scenes): the reader follows the prediction table's contract, not a tes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
+import rasterio
 import typer
 from typer.testing import CliRunner
 
 from tests.inference.change.conftest import CLASSES, run_cli
+from vision.errors import ConfigError
 from vision.hashing import file_sha256
 
 
@@ -51,3 +56,62 @@ def test_jobs_of_vision_infer_compare(pairs: Path, model_factory: Callable[..., 
     assert all(r["row_off_before"] == r["row_off"] and r["path_before"] == str(pairs / "d0.tif")
                for r in rows if r["status"] != "not_assessed" or r["reason"] != "before nodata")
     assert (tmp_path / "c" / "report.html").stat().st_size > 10_000
+
+
+def test_a_date_in_another_crs_read_on_the_earlier_grid_compares_window_by_window(
+        pairs: Path, model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    """The after date in EPSG:3857, classified with ``--grid`` the before scene: its windows are
+    the before job's (same CRS, offsets and bounds), `vision change` aligns them directly, and
+    the transitions are those of the same-grid pair on nearly every window (the pixels went
+    through two bilinear warps)."""
+    model = model_factory(["B04", "B03", "B02"], classes=CLASSES)
+    jobs = {d: tmp_path / d for d in ("d0", "d1", "d1-3857")}
+    for d, job in jobs.items():
+        extra = ["--grid", str(pairs / "d0.tif")] if d == "d1-3857" else []
+        assert _infer(str(pairs / f"{d}.tif"), "--model", str(model), "--out", str(job), "--no-progress",
+                      *extra) in (0, 1)
+    before = pq.read_table(jobs["d0"] / "predictions.parquet").to_pylist()
+    warped = pq.read_table(jobs["d1-3857"] / "predictions.parquet").to_pylist()
+    key = ("crs", "row_off", "col_off", "height", "width")
+    assert [tuple(r[k] for k in key) for r in warped] == [tuple(r[k] for k in key) for r in before]
+    assert all(abs(a[k] - b[k]) < 1e-6 for a, b in zip(warped, before, strict=True) for k in ("minx", "maxy"))
+    (entry,) = json.loads((jobs["d1-3857"] / "manifest.json").read_text())["inputs"]
+    assert "read on the grid of --grid" in entry["gsd"]["note"] and entry["read"] == "vision.scene"
+    with rasterio.open(jobs["d1-3857"] / "d1-3857.classes.tif") as a, \
+            rasterio.open(jobs["d0"] / "d0.classes.tif") as b:
+        assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
+
+    results = {}
+    for d in ("d1", "d1-3857"):
+        code, out = run_cli(str(jobs["d0"]), str(jobs[d]), "--out", str(tmp_path / f"c-{d}"), "--classes",
+                            "AnnualCrop", "--dates", "2023-06-15,2024-06-14", "--no-progress")
+        assert code == 0, out
+        results[d] = pq.read_table(tmp_path / f"c-{d}" / "changes.parquet").to_pylist()
+    assert {r["alignment"] for r in results["d1-3857"]} == {"same_grid"}
+    same = [(r["row_off"], r["col_off"], r["status"], r["transition"]) for r in results["d1"]]
+    other = [(r["row_off"], r["col_off"], r["status"], r["transition"]) for r in results["d1-3857"]]
+    agree = sum(a == b for a, b in zip(same, other, strict=True)) / len(same)
+    assert len(same) == 144 and agree >= 0.95, agree
+
+
+def test_a_grid_that_cannot_be_used_is_refused_before_anything_runs(
+        pairs: Path, data_dir: Path, model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    """No CRS, not a raster, or pixels the model was not trained on: exit code 2 naming --grid,
+    and no job folder left behind."""
+    from vision.radiometry import EUROSAT_RGB
+
+    model = model_factory(["B04", "B03", "B02"], classes=CLASSES,
+                          extra_meta={"radiometry": EUROSAT_RGB, "gsd_m": 10.0})
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 8, 8), np.uint8))
+    (tmp_path / "notes.txt").write_text("not a raster")
+    for grid, words in ((plain, "no CRS or geotransform"), (tmp_path / "notes.txt", "--grid"),
+                        (data_dir / "scenes" / "rasterio_RGB.byte.tif", "the model was trained on 10 m")):
+        out = tmp_path / f"job-{grid.stem}"
+        with pytest.raises(ConfigError, match="--grid") as err:
+            _infer(str(pairs / "d1-3857.tif"), "--model", str(model), "--out", str(out), "--grid", str(grid))
+        assert words in str(err.value) and not out.exists()
+    with pytest.raises(ConfigError, match="drop --resolution"):
+        _infer(str(pairs / "d1.tif"), "--model", str(model), "--out", str(tmp_path / "r"), "--grid",
+               str(pairs / "d0.tif"), "--resolution", "20")
