@@ -19,6 +19,10 @@ later grid). With the reference model:
     python bench/change_accuracy.py jobs/d0 jobs/d1 pairs/truth-d0-d1.parquet \\
         --other-after jobs/d1-3857 --other-truth pairs/truth-d0-d1-3857.parquet
 
+With the after date in another CRS, classifying it on the before date's grid compares the same
+ground (``vision infer pairs/d1-3857.item.json --grid pairs/d0.tif ...``; the truth is then
+``truth-d0-d1.parquet``).
+
 (STAC items carry the acquisition time and the SCL cloud layer; a GeoTIFF input needs --dates
 and marks no window cloudy, so check 2 then fails by design.) With ``--simulate-jobs`` of
 `make_change_pairs.py` the same runs on simulated jobs (no model).

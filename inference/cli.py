@@ -47,9 +47,11 @@ the first area it meets); DIR/aoi_summary.json and a table at the end give per a
 the windows and hectares, and the hectares not assessed; an area over no input, or a feature
 that is not a valid polygon, is reported (exit code 1) and the rest of the job runs.
 Two dates: --grid RASTER reads every scene onto that raster's grid (CRS, transform, size;
-the earlier date's scene, say), resampled with --resampling, so that the windows of both jobs
-cover the same ground even when the later date comes in another CRS; the grid's pixels must
-fit the model's GSD (--gsd native runs a mismatch) and its outputs are on that grid.
+the earlier date's scene, say), so that the windows of both jobs cover the same ground even
+when the later date comes in another CRS; a scene whose pixels are the grid's size is read
+with nearest neighbour (each pixel keeps its value; bilinear would smooth the texture the
+model relies on), others bilinear, unless --resampling says. The grid's pixels must fit the
+model's GSD (--gsd native runs a mismatch) and the job's outputs are on that grid.
 
 Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
 while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
@@ -135,9 +137,10 @@ def infer(
         None, "--resolution", metavar="METRES", min=0.0,
         help="pixel size on the ground of the grid scenes are read on \\[default: the model's "
              "GSD when the GSD rule resamples, else the finest band the model needs]"),
-    resampling: ResamplingKind = typer.Option(
-        ResamplingKind.BILINEAR, "--resampling",
-        help="how reflectance bands are read onto another grid (SCL: always nearest)"),
+    resampling: ResamplingKind | None = typer.Option(
+        None, "--resampling",
+        help="how reflectance bands are read onto another grid (SCL: always nearest) \\[default: "
+             "bilinear; with --grid, nearest for a scene whose pixels are the grid's size]", show_default=False),
     gsd: Gsd = typer.Option(
         Gsd.MODEL, "--gsd",
         help="model: read windows resampled to the model's GSD when the input's differs by "
@@ -154,7 +157,7 @@ def infer(
     grid: Path | None = typer.Option(
         None, "--grid", metavar="RASTER",
         help="read every scene onto the grid (CRS, transform, size) of this georeferenced raster, "
-             "e.g. the earlier date's scene, resampled with --resampling: two dates' windows then "
+             "e.g. the earlier date's scene: two dates' windows then "
              "cover the same ground and `vision change` compares them window by window"),
     aoi: Path | None = typer.Option(
         None, "--aoi",

@@ -40,7 +40,8 @@ class JobOptions:
         max_pixels: largest scene (pixels per band) classified; larger ones are error rows.
         resolution: pixel size in metres of the grid scenes are read on (``None``: the
             model's GSD where the GSD rule resamples, else the finest band the model needs).
-        resampling: how reflectance bands are read onto another grid.
+        resampling: how reflectance bands are read onto another grid; ``None``: bilinear,
+            or with ``grid`` chosen per scene (`inference.scenes.grid_resampling`).
         gsd: `Gsd` (``model``: resample to the model's GSD; ``native``: keep the pixels).
         allow_radiometry_mismatch: classify inputs whose radiometry does not fit the
             model's (recorded in the manifest) instead of refusing them.
@@ -73,7 +74,7 @@ class JobOptions:
     progress: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     resolution: float | None = None
-    resampling: ResamplingKind = ResamplingKind.BILINEAR
+    resampling: ResamplingKind | None = None
     gsd: Gsd = Gsd.MODEL
     allow_radiometry_mismatch: bool = False
     max_cloud: float = 0.5
@@ -86,7 +87,8 @@ class JobOptions:
         object.__setattr__(self, "device", Device.parse(self.device))
         object.__setattr__(self, "engine", EngineKind.parse(self.engine))
         object.__setattr__(self, "gsd", Gsd.parse(self.gsd))
-        object.__setattr__(self, "resampling", ResamplingKind.parse(self.resampling))
+        if self.resampling is not None or self.grid is None:
+            object.__setattr__(self, "resampling", ResamplingKind.parse(self.resampling or ResamplingKind.BILINEAR))
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "out", Path(self.out))
         if not self.inputs:

@@ -119,7 +119,7 @@ def _identity(model: ModelInfo, inputs: list[str], opts: JobOptions,
         "max_pixels": opts.max_pixels,
         "fp16": opts.fp16,
         "resolution": opts.resolution,
-        "resampling": str(opts.resampling),
+        "resampling": str(opts.resampling or "auto"),
         "gsd": str(opts.gsd),
         "allow_radiometry_mismatch": opts.allow_radiometry_mismatch,
         "max_cloud": opts.max_cloud,
@@ -261,7 +261,7 @@ class _Run:
         plan = make_plan(files, model, stride, workers=settings.workers,
                          max_pixels=opts.max_pixels, fit=FitOptions(
                              opts.allow_radiometry_mismatch, opts.gsd, opts.resolution,
-                             opts.resampling, self.grid, str(opts.grid or "")),
+                             opts.resampling, self.grid, os.path.realpath(opts.grid) if opts.grid else ""),
                          stac_files=stac_files(opts.inputs), aois=self.aois, input_roots=opts.input_roots)
         head = _manifest_head(self.job, self.state, plan, model, opts, self.identity, settings,
                               started)

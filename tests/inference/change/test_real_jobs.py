@@ -63,7 +63,7 @@ def test_a_date_in_another_crs_read_on_the_earlier_grid_compares_window_by_windo
     """The after date in EPSG:3857, classified with ``--grid`` the before scene: its windows are
     the before job's (same CRS, offsets and bounds), `vision change` aligns them directly, and
     the transitions are those of the same-grid pair on nearly every window (the pixels went
-    through two bilinear warps)."""
+    through a bilinear warp to EPSG:3857 and a nearest one back)."""
     model = model_factory(["B04", "B03", "B02"], classes=CLASSES)
     jobs = {d: tmp_path / d for d in ("d0", "d1", "d1-3857")}
     for d, job in jobs.items():
@@ -77,6 +77,8 @@ def test_a_date_in_another_crs_read_on_the_earlier_grid_compares_window_by_windo
     assert all(abs(a[k] - b[k]) < 1e-6 for a, b in zip(warped, before, strict=True) for k in ("minx", "maxy"))
     (entry,) = json.loads((jobs["d1-3857"] / "manifest.json").read_text())["inputs"]
     assert "read on the grid of --grid" in entry["gsd"]["note"] and entry["read"] == "vision.scene"
+    # 15 m Web Mercator units are 10 m on the ground, the grid's size: nearest keeps each value
+    assert entry["gsd"]["note"].endswith("resampled with nearest")
     with rasterio.open(jobs["d1-3857"] / "d1-3857.classes.tif") as a, \
             rasterio.open(jobs["d0"] / "d0.classes.tif") as b:
         assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
