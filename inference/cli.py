@@ -40,19 +40,20 @@ naming both); --allow-radiometry-mismatch runs it anyway and records it in the m
 GSD: windows are read resampled to the model's GSD when the input's pixels differ by more
 than 10 %, and an input more than 2x coarser is refused; --gsd native keeps the pixels as
 they are (the mismatch is recorded). A georeferenced GeoTIFF chip cannot be resampled
-without changing what it shows: one whose pixels differ from the model's GSD by more than
-10 % is an error row naming both sizes, and --gsd native classifies it (the mismatch is
-recorded); JPEG/PNG chips and chips without a CRS have no known GSD. Clouds: each window's cloud_fraction of its valid
-pixels comes from the item's SCL asset, or s2cloudless for 13-band L1C data; windows over
---max-cloud get status `cloudy` (not classified, like nodata). Areas of interest: with --aoi
-only the windows whose interior meets an area are read and classified (each row's aoi_id is
-the first area it meets); DIR/aoi_summary.json and a table at the end give per area and class
-the windows and hectares, and the hectares not assessed; an area over no input, or a feature
-that is not a valid polygon, is reported (exit code 1) and the rest of the job runs.
-Two dates: --grid RASTER reads every scene onto that raster's grid (CRS, transform, size;
-the earlier date's scene, say), resampled with --resampling, so that the windows of both jobs
-cover the same ground even when the later date comes in another CRS; the grid's pixels must
-fit the model's GSD (--gsd native runs a mismatch) and its outputs are on that grid.
+without changing what it shows: one whose pixels are more than 10 % off the model's GSD is
+an error row naming both sizes, and --gsd native classifies it (the mismatch is recorded);
+JPEG/PNG chips and chips without a CRS have no known GSD. Clouds: each window's
+cloud_fraction of its valid pixels comes from the item's SCL asset, or s2cloudless for
+13-band L1C data; windows over --max-cloud get status `cloudy` (not classified, like
+nodata). Areas of interest: with --aoi only the windows whose interior meets an area are
+read and classified (each row's aoi_id is the first area it meets); DIR/aoi_summary.json and
+a table at the end give per area and class the windows and hectares, and the hectares not
+assessed; an area over no input, or a feature that is not a valid polygon, is reported (exit
+code 1) and the rest of the job runs. Two dates: --grid RASTER reads every scene onto that
+raster's grid (CRS, transform, size; the earlier date's scene, say), resampled with
+--resampling, so that the windows of both jobs cover the same ground even when the later
+date comes in another CRS; the grid's pixels must fit the model's GSD (--gsd native runs a
+mismatch) and its outputs are on that grid.
 
 Writes DIR/predictions.parquet (paths absolute), DIR/manifest.json, DIR/progress.json
 while it runs, per scene DIR/<stem>.classes.tif and DIR/<stem>.confidence.tif
