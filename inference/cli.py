@@ -39,13 +39,17 @@ s2:processing_baseline, s2:product_type, GeoTIFF scale/offset tags, dtype). The 
 naming both); --allow-radiometry-mismatch runs it anyway and records it in the manifest.
 GSD: windows are read resampled to the model's GSD when the input's pixels differ by more
 than 10 %, and an input more than 2x coarser is refused; --gsd native keeps the pixels as
-they are (the mismatch is recorded). Clouds: each window's cloud_fraction of its valid
-pixels comes from the item's SCL asset, or s2cloudless for 13-band L1C data; windows over
---max-cloud get status `cloudy` (not classified, like nodata). Areas of interest: with --aoi
-only the windows whose interior meets an area are read and classified (each row's aoi_id is
-the first area it meets); DIR/aoi_summary.json and a table at the end give per area and class
-the windows and hectares, and the hectares not assessed; an area over no input, or a feature
-that is not a valid polygon, is reported (exit code 1) and the rest of the job runs.
+they are (the mismatch is recorded). A georeferenced GeoTIFF chip cannot be resampled
+without changing what it shows: one whose pixels are more than 10 % off the model's GSD is
+an error row naming both sizes, and --gsd native classifies it (the mismatch is recorded);
+JPEG/PNG chips and chips without a CRS have no known GSD. Clouds: each window's
+cloud_fraction of its valid pixels comes from the item's SCL asset, or s2cloudless for
+13-band L1C data; windows over --max-cloud get status `cloudy` (not classified, like
+nodata). Areas of interest: with --aoi only the windows whose interior meets an area are
+read and classified (each row's aoi_id is the first area it meets); DIR/aoi_summary.json and
+a table at the end give per area and class the windows and hectares, and the hectares not
+assessed; an area over no input, or a feature that is not a valid polygon, is reported (exit
+code 1) and the rest of the job runs.
 Two dates: --grid RASTER reads every scene onto that raster's grid (CRS, transform, size;
 the earlier date's scene, say), so that the windows of both jobs cover the same ground even
 when the later date comes in another CRS; a scene whose pixels are the grid's size is read
@@ -144,8 +148,8 @@ def infer(
     gsd: Gsd = typer.Option(
         Gsd.MODEL, "--gsd",
         help="model: read windows resampled to the model's GSD when the input's differs by "
-             "> 10 % (an input > 2x coarser is refused); native: keep the input's pixels "
-             "(recorded in the manifest)"),
+             "> 10 % (an input > 2x coarser is refused; a georeferenced chip off by > 10 % "
+             "is refused); native: keep the input's pixels (recorded in the manifest)"),
     allow_radiometry_mismatch: bool = typer.Option(
         False, "--allow-radiometry-mismatch",
         help="classify inputs whose radiometry does not fit the model's (e.g. L2A into an "

@@ -1,7 +1,8 @@
 """What the manifest says about how the inputs fit the model: the job's warnings (a model
 that records no radiometry or GSD, assumptions made about chips, radiometry mismatches
-allowed), and for each input its band plan, GSD decision, window size on the ground and
-cloud method, or the radiometry mismatch it was allowed to run with.
+allowed, chips classified at another GSD with ``--gsd native``), and for each input its
+band plan, GSD decision, window size on the ground and cloud method, or the radiometry
+mismatch or GSD decision a chip was allowed to run with.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def job_warnings(plan: Plan, model: ModelInfo, allow_mismatch: bool) -> list[str
     chips: Counter[str] = Counter()
     mismatched = 0
     for c in plan.chips:
+        if c.gsd is not None and c.gsd.note and c.error is None:
+            chips[c.gsd.note] += 1  # one text per pixel size: counted like the warnings
         if c.fit is None:
             continue
         for w in c.fit.warnings:
@@ -56,11 +59,15 @@ def annotate_inputs(manifest: dict[str, Any], plan: Plan) -> None:
     """Add each input's fit to its entry of ``manifest["inputs"]`` (in place)."""
     scenes = {s.path: s for s in plan.scenes}
     mismatched = {c.path: c.fit.mismatch for c in plan.chips if c.fit is not None and c.fit.mismatch}
+    off_gsd = {c.path: c.gsd.to_obj() for c in plan.chips if c.gsd is not None and c.gsd.note}
     for entry in manifest.get("inputs") or []:
         path = entry.get("path")
         s = scenes.get(path)
         if s is not None and s.fit is not None:
             entry.update(s.fit.to_manifest())
             entry["radiometry_mismatch"] = s.fit.band_plan.mismatch
-        elif path in mismatched:
+            continue
+        if path in mismatched:
             entry["radiometry_mismatch"] = mismatched[path]
+        if path in off_gsd:  # a chip classified at another GSD (--gsd native)
+            entry["gsd"] = off_gsd[path]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from inference.aoi import AreasOfInterest, WindowSelection
+from inference.choices import Gsd
 from inference.input_fit import ChipFit
 from inference.model import ModelInfo
 from inference.readers import (
@@ -30,6 +31,7 @@ from inference.readers import (
 from inference.scenes import FitOptions, SceneFit, plan_geotiff_scene, plan_stac_scene
 from inference.tiling import Chunk, TileGrid, chunk_grid, restrict_chunks, window_rects
 from vision.errors import InputError, UnreadableInputError
+from vision.geo import GsdDecision
 from vision.hashing import file_sha256
 from vision.stac import StacItem, read_stac
 
@@ -42,13 +44,15 @@ class ChipEntry:
     """A file classified as one row; ``error`` is set when probing already failed.
 
     ``source`` is the name on disk where ``path`` (valid UTF-8, for the table) differs;
-    ``fit`` how its pixels fit the model (radiometry, clouds), shared by chips of a kind.
+    ``fit`` how its pixels fit the model (radiometry, clouds), shared by chips of a kind;
+    ``gsd`` how a georeferenced chip's pixel size fits the model's GSD (for the manifest).
     """
 
     path: str
     error: str | None = None
     source: str | None = None
     fit: ChipFit | None = None
+    gsd: GsdDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -212,10 +216,10 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
     """
     fit = fit or FitOptions()
     stac = set(stac_files)
-    radiometry, allow = model.radiometry, fit.allow_mismatch
+    radiometry, allow, native = model.radiometry, fit.allow_mismatch, fit.gsd is Gsd.NATIVE
 
     def run(f: str) -> Probe:
-        return probe(f, model.bands, model.input_size, max_pixels, radiometry, allow)
+        return probe(f, model.bands, model.input_size, max_pixels, radiometry, allow, model.gsd_m, native)
 
     # Only rasters open a header; the rest is decided by suffix in ~1 us, far less than a
     # thread pool's hand-off (0.3 s for 10,000 JPEG chips).
@@ -242,7 +246,7 @@ def make_plan(files: Sequence[str], model: ModelInfo, stride: tuple[int, int],
             if pr.kind == "scene" and pr.scene is not None:
                 planned.append(pool.submit(_fit_scene, pr.scene, model, fit, max_pixels))
             else:
-                planned.append(ChipEntry(pr.path, pr.error, pr.source, pr.fit))
+                planned.append(ChipEntry(pr.path, pr.error, pr.source, pr.fit, pr.gsd))
         results = [p.result() if isinstance(p, Future) else p for p in planned]
     chips: list[ChipEntry] = []
     scene_infos: list[tuple[SceneInfo, SceneFit | None]] = []

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from inference.choices import DEFAULT_MAX_PIXELS
 from inference.geo import wrap_bounds
-from inference.input_fit import ChipFit, check, geotiff_chip_fit, image_chip_fit
+from inference.input_fit import ChipFit, check, chip_gsd, geotiff_chip_fit, image_chip_fit
 from inference.tiling import Chunk, TileGrid
 from inference.windows import (
     WindowError,
@@ -48,6 +48,7 @@ from vision.errors import (
     UnreadableInputError,
     UnsupportedFileError,
 )
+from vision.geo import GsdDecision
 from vision.hashing import sha256_bytes
 from vision.radiometry import Radiometry
 from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
@@ -156,7 +157,8 @@ class Probe:
     """A file's kind: ``chip``, ``scene`` (with its `SceneInfo`), or ``error`` (with a reason).
 
     ``path`` is always valid UTF-8 (it goes into string columns); ``source`` is the name on
-    disk when that is not (see `utf8_path`).
+    disk when that is not (see `utf8_path`). A georeferenced GeoTIFF chip checked against
+    the model's GSD carries the decision in ``gsd``.
     """
 
     path: str
@@ -165,6 +167,7 @@ class Probe:
     error: str | None = None
     source: str | None = None
     fit: ChipFit | None = None
+    gsd: GsdDecision | None = None
 
 
 class SceneTooLargeError(InputError):
@@ -187,13 +190,16 @@ def utf8_path(path: str) -> tuple[str, str | None]:
 
 def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
           max_pixels: int = DEFAULT_MAX_PIXELS, radiometry: Radiometry | None = None,
-          allow_mismatch: bool = False) -> Probe:
+          allow_mismatch: bool = False, gsd_m: float | None = None, native_gsd: bool = False) -> Probe:
     """Decide chip or scene from the file's suffix and header; never raises for a bad file.
 
     With the model's ``radiometry``, a chip's is checked from the header already open (a
     JPEG/PNG chip's from its suffix: 8-bit display; its decoded dtype is checked again when
     it is read): a chip the model refuses is an error, one allowed to run anyway carries
-    its mismatch in `Probe.fit`.
+    its mismatch in `Probe.fit`. With the model's GSD ``gsd_m``, a georeferenced GeoTIFF
+    chip's pixel size is checked from the same header (`inference.input_fit.chip_gsd`;
+    ``native_gsd``: ``--gsd native``); JPEG/PNG chips and chips without a georeference
+    have no known GSD and are not checked.
     """
     shown, bad_name = utf8_path(path)
     if bad_name is not None:
@@ -214,13 +220,16 @@ def probe(path: str, model_bands: Sequence[str], input_size: tuple[int, int],
             f"{', '.join(IMAGE_SUFFIXES)})"), path))
     try:
         with open_raster(path) as ds:
+            georeferenced = ds.crs is not None and ds.transform != Affine.identity()
             if ds.height <= input_size[0] and ds.width <= input_size[1]:
-                if radiometry is None:
-                    return Probe(path, "chip")
-                fit = geotiff_chip_fit(ds.dtypes[0], tuple(ds.scales), tuple(ds.offsets),
-                                       tuple(ds.descriptions), names, radiometry, allow_mismatch)
-                return Probe(path, "chip", fit=check(fit, path))
-            if ds.crs is None or ds.transform == Affine.identity():
+                fit = None if radiometry is None else check(geotiff_chip_fit(
+                    ds.dtypes[0], tuple(ds.scales), tuple(ds.offsets), tuple(ds.descriptions), names,
+                    radiometry, allow_mismatch), path)
+                gsd = None if gsd_m is None or not georeferenced else chip_gsd(
+                    str(crs_string(ds.crs)), tuple(ds.transform)[:6], (ds.height, ds.width), input_size,
+                    gsd_m, native_gsd)
+                return Probe(path, "chip", fit=fit, gsd=gsd)
+            if not georeferenced:
                 raise NotGeoreferencedError(
                     f"{ds.width}x{ds.height} raster larger than the model input "
                     f"{input_size[1]}x{input_size[0]} but not georeferenced (no CRS or "

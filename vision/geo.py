@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,7 +57,35 @@ class AoiError(InputError, ValueError):
 
 
 def _crs(crs: Any) -> CRS:
-    return crs if isinstance(crs, CRS) else CRS.from_user_input(crs if isinstance(crs, str) else str(crs))
+    return crs if isinstance(crs, CRS) else _crs_from_text(crs if isinstance(crs, str) else str(crs))
+
+
+# Parsing a CRS and building its transformer to WGS 84 cost ~200 us, measuring a pixel ~10 us:
+# a folder of georeferenced chips shares a few CRSs, so both are kept per CRS text (pyproj's
+# CRS and Transformer are thread-safe since 3.1; chips are probed in a thread pool).
+@lru_cache(maxsize=64)
+def _crs_from_text(text: str) -> CRS:
+    return CRS.from_user_input(text)
+
+
+@lru_cache(maxsize=64)
+def _text_to_lonlat(text: str) -> Transformer | None:
+    return _new_to_lonlat(_crs_from_text(text))
+
+
+def _new_to_lonlat(crs: CRS) -> Transformer | None:
+    try:
+        return Transformer.from_crs(crs, WGS84, always_xy=True)
+    except (CRSError, ProjError):
+        return None
+
+
+def _to_lonlat(crs: Any) -> Transformer | None:
+    """A transformer to WGS 84 longitude/latitude (``None`` where there is none); cached per
+    CRS text (a `CRS` object, whose hash costs a WKT export, is not cached)."""
+    if isinstance(crs, CRS):
+        return _new_to_lonlat(crs)
+    return _text_to_lonlat(crs if isinstance(crs, str) else str(crs))
 
 
 def _unit_factor(crs: CRS) -> float:
@@ -76,7 +105,7 @@ def pixel_size_m(crs: Any, transform: Affine | Sequence[float], width: int, heig
     c = _crs(crs)
     t = transform if isinstance(transform, Affine) else Affine(*transform[:6])
     nominal = (math.hypot(t.a, t.d), math.hypot(t.b, t.e))
-    geodesic = _geodesic_pixel(c, t, width, height)
+    geodesic = _geodesic_pixel(_to_lonlat(crs), t, width, height)
     if c.is_projected:
         f = _unit_factor(c)
         nom = (nominal[0] * f, nominal[1] * f)
@@ -87,10 +116,8 @@ def pixel_size_m(crs: Any, transform: Affine | Sequence[float], width: int, heig
     return geodesic
 
 
-def _geodesic_pixel(crs: CRS, t: Affine, width: int, height: int) -> tuple[float, float] | None:
-    try:
-        to_ll = Transformer.from_crs(crs, WGS84, always_xy=True)
-    except (CRSError, ProjError):
+def _geodesic_pixel(to_ll: Transformer | None, t: Affine, width: int, height: int) -> tuple[float, float] | None:
+    if to_ll is None:
         return None
     cc, cr = width / 2.0, height / 2.0
     pts = [t @ (cc - 0.5, cr), t @ (cc + 0.5, cr), t @ (cc, cr - 0.5), t @ (cc, cr + 0.5)]
