@@ -75,17 +75,21 @@ writes DIR. --workers is then the number of actors (default one per GPU).
 
 \b
 Examples:
-    vision infer chips/ scenes/S2_tile.tif --model runs/rgb/model.onnx --out jobs/rgb
-    vision infer archive/ --model models:/eurosat-rgb@champion --out jobs/a --device cuda
-    vision infer S2A_29RKH_20200219_0_L2A.json --model runs/rgb/model.onnx --out jobs/stac \\
-        --gsd native --max-cloud 0.3
-    vision infer catalog.json --model runs/ms/model.onnx --out jobs/ms --resolution 20 \\
-        --resampling nearest
+    vision infer chips/ scenes/S2_tile.tif --model runs/rgb/model.onnx \\
+        --out jobs/rgb
+    vision infer archive/ --model models:/eurosat-rgb@champion --out jobs/a \\
+        --device cuda
+    vision infer S2A_29RKH_20200219_0_L2A.json --model runs/rgb/model.onnx \\
+        --out jobs/stac --gsd native --max-cloud 0.3
+    vision infer catalog.json --model runs/ms/model.onnx --out jobs/ms \\
+        --resolution 20 --resampling nearest
     vision infer aerial_0.5m.tif --model runs/rgb/model.onnx --out jobs/aerial
-    vision infer l2a.tif --model runs/l1c/model.onnx --out jobs/x --allow-radiometry-mismatch
-    vision infer S2_tile.tif --model runs/rgb/model.onnx --out jobs/farms --aoi farms.gpkg \\
-        --aoi-field parcel
-    vision infer after_3857.tif --model runs/rgb/model.onnx --out jobs/after --grid before.tif
+    vision infer l2a.tif --model runs/l1c/model.onnx --out jobs/x \\
+        --allow-radiometry-mismatch
+    vision infer S2_tile.tif --model runs/rgb/model.onnx --out jobs/farms \\
+        --aoi farms.gpkg --aoi-field parcel
+    vision infer after_3857.tif --model runs/rgb/model.onnx --out jobs/after \\
+        --grid before.tif
 """
 
 

@@ -10,6 +10,7 @@ configuration error.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from importlib.metadata import entry_points
@@ -39,6 +40,35 @@ def _register_data() -> None:
     app.add_typer(data_app, name="data", help="Check and fetch labelled datasets.")
 
 
+def prose(text: str) -> str:
+    """A help text with each paragraph on one line, so that the terminal wraps it at its own
+    width: Typer's Rich help keeps every line break of the source, and a paragraph written at
+    95 columns turned into a ragged column of 80- and 15-character lines in an 80-column
+    terminal. Paragraphs Click must keep as they are (``\\b`` blocks, examples) and those with
+    indented or bulleted lines are left alone."""
+    out = []
+    for para in text.split("\n\n"):
+        lines = para.split("\n")
+        keep = para.startswith("\b") or any(ln[:1].isspace() or ln.lstrip()[:2] in ("- ", "* ")
+                                             for ln in lines[1:])
+        out.append(para if keep else " ".join(ln.strip() for ln in lines if ln.strip()))
+    return "\n\n".join(out)
+
+
+def unwrap_help(typer_app: typer.Typer) -> None:
+    """`prose` for the help of every command of ``typer_app`` and its groups (the text given
+    to ``app.command(help=...)``, else the callback's docstring)."""
+    for info in typer_app.registered_commands:
+        text = info.help if isinstance(info.help, str) else inspect.getdoc(info.callback) if info.callback else None
+        if text:
+            info.help = prose(text)
+    for group in typer_app.registered_groups:
+        if isinstance(group.help, str):
+            group.help = prose(group.help)
+        if group.typer_instance is not None:
+            unwrap_help(group.typer_instance)
+
+
 def _register_plugins() -> None:
     for ep in sorted(entry_points(group="vision.commands"), key=lambda e: e.name):
         ep.load()(app)
@@ -62,6 +92,7 @@ def main() -> None:
     """Entry point: run the CLI, turning expected errors into messages and exit codes."""
     _register_data()
     _register_plugins()
+    unwrap_help(app)
     try:
         rv = app(standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
