@@ -254,12 +254,16 @@ def test_every_class_has_a_key_or_the_picker(
     _sign_in(page, live_server, job)
     keys = page.locator("#class-keys li kbd")
     assert keys.all_text_contents() == [*"1234567890", "C", "C"]
-    first = int(page.text_content("#item-id") or 0)
+    # read an item's id only once it is shown and decidable: on a busy machine the page may
+    # still be loading it (an empty id read as 0, or the previous item's id)
+    expect(page.locator("#item-id")).not_to_have_text("")
     expect(page.locator("#btn-accept")).to_be_enabled()
+    first = int(page.text_content("#item-id") or 0)
     page.keyboard.press("0")
     expect(page.locator("#session-count")).to_have_text("1 decided")
-    second = int(page.text_content("#item-id") or 0)
+    expect(page.locator("#item-id")).not_to_have_text(str(first))
     expect(page.locator("#btn-accept")).to_be_enabled()
+    second = int(page.text_content("#item-id") or 0)
     page.keyboard.press("c")
     expect(page.locator("#class-picker")).to_be_visible()
     expect(page.locator("#class-list li")).to_have_count(12)
