@@ -190,8 +190,12 @@ def _check(db_url: str, decided: dict[str, list[int]]) -> dict[str, Any]:
     }
 
 
-def _service(tmp: Path, reviewers: int, rows: int, db_url: str | None) -> tuple[str, int, list[str], str]:
-    """A migrated database with ``reviewers`` reviewers and one imported job of ``rows`` windows."""
+def _service(tmp: Path, reviewers: int, rows: int, db_url: str | None, secret: str) -> tuple[str, int, list[str], str]:
+    """A migrated database with ``reviewers`` reviewers and one imported job of ``rows`` windows.
+
+    ``secret`` is the service's secret: the audit rows written here are keyed with it, as the
+    server's will be (`_serve` gets the same one).
+    """
     import secrets
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "review"))
@@ -204,6 +208,7 @@ def _service(tmp: Path, reviewers: int, rows: int, db_url: str | None) -> tuple[
 
     roots = tmp / "incoming"
     url = db_url or f"sqlite:///{tmp / 'review.db'}"
+    os.environ["VISION_REVIEW_SECRET"] = secret
     db = open_database(url, pool_size=4)
     password = secrets.token_urlsafe(18)
     names = [f"rev{i:03d}" for i in range(reviewers)]
@@ -268,8 +273,9 @@ def main() -> None:
 
             tmpdir = tempfile.TemporaryDirectory(prefix="review-load-")
             tmp = Path(tmpdir.name)
-            url, job, users, password = _service(tmp, a.reviewers, int(200 * a.duration) + 2000, a.db)
-            server, base = _serve(tmp, url, secrets.token_urlsafe(48))
+            secret = secrets.token_urlsafe(48)
+            url, job, users, password = _service(tmp, a.reviewers, int(200 * a.duration) + 2000, a.db, secret)
+            server, base = _serve(tmp, url, secret)
         summary = asyncio.run(run(base, job, users, password, a.duration))
         decided = summary.pop("decided")
         summary["p95_over_target"] = round(summary["p95_ms"] / a.p95_target_ms, 2)
