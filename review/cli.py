@@ -194,7 +194,6 @@ def export_cmd(
 
     Example: vision review export 3 --format dataset --out reviewed/job3
     """
-    from rich.markup import escape
 
     from review import audit
     from review.export import export_job
@@ -211,7 +210,7 @@ def export_cmd(
     if done.skipped:
         typer.echo(f"{len(done.skipped)} labelled items skipped (listed in {out / 'skipped.csv'}):")
         for reason, n in done.reasons()[:10]:
-            typer.echo(f"  {n} x {escape(reason)}")
+            typer.echo(f"  {n} x {reason}")
 
 
 ANCHOR_OPTION = typer.Option(

@@ -332,7 +332,8 @@ def test_anchor_and_verify_hold_across_a_service_restart(
                 csrf = _login(rev, "rev")
                 item = rev.post(f"/api/jobs/{job_id}/claim", headers={"X-CSRF-Token": csrf}).json()["item"]
                 body = {"decision": "accept", "version": item["version"]}
-                assert rev.post(f"/api/items/{item['id']}/decision", json=body, headers={"X-CSRF-Token": csrf})
+                r = rev.post(f"/api/items/{item['id']}/decision", json=body, headers={"X-CSRF-Token": csrf})
+                assert r.status_code == 200, r.text  # a Response is always truthy: check the code
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=120) == 0
         code, out = run_cli("review", "audit", "anchor", "--to", str(anchors), "--db", db.url)

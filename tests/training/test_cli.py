@@ -3,6 +3,7 @@ errors that replaced tracebacks, the one overwrite rule, and `vision models list
 
 from __future__ import annotations
 
+import os
 import json
 import re
 import shutil
@@ -167,3 +168,14 @@ def test_every_training_command_takes_the_shared_options() -> None:
         for option in options:
             assert option in text, (command, option)
 
+
+
+def test_paths_with_rich_markup_are_printed_as_they_are(tiny_recipe, tmp_path: Path) -> None:
+    """`[/x]` in a run folder was a Rich MarkupError (or vanished from the line) wherever vision
+    train printed the path: the run, its resume and its "already completed" line."""
+    run = tmp_path / "run[/x]" / "[bold]r"
+    recipe = tiny_recipe(train__epochs=1)
+    code, text = run_cli("train", str(recipe), "--out", str(run))
+    _no_traceback(code, text, 0, f"{run}{os.sep}report")
+    code, text = run_cli("train", str(recipe), "--out", str(run), "--resume")
+    _no_traceback(code, text, 0, f"Training already completed in {run}")
