@@ -89,3 +89,35 @@ def test_a_bound_float16_cannot_hold_is_refused_with_the_difference(model_and_ch
                                           r"\d\.\d\de-\d\d > 1e-09 .*\(float16 network: \d+ layers in float16\)"):
         export_onnx(model, out, meta, x, temperature=1.0, fp16=True, max_diff=1e-9, half_layers=names)
     assert not out.exists()
+
+
+def test_a_plan_that_onnx_runtime_refuses_is_chosen_again_with_more_float32(
+        model_and_chips, trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """ONNX Runtime's float16 kernels round more than the simulation (on the reference run:
+    1.1e-3 measured against 3.0e-4 simulated): a refused plan is chosen again for a smaller share
+    of the bound, and the export succeeds with more layers float32."""
+    from training.export.command import export_checkpoint
+
+    from vision.contracts.model import ModelMetadata
+
+    model, x, ck = model_and_chips
+    meta = ModelMetadata(classes=tuple(ck.classes), bands=tuple(ck.bands), input_size=ck.input_size,
+                         precision="fp16", tta="d8")
+    # what ONNX Runtime gives with every layer float32, and with every layer float16
+    d32 = export_onnx(model, tmp_path / "f32.onnx", meta, x, temperature=ck.temperature, fp16=True, max_diff=1.0,
+                      half_layers=[])
+    d16 = export_onnx(model, tmp_path / "f16.onnx", meta, x, temperature=ck.temperature, fp16=True, max_diff=1.0,
+                      half_layers=half.all_layers(model))
+    assert d16 > 4 * d32, (d16, d32)
+    tol = float(np.sqrt(d16 * max(d32, 1e-12)))  # all-float16 cannot hold it; all-float32 can
+    # first a share so loose that every layer goes float16 (ONNX Runtime refuses it), then none
+    monkeypatch.setattr(half, "RETRY_MARGINS", (1e6, 0.0))
+    out = tmp_path / "retried.onnx"
+    diff, _ = export_checkpoint(trained_run, out, fp16=True, max_diff=tol, progress=True)
+    text = capsys.readouterr()
+    said = text.out + text.err
+    assert diff <= tol and out.exists()
+    assert "choosing again with more layers float32" in said, said
+    proto = onnx.load(str(out))
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer
+                   if i.name.endswith("weight"))  # the second plan: everything float32

@@ -17,8 +17,10 @@ from training.export.stac import write_model_stac
 from training.progress import Reporter
 from training.quantize import MIN_AGREEMENT, QuantReport, quantization_metadata, quantize_model
 from vision.config import ExperimentConfig, load_experiment
+from vision.contracts.model import ModelMetadata
 from vision.data import ChipDataset, ChipSource, open_data_spec, open_split
-from vision.errors import ConfigError
+from vision.errors import ConfigError, ParityError
+from vision.models import NormalizedClassifier
 
 
 def _stack(ds: ChipDataset, n: int, report: Reporter, what: str) -> tuple[torch.Tensor, np.ndarray]:
@@ -77,17 +79,8 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
     x, _ = _stack(ds, n_parity, report, "parity chips")
     views = {"none": "", "flips": ", 4 views each", "d8": ", 8 views each"}[ck.tta]
     if not int8:
-        half_layers = None
-        if fp16:
-            from training.export.fp16 import mixed_half
-
-            with report.stage("fp16: measuring which layers float16 can hold (the rest stays float32)"):
-                plan = mixed_half(model, x, ck.temperature, max_diff if max_diff is not None else PARITY_TOL_FP16)
-            report.line(f"fp16: {escape(plan.describe())}; simulated max abs difference {plan.simulated:.2e}")
-            half_layers = plan.half
-        with report.bar(f"exporting {'fp16' if fp16 else 'fp32'} graph and checking parity{views}", len(x)) as adv:
-            diff = export_onnx(model, out, meta, x, temperature=ck.temperature, fp16=fp16, on_chips=adv,
-                               max_diff=max_diff, half_layers=half_layers)
+        diff = (_export_fp16(model, out, meta, x, ck, views, report, max_diff) if fp16 else
+                _export_graph(model, out, meta, x, ck, views, report, max_diff))
         write_model_stac(out)
         return diff, None
 
@@ -105,6 +98,39 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = False, data: str | N
                                metadata=quantization_metadata(len(cal), cal_name), min_agreement=min_agreement)
     write_model_stac(out)
     return diff, q
+
+
+def _export_graph(model: NormalizedClassifier, out: Path, meta: ModelMetadata, x: torch.Tensor,
+                  ck: InferenceCheckpoint, views: str, report: Reporter, max_diff: float | None,
+                  half_layers: tuple[str, ...] | None = None) -> float:
+    kind = "fp16" if half_layers is not None else "fp32"
+    with report.bar(f"exporting {kind} graph and checking parity{views}", len(x)) as adv:
+        return export_onnx(model, out, meta, x, temperature=ck.temperature, fp16=half_layers is not None,
+                           on_chips=adv, max_diff=max_diff, half_layers=half_layers)
+
+
+def _export_fp16(model: NormalizedClassifier, out: Path, meta: ModelMetadata, x: torch.Tensor,
+                 ck: InferenceCheckpoint, views: str, report: Reporter, max_diff: float | None) -> float:
+    """The fp16 graph with the most float16 layers that passes parity: the layers are chosen
+    for a share of the bound, and again for smaller shares while ONNX Runtime refuses
+    (`training.export.fp16.RETRY_MARGINS`); the last refusal is raised."""
+    from training.export.fp16 import RETRY_MARGINS, mixed_half
+
+    tol = max_diff if max_diff is not None else PARITY_TOL_FP16
+
+    def attempt(margin: float) -> float:
+        with report.stage(f"fp16: measuring which layers float16 can hold within {margin:.0%} of the bound "
+                          "(the rest stays float32)"):
+            plan = mixed_half(model, x, ck.temperature, tol, margin=margin)
+        report.line(f"fp16: {escape(plan.describe())}; simulated max abs difference {plan.simulated:.2e}")
+        return _export_graph(model, out, meta, x, ck, views, report, max_diff, plan.half)
+
+    for margin in RETRY_MARGINS[:-1]:
+        try:
+            return attempt(margin)
+        except ParityError as exc:
+            report.line(f"{escape(str(exc))}; choosing again with more layers float32")
+    return attempt(RETRY_MARGINS[-1])
 
 
 def _check_source(spec: str | None, cfg: ExperimentConfig | None, ck: InferenceCheckpoint, option: str,

@@ -13,7 +13,8 @@ the fewest layers in float32 that bring the float16 model within the bound: it m
 some of the parity chips, how far rounding each layer alone moves the probabilities, and keeps
 the fewest of the most sensitive ones float32 (a bisection on how many) that bring the whole
 model (all rounding simulated in float32 arithmetic) within half the bound; the export's
-parity check on ONNX Runtime then judges.
+parity check on ONNX Runtime then judges, and when it refuses, the choice is made again for a
+fifth, then a twentieth of the bound (`RETRY_MARGINS`: more layers float32) before giving up.
 The measurements are on one view of each chip (8 times cheaper than a d8 model: the average
 of views is off by at most its worst view, and in practice by less, as errors even out); the
 parity check then runs the exported graph with its views.
@@ -36,6 +37,9 @@ from vision.models import NormalizedClassifier
 SELECTION_CHIPS = 64
 #: The float16 model aims at this share of the bound, so that other chips also hold.
 MARGIN = 0.5
+#: Shares tried in turn when ONNX Runtime's float16 kernels (which round more than the
+#: simulation: 1.1e-3 measured against 3.0e-4 simulated on the reference run) miss the bound.
+RETRY_MARGINS = (MARGIN, 0.2, 0.05)
 _LAYERS = (nn.Conv2d, nn.Linear)
 
 
@@ -133,8 +137,9 @@ def build(model: NormalizedClassifier, half: set[str], rounded: bool = False) ->
 
 
 def mixed_half(model: NormalizedClassifier, x: torch.Tensor, temperature: float, tol: float,
-               on_step: Callable[[], None] | None = None) -> HalfPlan:
-    """Choose the float32 layers (module docstring); ``on_step`` is called after each measurement."""
+               on_step: Callable[[], None] | None = None, margin: float = MARGIN) -> HalfPlan:
+    """Choose the float32 layers (module docstring) for a simulated difference within
+    ``margin * tol``; ``on_step`` is called after each measurement."""
     sim = copy.deepcopy(model).eval()
     sim.tta = "none"  # one view per chip (module docstring)
     sample = x[np.unique(np.linspace(0, len(x) - 1, num=min(SELECTION_CHIPS, len(x))).round().astype(int))].float()
@@ -166,7 +171,7 @@ def mixed_half(model: NormalizedClassifier, x: torch.Tensor, temperature: float,
     everything = set(names)
     order = names
     whole = diff(everything)
-    if whole <= tol * MARGIN:
+    if whole <= tol * margin:
         return plan(everything, whole)
     sensitivity = {n: diff({n}) for n in names}
     order = sorted(names, key=lambda n: -sensitivity[n])
@@ -177,7 +182,7 @@ def mixed_half(model: NormalizedClassifier, x: torch.Tensor, temperature: float,
         mid = (lo + hi) // 2
         half = everything - set(order[:mid])
         d = diff(half)
-        if d <= tol * MARGIN:
+        if d <= tol * margin:
             hi, best = mid, (half, d)
         else:
             lo = mid + 1
