@@ -33,7 +33,7 @@ from inference.tiling import Chunk, TileGrid, chunk_grid, restrict_chunks, windo
 from vision.errors import InputError, UnreadableInputError
 from vision.geo import GsdDecision
 from vision.hashing import file_sha256
-from vision.stac import StacItem, read_stac
+from vision.stac import StacError, StacItem, read_stac
 
 #: Chip files per unit: big enough to amortise a part file, small enough to resume cheaply.
 CHIP_BLOCK = 256
@@ -194,8 +194,7 @@ def _stac_entries(path: str, roots: Sequence[Path] | None) -> tuple[list[StacIte
         found = read_stac(path, roots)
     except InputError as exc:
         return [], [ChipEntry(path, error_reason(exc, path))]
-    errors = [ChipEntry(utf8_path(href)[0], f"StacError: {reason}".replace("\n", " "))
-              for href, reason in found.errors]
+    errors = [ChipEntry(utf8_path(href)[0], error_reason(StacError(reason), href)) for href, reason in found.errors]
     return found.items, errors
 
 

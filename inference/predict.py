@@ -24,7 +24,7 @@ from vision.contracts.predictions import (
     PredictionRow,
     new_row,
 )
-from vision.errors import InputError, NoDataError
+from vision.errors import InputError, ModelOutputError, NoDataError
 from vision.hashing import file_sha256
 from vision.metrics import softmax
 from vision.radiometry import Radiometry
@@ -228,9 +228,9 @@ def prepare(unit: Unit, plan: Plan, opts: ReadOptions, sink: ReadSink | None = N
 
 
 #: The reason of a row whose logits were NaN or infinite.
-NON_FINITE_REASON = ("ModelOutputError: the model returned non-finite logits (NaN or Inf) for "
-                     "this item; no class is given. Check the model (a broken export or fp16 "
-                     "overflow) on this input")
+NON_FINITE_REASON = error_reason(ModelOutputError(
+    "the model returned non-finite logits (NaN or Inf) for this item; no class is given. Check the "
+    "model (a broken export or fp16 overflow) on this input"), "")
 
 
 class RowCompleter:

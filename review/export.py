@@ -45,7 +45,7 @@ from vision.cli_options import refuse_overwrite
 from vision.contracts.predictions import PREDICTION_SCHEMA
 from vision.contracts.window import WINDOW_COLUMNS
 from vision.data.decode import decode_image_bytes
-from vision.errors import ConfigError, InputError
+from vision.errors import ConfigError, InputError, VisionError
 from vision.raster import IMAGE_SUFFIXES, RASTER_SUFFIXES, open_raster
 
 
@@ -214,7 +214,7 @@ def export_dataset(
     return result
 
 
-class _Skip(Exception):
+class _Skip(VisionError):
     """This item is left out of the dataset (the message says why)."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vision.bands import canonical_band
+from vision.errors import ConfigError
 
 #: SCL classes counted as cloud: 3 cloud shadow, 8 cloud medium probability, 9 cloud high
 #: probability, 10 thin cirrus.
@@ -44,7 +45,7 @@ S2CLOUDLESS_DILATION = 2
 Window = tuple[int, int, int, int]
 
 
-class CloudModelUnavailable(RuntimeError):
+class CloudModelUnavailable(ConfigError, RuntimeError):
     """The s2cloudless model file is not installed."""
 
 

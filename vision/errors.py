@@ -51,6 +51,10 @@ class NoDataError(InputError):
         self.sha256, self.crs, self.bounds = sha256, crs, bounds
 
 
+class ModelOutputError(InputError):
+    """The model's output for an input cannot be used (NaN or infinite logits)."""
+
+
 class WeightsNotAvailableError(VisionError, FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine (nothing is downloaded)."""
 

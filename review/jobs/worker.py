@@ -38,6 +38,7 @@ from review.jobs.files import check_tree
 from review.jobs.importer import fail_import, ready_record, run_import
 from review.jobs.records import KIND_CHANGE, KIND_INFERENCE, new_job
 from vision.contracts.progress import JobProgress
+from vision.errors import VisionError
 from vision.model_uri import is_registry_uri
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def infer_command(input_path: str, model: str, out_dir: Path, engine: str) -> li
     return argv
 
 
-class RunnerFailedError(Exception):
+class RunnerFailedError(VisionError):
     """``vision infer`` did not leave a table behind."""
 
     def __init__(self, message: str, rc: int | None):

@@ -31,7 +31,7 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
 
-class RouteNotDeclaredError(LookupError):
+class RouteNotDeclaredError(VisionError, LookupError):
     """A route was added without an entry in ``ROUTE_ACTIONS``."""
 
 

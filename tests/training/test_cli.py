@@ -3,8 +3,8 @@ errors that replaced tracebacks, the one overwrite rule, and `vision models list
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import re
 import shutil
 from pathlib import Path

@@ -97,7 +97,6 @@ def test_a_plan_that_onnx_runtime_refuses_is_chosen_again_with_more_float32(
     1.1e-3 measured against 3.0e-4 simulated): a refused plan is chosen again for a smaller share
     of the bound, and the export succeeds with more layers float32."""
     from training.export.command import export_checkpoint
-
     from vision.contracts.model import ModelMetadata
 
     model, x, ck = model_and_chips

@@ -37,6 +37,7 @@ from typing import TypedDict
 import pyarrow as pa
 
 from vision.contracts.window import window_fields
+from vision.errors import InputError
 
 #: Version of this table's layout (in ``manifest.json`` of a change folder).
 CHANGE_SCHEMA_VERSION = 1
@@ -197,7 +198,7 @@ class ChangeRow(TypedDict):
     last_absent: datetime | None
 
 
-class ChangeTableError(ValueError):
+class ChangeTableError(InputError, ValueError):
     """A table is not a change table of this contract (missing or mistyped columns)."""
 
 
