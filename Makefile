@@ -18,7 +18,7 @@ demo: install  ## the whole path on embedded synthetic data: train, register, ex
 	$(BIN)/vision demo
 
 test: install  ## the whole test suite (real data tests run when VISION_DATA_DIR has it)
-	@command -v chromium >/dev/null 2>&1 || test -n "$$CHROMIUM" || echo "make test: Chromium not found, so the review app's browser tests will be skipped: install it (sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium"
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || test -n "$$CHROMIUM" || echo "make test: Chromium not found, so the review app's browser tests will be skipped: install it (sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium"
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow tier

@@ -81,7 +81,7 @@ def choose_device(device: str | Device) -> Device:
     have = available_devices()
     if device is Device.AUTO:
         chosen = have[0]
-        log.info("device auto: chose %s (available: %s)", chosen, ", ".join(have))
+        log.debug("device auto: chose %s (available: %s)", chosen, ", ".join(have))
         return chosen
     if device not in have:
         raise ConfigError(
@@ -190,7 +190,7 @@ def create_session(model: str | Path | bytes, opts: SessionOptions,
             f"--device {opts.device}: {wanted} failed to initialise (ONNX Runtime fell back to "
             f"{got}); check the GPU driver, CUDA and cuDNN versions, or use --device cpu"
         )
-    log.info("ONNX Runtime session on %s", got[0])
+    log.debug("ONNX Runtime session on %s", got[0])
     return sess
 
 

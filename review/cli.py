@@ -314,10 +314,13 @@ def users_list(db: str | None = DB_OPTION) -> None:
 
     _, database = _open(db)
     with database.read() as s:
-        for u in s.execute(select(User).order_by(User.name)).scalars():
+        users = s.execute(select(User).order_by(User.name)).scalars().all()
+        for u in users:
             state = "active" if u.active else "disabled"
             locked = f", locked until {u.locked_until:%Y-%m-%d %H:%M} UTC" if u.locked_until else ""
             typer.echo(f"{u.name}\t{u.role}\t{state}{locked}")
+    if not users:
+        typer.echo("no users yet: add the first admin with `vision users add NAME --role admin`", err=True)
 
 
 @users_app.command("set")

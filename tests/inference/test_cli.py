@@ -49,6 +49,7 @@ def test_bad_input_corpus(corpus_model: Path, tmp_path: Path) -> None:
                "--model", str(corpus_model), "--out", str(out), "--no-progress", "--threads", "1")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "MarkupError" not in proc.stderr
+    assert "INFO " not in proc.stderr, "log lines that restate the header only with -v"
     table = pq.read_table(out / "predictions.parquet").to_pylist()
     by_file: dict[str, list[dict[str, object]]] = {}
     for r in table:

@@ -81,6 +81,8 @@ def test_default_and_weak_passwords_are_refused(db: Database, password: str) -> 
 
 
 def test_users_add_prompts_and_hashes(db: Database) -> None:
+    code, out = run_cli("users", "list", "--db", db.url)  # nobody yet: say so, and how to start
+    assert code == 0 and "no users yet" in out and "vision users add NAME --role admin" in out, out
     code, out = run_cli("users", "add", "boss", "--role", "admin", "--db", db.url, input=f"{PASSWORD}\n{PASSWORD}\n")
     assert code == 0, out
     with db.read() as s:

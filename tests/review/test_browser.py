@@ -27,6 +27,10 @@ from review.db.models import AuditEntry, Decision, User
 from review.jobs.importer import import_job
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+#: How long an `expect` waits for the page (Playwright's default, 5 s, ran out on a 2-core
+#: machine busy with other work: 2 of 7 runs of the heatmap test beside two CPU hogs). Waiting
+#: costs nothing when the page is quick; only a page that never gets there takes this long.
+EXPECT_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
@@ -37,6 +41,7 @@ def browser() -> Iterator[Any]:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
 
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
