@@ -125,9 +125,6 @@ def chosen_bands(ds: DatasetReader, bands: Sequence[int] | None) -> list[int]:
     return chosen
 
 
-_chosen = chosen_bands
-
-
 def stretch(arr: np.ndarray, nodata: float | None = None) -> np.ndarray:
     """``C x H x W`` values to ``H x W x C`` uint8 with the project's display stretch
     (`vision.bands.stretch`); a band's ``nodata`` pixels are black."""
@@ -173,7 +170,7 @@ def render_chip(src: SafeFile, window: WindowSpec, bands: Sequence[int] | None =
     if isinstance(cached, bytes):
         return cached
     with open_raster(src.gdal_path) as ds:
-        chosen = _chosen(ds, bands)
+        chosen = chosen_bands(ds, bands)
         arr = ds.read(chosen, window=_window(*window))
         png = _png(stretch(arr, ds.nodata), CHIP_DISPLAY)
     _CACHE.put(key, png)
@@ -197,7 +194,7 @@ def render_overview(src: SafeFile, window: WindowSpec, bands: Sequence[int] | No
         scale = min(1.0, OVERVIEW_SIZE / max(ds.width, ds.height))
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if not isinstance(base, bytes):
-            chosen = _chosen(ds, bands)
+            chosen = chosen_bands(ds, bands)
             arr = ds.read(chosen, out_shape=(3, h, w))
             base = _png(stretch(arr, ds.nodata))
             _CACHE.put(key, base)

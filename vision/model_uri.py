@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,11 +24,18 @@ from vision.errors import ConfigError
 log = logging.getLogger(__name__)
 
 REGISTRY_SCHEME = "models:/"
+#: A well-formed registry URI: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+REGISTRY_URI = re.compile(r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|/[0-9]+)$")
 
 
 def is_registry_uri(model: str) -> bool:
     """Whether ``model`` names a registered version rather than a file."""
     return model.startswith(REGISTRY_SCHEME)
+
+
+def is_wellformed_registry_uri(model: str) -> bool:
+    """Whether ``model`` is a registry URI of the accepted grammar (`REGISTRY_URI`)."""
+    return REGISTRY_URI.match(model) is not None
 
 
 @contextlib.contextmanager

@@ -80,8 +80,3 @@ def allowed(role: str | None, action: Action) -> bool:
     if role is None:
         return False
     return role in ROLE_ACTIONS.get(action, frozenset())
-
-
-def actions_of(role: str) -> list[Action]:
-    """Every action ``role`` may perform (for the navigation and the docs)."""
-    return [a for a in Action if a is not Action.PUBLIC and allowed(role, a)]

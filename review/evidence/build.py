@@ -40,7 +40,6 @@ from review.evidence.layout import (
     ROWS,
     item_dir,
     manifest_text,
-    sha256_hex,
     zip_info,
 )
 from review.jobs.files import InputMissingError, InputRefusedError, SafeFile, open_input
@@ -50,7 +49,7 @@ from review.render_change import choose_bands, crop_tif, names_of, render_pair
 from vision.atomic import atomic_path
 from vision.cli_options import refuse_overwrite
 from vision.errors import ConfigError, InputError, VisionError
-from vision.hashing import stream_sha256
+from vision.hashing import sha256_bytes, stream_sha256
 from vision.raster import open_raster
 
 #: Most items one package holds.
@@ -305,13 +304,13 @@ def build_package(db: Database, job_ref: str, item_ids: list[int], out: Path, ro
             "audit": {"rows": ROWS, "head": HEAD, "first_seq": first, "head_seq": head.seq, "covering": covering},
             "models": sorted(b.models), "notes": b.notes,
         }))
-    hashes = {name: sha256_hex(data) for name, data in b.files.items()}
+    hashes = {name: sha256_bytes(data) for name, data in b.files.items()}
     manifest = manifest_text(hashes, key)
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for name in sorted(b.files):
             zf.writestr(zip_info(name), b.files[name])
         zf.writestr(zip_info(MANIFEST), manifest)
-    digest = sha256_hex(manifest)
+    digest = sha256_bytes(manifest)
     with db.write() as w:
         audit.append(w, actor, "evidence.package", f"job:{job.id}", None,
                      {"items": item_ids, "manifest_sha256": digest, "head_seq": head_info["seq"],

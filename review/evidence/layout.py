@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from review.auth.keys import hkdf_sha256
 from vision.errors import VisionError
+from vision.hashing import sha256_bytes
 
 FORMAT = 1
 KIND = "vision-evidence"
@@ -62,11 +63,6 @@ def item_dir(item_id: int) -> str:
     return f"items/{int(item_id)}"
 
 
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def package_key(audit_key: bytes) -> bytes:
     """The key of a package's MAC, derived from the audit key (never the audit key itself)."""
     return hkdf_sha256(audit_key, _PURPOSE)
@@ -77,7 +73,7 @@ def manifest_text(hashes: dict[str, str], audit_key: bytes) -> bytes:
     body = HEADER + "\n" + "".join(f"{hashes[n]}  {n}\n" for n in sorted(hashes))
     mac = hmac.new(package_key(audit_key), body.encode(), hashlib.sha256).hexdigest()
     signed = f"{body}mac {mac}\n"
-    return f"{signed}self {sha256_hex(signed.encode())}\n".encode()
+    return f"{signed}self {sha256_bytes(signed.encode())}\n".encode()
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ def parse_manifest(data: bytes) -> Manifest:
     if len(lines) < 4 or lines[-1] != "" or not lines[-2].startswith("self "):
         raise EvidenceError(MANIFEST, "does not end with its own sha256 line (changed or cut short)")
     signed = "\n".join(lines[:-2]) + "\n"
-    if lines[-2] != f"self {sha256_hex(signed.encode())}":
+    if lines[-2] != f"self {sha256_bytes(signed.encode())}":
         raise EvidenceError(MANIFEST, "its own sha256 does not match its content (changed)")
     if lines[0] != HEADER:
         raise EvidenceError(MANIFEST, f"not a format-{FORMAT} evidence manifest")
@@ -174,7 +170,7 @@ def check_files(members: dict[str, bytes], manifest: Manifest) -> None:
     for name in sorted(manifest.hashes):
         if name not in members:
             raise EvidenceError(name, "listed in the manifest but missing from the package")
-        if sha256_hex(members[name]) != manifest.hashes[name]:
+        if sha256_bytes(members[name]) != manifest.hashes[name]:
             raise EvidenceError(name, "its sha256 differs from the manifest's (changed)")
     extra = sorted(set(members) - set(manifest.hashes) - {MANIFEST})
     if extra:

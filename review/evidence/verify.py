@@ -57,12 +57,12 @@ from review.evidence.layout import (
     item_dir,
     parse_manifest,
     read_members,
-    sha256_hex,
 )
 from review.render import CHIP_DISPLAY, rgb_png
 from review.render_change import Crop, crop_pixels, read_crop, render_arrays
 from vision.bands import stretch_uint8
 from vision.errors import InputError
+from vision.hashing import sha256_bytes
 
 _ROW_FIELDS = ("seq", "version", "at", "actor", "action", "target", "before", "after", "request_id", "prev_hash",
                "hash")
@@ -285,7 +285,7 @@ def _item(members: dict[str, bytes], item_id: int, job_id: int, exp: Expectation
             name: Any = p.get("crop")
             _need(isinstance(name, str) and name in members, where, f"names a copy {name!r} the package lacks")
             if it.get("input_sha256"):
-                _need(sha256_hex(members[name]) == it["input_sha256"], name,
+                _need(sha256_bytes(members[name]) == it["input_sha256"], name,
                       "is not the classified file (its sha256 differs from the item's input_sha256)")
             else:
                 report.notes.append(f"item {item_id}: the table recorded no input sha256 to compare its copy with")

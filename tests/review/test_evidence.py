@@ -21,9 +21,10 @@ from review.auth.keys import audit_key_from_env
 from review.db.engine import Database
 from review.db.models import AuditEntry, ChangeItem, Decision, Item
 from review.evidence.build import build_package, parse_items
-from review.evidence.layout import MANIFEST, EvidenceError, manifest_text, sha256_hex, zip_info
+from review.evidence.layout import MANIFEST, EvidenceError, manifest_text, zip_info
 from review.evidence.verify import verify_package
 from vision.errors import ConfigError
+from vision.hashing import sha256_bytes
 
 
 def _post(client: Any, csrf: str, url: str, body: dict[str, Any] | None = None) -> Any:
@@ -86,7 +87,7 @@ def test_a_fresh_package_holds_everything_and_verifies(package: tuple[Path, list
             assert np.array_equal(ds.read(), window)
         head = s.execute(select(AuditEntry).order_by(AuditEntry.seq.desc())).scalars().first()
         assert head is not None and head.action == "evidence.package"  # the packaging is audited
-        assert json.loads(head.after)["manifest_sha256"] == sha256_hex(m[MANIFEST])
+        assert json.loads(head.after)["manifest_sha256"] == sha256_bytes(m[MANIFEST])
     decisions = json.loads(m["decisions.json"])["decisions"]
     assert [(d["item_id"], d["decision"], d["reviewer"]) for d in decisions] == [
         (ids[0], "confirmed", "rev"), (ids[1], "no_change", "rev"), (ids[2], "confirmed", "rev")]
@@ -156,7 +157,7 @@ def test_files_added_or_removed_are_named(package: tuple[Path, list[int]], tmp_p
 def _forge(members: dict[str, bytes], name: str, edit: Any, key: bytes = b"not the service's key") -> dict[str, bytes]:
     """Edit one file and recompute the manifest (as someone without the key could)."""
     out = {**members, name: edit(members[name])}
-    hashes = {k: sha256_hex(v) for k, v in out.items() if k != MANIFEST}
+    hashes = {k: sha256_bytes(v) for k, v in out.items() if k != MANIFEST}
     out[MANIFEST] = manifest_text(hashes, key)
     return out
 
@@ -324,7 +325,7 @@ def test_a_job_item_with_its_model_card(client_for: Any, db: Database, roots: Pa
     assert record["onnx_sha256"] == sha256_of(model) == record["recorded_sha256"]
     assert record["card_source"] == "onnx metadata"
     copies = [k for k in m if k.endswith("/input.png")]
-    assert len(copies) == 1 and sha256_hex(m[copies[0]]) == sha256_of(folder / "inputs" / "chip_0.png")
+    assert len(copies) == 1 and sha256_bytes(m[copies[0]]) == sha256_of(folder / "inputs" / "chip_0.png")
     (roots / "run" / "MODEL_CARD.md").write_text("# landcover v3\n\nIntended use: tests.\n")
     build_package(db, str(job), ids, out, allowed, "t", overwrite=True)
     m = _members(out)

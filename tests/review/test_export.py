@@ -22,7 +22,8 @@ from review.db.engine import Database
 from review.db.models import User, utcnow
 from review.queue import DecisionInput, claim_next, decide
 from vision.config import ExperimentConfig
-from vision.data.sources import ManifestSource, open_split
+from vision.data.sources import ManifestSource
+from vision.data.spec import open_split
 
 
 def _review_some(db: Database, job_id: int, n: int = 12) -> dict[int, tuple[str, str | None]]:

@@ -227,9 +227,14 @@ def test_recipe_errors(tmp_path: Path, split_root: Path) -> None:
         open_split("eurosat-rgb", str(split_root), str(tmp_path))
 
 
-def test_the_old_entry_points_are_the_spec_functions(split_root: Path) -> None:
-    a = sources_module.open_split("folder", "val", str(split_root))
-    b = sources_module.open_data_spec(f"{split_root}:val")
+def test_the_package_entry_points_are_the_spec_functions(split_root: Path) -> None:
+    import vision.data
+    from vision.data import spec
+
+    assert vision.data.open_split is spec.open_split and vision.data.open_data_spec is spec.open_data_spec
+    assert not hasattr(sources_module, "open_split")  # one resolver: no forwarding copy left
+    a = vision.data.open_split("folder", "val", str(split_root))
+    b = vision.data.open_data_spec(f"{split_root}:val")
     assert a.refs == b.refs and a.classes == b.classes
     assert resolve_path(split_root).layout == "split-root"
 

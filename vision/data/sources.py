@@ -368,28 +368,3 @@ def _guess_band_names(refs: list[SampleRef], select: list[str | int] | None) -> 
     if select is None:
         return names
     return [names[b] if isinstance(b, int) and b < len(names) else str(b) for b in select]
-
-
-# --- the two entry points, kept here for their callers ----------------------------------
-
-
-def open_split(
-    source: str,
-    split: str,
-    root: str | Path | None = None,
-    bands: Sequence[str | int] | None = None,
-    classes: Sequence[str] | None = None,
-) -> ChipSource:
-    """One split of a recipe's ``data`` section: `vision.data.spec.open_split`."""
-    from vision.data import spec  # spec builds on the readers here: imported when called
-
-    return spec.open_split(source, split, root, bands, classes)
-
-
-def open_data_spec(
-    spec: str, classes: Sequence[str] | None = None, bands: Sequence[str | int] | None = None
-) -> ChipSource:
-    """Data named on the command line: `vision.data.spec.open_spec` (grammar there)."""
-    from vision.data import spec as specs
-
-    return specs.open_spec(spec, classes, bands)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -25,10 +24,10 @@ from review.queue import agreement, change_agreement, job_counts
 from review.web.deps import JobId, RequestId, Services, ServicesDep, Who, row_or_404
 from review.web.routes.common import make_router, page, split_classes
 from review.web.views import JobStatus
+from vision.model_uri import is_wellformed_registry_uri
 
 router = make_router()
 
-_MODEL_URI = re.compile(r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|/[0-9]+)$")
 
 
 def _job(svc: Services, job_id: int) -> Job:
@@ -59,7 +58,7 @@ def new_job_form(request: Request, svc: ServicesDep) -> Response:
 
 def _model(svc: Services, root: int, model: str) -> str:
     model = model.strip()
-    if _MODEL_URI.match(model):
+    if is_wellformed_registry_uri(model):
         return model
     path = resolve_in_roots(svc.settings.job_roots, root, model)
     if path.suffix.lower() != ".onnx" or not path.is_file():
