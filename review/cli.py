@@ -25,7 +25,7 @@ import typer
 
 from review.cli_evidence import evidence_app
 from review.formats import ExportFormat
-from vision.cli_options import progress_option
+from vision.cli_options import out_option, overwrite_option, progress_option
 
 if TYPE_CHECKING:
     from review.audit import VerifyResult
@@ -185,9 +185,9 @@ def import_cmd(
 @review_app.command("export")
 def export_cmd(
     job_id: int = typer.Argument(..., help="job number (see the jobs page)"),
-    out: Path = typer.Option(..., "--out", help="output file, or folder for --format dataset"),
+    out: Path = out_option("output file, or folder for --format dataset", required=True),
     fmt: ExportFormat = typer.Option(ExportFormat.geojson, "--format", help="what to write"),
-    overwrite: bool = typer.Option(False, help="replace an existing output"),
+    overwrite: bool = overwrite_option("an existing output"),
     db: str | None = DB_OPTION,
 ) -> None:
     """Export human-decided results, or the labelled dataset for `vision train`.

@@ -12,6 +12,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from vision.cli_options import out_option, overwrite_option
+
 DB_OPTION = typer.Option(
     None, "--db", help="database URL (default: VISION_REVIEW_DB, else SQLite in VISION_REVIEW_DATA)"
 )
@@ -52,8 +54,8 @@ def evidence_make(
     job: str = typer.Argument(..., metavar="JOB_OR_CHANGE",
                               help="job number, or the job or change folder that was imported"),
     items: str = typer.Option(..., "--items", metavar="IDS", help="item ids: 12,14,20-25"),
-    out: Path = typer.Option(..., "--out", help="the package to write (.zip)"),
-    overwrite: bool = typer.Option(False, help="replace an existing package"),
+    out: Path = out_option("the package to write (.zip)", required=True),
+    overwrite: bool = overwrite_option("an existing package"),
     db: str | None = DB_OPTION,
 ) -> None:
     """Write the evidence package of some items: each date's window as a GeoTIFF crop (CRS and

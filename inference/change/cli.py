@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from inference.change.rules import DEFAULT_MIN_CONFIDENCE
-from vision.cli_options import overwrite_option, progress_option
+from vision.cli_options import out_option, overwrite_option, progress_option
 
 CHANGE_HELP = """Compare `vision infer` jobs of the same area at different dates: where did a class of
 interest appear, disappear, persist, stay absent, or change?
@@ -55,8 +55,8 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 def change(
     jobs: list[str] = typer.Argument(..., metavar="JOB_BEFORE JOB_AFTER [JOB...]",
                                      help="finished `vision infer` job folders of the same area"),
-    out: Path = typer.Option(..., "--out", "-o", help="the change folder to write (refused if it exists, "
-                                                       "unless --overwrite)"),
+    out: Path = out_option("the change folder to write (refused if it exists, unless --overwrite)",
+                           required=True),
     classes: str | None = typer.Option(None, "--classes", help="classes of interest, comma-separated "
                                                                "\\[default: every class]"),
     aoi: Path | None = typer.Option(None, "--aoi", help="areas of interest (GeoJSON or GeoPackage, any CRS): "
