@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import typer
 from affine import Affine
-from typer.testing import CliRunner
 
+from tests.cli_runner import runner
 from tests.inference.change.jobs import SceneSpec, pairs_module, simulate_job, write_job
-from vision.errors import ConfigError, VisionError
 
 CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
            "PermanentCrop", "Residential", "River", "SeaLake"]
@@ -59,26 +57,12 @@ def perfect_jobs(pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {n: simulate_job(pairs, n, root / n, accuracy=1.0) for n in DATES}
 
 
+_run_change = runner("inference.change")
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     """``vision change ARGS...`` with only the change command; returns (exit code, output)."""
-    from inference.change.cli import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    result = CliRunner().invoke(app, ["change", *args])
-    exc = result.exception
-    if isinstance(exc, ConfigError):  # what `vision.cli.main` turns into exit codes
-        return 2, f"{result.output}error: {exc}"
-    if isinstance(exc, VisionError):
-        return 1, f"{result.output}error: {exc}"
-    if exc is not None and not isinstance(exc, SystemExit):
-        raise exc
-    return result.exit_code, result.output
+    return _run_change("change", *args)
 
 
 def grid_job(folder: Path, status: np.ndarray, labels: np.ndarray, p: float = 0.9, *, crs: str = "EPSG:32632",
