@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rich.markup import escape
 from rich.panel import Panel
 
 from training.trainer import run_training
@@ -63,8 +64,8 @@ def run_demo(data: str, out: Path, epochs: int = 6) -> None:
     if data == "synthetic":
         if not (out / "data" / "SYNTHETIC_NOTICE.txt").exists():
             write_synthetic_dataset(out / "data")
-        console.print(Panel(NOTICE.strip() + f"\nBands: {', '.join(BANDS)}; 4 classes; "
-                            f"written to {out / 'data'}", title="demo data", style="yellow"))
+        _box(NOTICE.strip() + f"\nBands: {', '.join(BANDS)}; 4 classes; written to {out / 'data'}",
+             "demo data", "yellow")
     cfg = validate_experiment(demo_recipe(data, out, epochs), source="demo recipe")
     run_dir = out / "run"
     result = run_training(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(),
@@ -74,7 +75,7 @@ def run_demo(data: str, out: Path, epochs: int = 6) -> None:
     job = out / "job"
     if data == "synthetic":
         _classify(out / "data" / "test", run_dir / "model.onnx", job)
-    console.print(Panel(
+    _box(
         f"{split} accuracy: {m[split]['accuracy']:.4f}  macro-F1: {m[split]['macro_f1']:.4f}\n"
         f"run folder:   {run_dir}\n"
         f"ONNX model:   {run_dir / 'model.onnx'}\n"
@@ -89,7 +90,20 @@ def run_demo(data: str, out: Path, epochs: int = 6) -> None:
         + (f"  {_tool('vision')} explain {_here(run_dir / 'model.onnx')} {_here(job)}#0 "
            f"--out {_here(out / 'row0.png')}\n" if data == "synthetic" else "")
         + f"  {_tool('mlflow')} ui --backend-store-uri {settings.tracking_uri()}",
-        title="demo complete", style="green"))
+        "demo complete", "green")
+
+
+def _box(text: str, title: str, style: str) -> None:
+    """``text`` in a titled box on a terminal; on a pipe or file, a titled rule and the lines
+    as they are (a box there is cut at 80 columns, and the commands in it must stay whole
+    for copying)."""
+    if console.is_terminal:
+        console.print(Panel(escape(text), title=title, style=style))
+        return
+    console.rule(title, style=style)
+    for line in text.splitlines():
+        console.print(line, markup=False, highlight=False)
+    console.rule(style=style)
 
 
 def _tool(name: str) -> str:
