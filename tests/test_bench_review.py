@@ -32,3 +32,9 @@ def test_login_burst_prints_its_ratios() -> None:
     out = _run(str(BENCH / "login_burst.py"), "--burst", "4", "--rounds", "1")
     assert out["burst"] == 4
     assert out["alone_s"] > 0 and out["other_address_over_alone"] > 0 and out["same_address_over_alone"] > 0, out
+
+
+def test_review_import_lock_imports_every_row_in_short_transactions() -> None:
+    out = _run(str(BENCH / "review_import_lock.py"), "--rows", "5000")
+    assert out["rows"] == 5000 and out["write_transactions"] >= 3, out  # batches, not one transaction
+    assert out["other_writer_tries"] > 0 and out["longest_transaction_s"] > 0
