@@ -194,7 +194,6 @@ def export_cmd(
 
     Example: vision review export 3 --format dataset --out reviewed/job3
     """
-
     from review import audit
     from review.export import export_job
     from review.jobs.files import service_roots

@@ -114,14 +114,15 @@ def _export_fp16(model: NormalizedClassifier, out: Path, meta: ModelMetadata, x:
     """The fp16 graph with the most float16 layers that passes parity: the layers are chosen
     for a share of the bound, and again for smaller shares while ONNX Runtime refuses
     (`training.export.fp16.RETRY_MARGINS`); the last refusal is raised."""
-    from training.export.fp16 import RETRY_MARGINS, mixed_half
+    from training.export.fp16 import RETRY_MARGINS, HalfPlanner
 
     tol = max_diff if max_diff is not None else PARITY_TOL_FP16
+    planner = HalfPlanner(model, x, ck.temperature)  # measures once for every margin tried
 
     def attempt(margin: float) -> float:
         with report.stage(f"fp16: measuring which layers float16 can hold within {margin:.0%} of the bound "
                           "(the rest stays float32)"):
-            plan = mixed_half(model, x, ck.temperature, tol, margin=margin)
+            plan = planner.plan(tol * margin)
         report.line(f"fp16: {escape(plan.describe())}; simulated max abs difference {plan.simulated:.2e}")
         return _export_graph(model, out, meta, x, ck, views, report, max_diff, plan.half)
 

@@ -136,57 +136,83 @@ def build(model: NormalizedClassifier, half: set[str], rounded: bool = False) ->
     return clone
 
 
+class HalfPlanner:
+    """Chooses the float32 layers (module docstring) for any bound, measuring each layer's
+    sensitivity and each tried split once: a second, tighter bound (`RETRY_MARGINS`) reuses the
+    measurements of the first. ``on_step`` is called after each measurement."""
+
+    def __init__(self, model: NormalizedClassifier, x: torch.Tensor, temperature: float,
+                 on_step: Callable[[], None] | None = None):
+        sim = copy.deepcopy(model).eval()
+        sim.tta = "none"  # one view per chip (module docstring)
+        picks = np.unique(np.linspace(0, len(x) - 1, num=min(SELECTION_CHIPS, len(x))).round().astype(int))
+        self.sample = x[picks].float()
+        self.temperature, self.on_step = temperature, on_step
+        with torch.no_grad():
+            self.ref = softmax(sim(self.sample).numpy(), temperature)
+        sim.backbone = fold_batchnorm(sim.backbone)
+        self.sim, self.names = sim, _layers(sim.backbone)
+        self.work = _madds(sim.backbone, (self.sample - model.mean) / model.std)
+        self.total = sum(self.work.values()) or 1.0
+        self.modules = dict(sim.backbone.named_modules())
+        self.exact = {n: self.modules[n] for n in self.names}
+        self.rounded = {n: _Rounded(self.exact[n]) for n in self.names}
+        self._measured: dict[frozenset[str], float] = {}
+        self._order: list[str] | None = None
+
+    def diff(self, half: frozenset[str]) -> float:
+        """Max abs difference of probabilities with the layers ``half`` rounded (simulated)."""
+        if half in self._measured:
+            return self._measured[half]
+        for n in self.names:  # swap the simulated float16 layers in, the others back
+            parent, _, leaf = n.rpartition(".")
+            setattr(self.modules[parent] if parent else self.sim.backbone, leaf,
+                    self.rounded[n] if n in half else self.exact[n])
+        with torch.no_grad():
+            got = softmax(self.sim(self.sample).numpy(), self.temperature)
+        if self.on_step is not None:
+            self.on_step()
+        d = float(np.abs(got - self.ref).max())
+        self._measured[half] = d if np.isfinite(d) else float("inf")
+        return self._measured[half]
+
+    def order(self) -> list[str]:
+        """The layers, most sensitive to rounding first (each measured alone, once)."""
+        if self._order is None:
+            sensitivity = {n: self.diff(frozenset({n})) for n in self.names}
+            self._order = sorted(self.names, key=lambda n: -sensitivity[n])
+        return self._order
+
+    def plan(self, bound: float) -> HalfPlan:
+        """The fewest most-sensitive layers kept float32 for the simulated difference to stay
+        within ``bound``: a bisection on how many."""
+        everything = frozenset(self.names)
+        whole = self.diff(everything)
+        if whole <= bound:
+            return self._plan(everything, whole, self.names)
+        order = self.order()
+        best: tuple[frozenset[str], float] = (frozenset(), 0.0)  # all kept float32: no rounding at all
+        lo, hi = 1, len(order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            half = everything - set(order[:mid])
+            d = self.diff(half)
+            if d <= bound:
+                hi, best = mid, (half, d)
+            else:
+                lo = mid + 1
+        return self._plan(*best, order)
+
+    def _plan(self, half: frozenset[str], d: float, order: list[str]) -> HalfPlan:
+        kept = tuple(n for n in order if n not in half)
+        return HalfPlan(tuple(n for n in self.names if n in half), kept, d,
+                        sum(self.work.get(n, 0.0) for n in half) / self.total)
+
+
 def mixed_half(model: NormalizedClassifier, x: torch.Tensor, temperature: float, tol: float,
                on_step: Callable[[], None] | None = None, margin: float = MARGIN) -> HalfPlan:
-    """Choose the float32 layers (module docstring) for a simulated difference within
-    ``margin * tol``; ``on_step`` is called after each measurement."""
-    sim = copy.deepcopy(model).eval()
-    sim.tta = "none"  # one view per chip (module docstring)
-    sample = x[np.unique(np.linspace(0, len(x) - 1, num=min(SELECTION_CHIPS, len(x))).round().astype(int))].float()
-    with torch.no_grad():
-        ref = softmax(sim(sample).numpy(), temperature)
-    sim.backbone = fold_batchnorm(sim.backbone)
-    names = _layers(sim.backbone)
-    work = _madds(sim.backbone, (sample - model.mean) / model.std)
-    total = sum(work.values()) or 1.0
-    modules = dict(sim.backbone.named_modules())
-    exact = {n: modules[n] for n in names}
-    rounded = {n: _Rounded(exact[n]) for n in names}
-
-    def diff(half: set[str]) -> float:
-        for n in names:  # swap the simulated float16 layers in, the others back
-            parent, _, leaf = n.rpartition(".")
-            setattr(modules[parent] if parent else sim.backbone, leaf, rounded[n] if n in half else exact[n])
-        with torch.no_grad():
-            got = softmax(sim(sample).numpy(), temperature)
-        if on_step is not None:
-            on_step()
-        d = float(np.abs(got - ref).max())
-        return d if np.isfinite(d) else float("inf")
-
-    def plan(half: set[str], d: float) -> HalfPlan:
-        kept = tuple(n for n in order if n not in half)
-        return HalfPlan(tuple(n for n in names if n in half), kept, d, sum(work.get(n, 0.0) for n in half) / total)
-
-    everything = set(names)
-    order = names
-    whole = diff(everything)
-    if whole <= tol * margin:
-        return plan(everything, whole)
-    sensitivity = {n: diff({n}) for n in names}
-    order = sorted(names, key=lambda n: -sensitivity[n])
-    # The fewest most-sensitive layers kept float32 for the rest to hold: bisection on how many.
-    best: tuple[set[str], float] = (set(), 0.0)  # all kept float32: no rounding at all
-    lo, hi = 1, len(order)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        half = everything - set(order[:mid])
-        d = diff(half)
-        if d <= tol * margin:
-            hi, best = mid, (half, d)
-        else:
-            lo = mid + 1
-    return plan(*best)
+    """The `HalfPlanner`'s plan for a simulated difference within ``margin * tol``."""
+    return HalfPlanner(model, x, temperature, on_step).plan(tol * margin)
 
 
 def all_layers(model: NormalizedClassifier) -> list[str]:
