@@ -33,18 +33,24 @@ def _app(packages: tuple[str, ...]) -> typer.Typer:
         pass
 
     for package in packages:
-        importlib.import_module(f"{package}.cli").register(app)
+        if package == "vision":  # vision's own group: `vision data ...`
+            from vision.data.commands import data_app
+
+            app.add_typer(data_app, name="data")
+        else:
+            importlib.import_module(f"{package}.cli").register(app)
     return app
 
 
 def run_cli(*args: str, commands: tuple[str, ...] = ("training",), input: str | None = None,
-            width: int = 200) -> tuple[int, str]:
-    """``vision ARGS...`` with the sub-commands of ``commands``; returns (exit code, output).
+            width: int = 200, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``vision ARGS...`` with the sub-commands of ``commands`` (``"vision"``: its ``data``
+    group); returns (exit code, output).
 
     The output ends with ``error: MESSAGE`` when the command failed with a `VisionError`,
     as `vision.cli.main` prints it.
     """
-    result = CliRunner().invoke(_app(commands), list(args), input=input, terminal_width=width)
+    result = CliRunner().invoke(_app(commands), list(args), input=input, terminal_width=width, env=env)
     exc = result.exception
     if isinstance(exc, ConfigError):
         return EXIT_USAGE, f"{result.output}error: {exc}"

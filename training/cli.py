@@ -396,7 +396,7 @@ def audit(
 
 def demo(
     data: str = typer.Option("synthetic", "--data", help="synthetic (built in) or eurosat (VISION_DATA_DIR)"),
-    out: Path = typer.Option(Path("demo-out"), "--out", help="where the demo writes everything"),
+    out: Path = out_option("where the demo writes everything", default=Path("demo-out")),
     epochs: int = typer.Option(6, help="training epochs"),
 ) -> None:
     """The whole path on embedded defaults: make data, train, register, export, classify.

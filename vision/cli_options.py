@@ -31,9 +31,9 @@ def model_option(help: str = ONNX_MODEL_HELP) -> Any:
     return typer.Option(..., "--model", "-m", metavar="MODEL", help=help)
 
 
-def out_option(help: str, required: bool = False) -> Any:
-    """``--out/-o PATH``."""
-    return typer.Option(... if required else None, "--out", "-o", help=help)
+def out_option(help: str, required: bool = False, default: Path | None = None, metavar: str | None = None) -> Any:
+    """``--out/-o PATH`` (``required``, or ``default`` when not given)."""
+    return typer.Option(... if required else default, "--out", "-o", metavar=metavar, help=help)
 
 
 def overwrite_option(what: str = "an existing output") -> Any:

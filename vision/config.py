@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from vision.contracts.model import MAX_INPUT_SIDE
-from vision.errors import ConfigError
+from vision.errors import ConfigError, WeightsNotAvailableError
 
 #: ``model.weights`` values that are not paths.
 NAMED_WEIGHTS = ("imagenet", "none")
@@ -476,19 +476,14 @@ def check_resources(cfg: ExperimentConfig) -> None:
     weights = cfg.model.weights
     if weights in NAMED_WEIGHTS:
         return
-    p = Path(weights)
-    if not p.exists():
-        raise ConfigError(f"model.weights {weights}: no such file (give a state_dict file, imagenet or none)")
-    if not p.is_file():
-        raise ConfigError(f"model.weights {weights}: not a file (give a state_dict file, imagenet or none)")
     from vision.models import load_state_dict_file
 
     try:
-        state = load_state_dict_file(p)
-    except Exception as exc:  # noqa: BLE001 - any failure to read it means it is not weights
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model.weights {weights}: not a state_dict torch.load(weights_only=True) can read "
-                          f"({first}); give a .pt/.pth state_dict, imagenet or none") from exc
+        state = load_state_dict_file(weights)
+    except WeightsNotAvailableError:
+        raise ConfigError(f"model.weights {weights}: no such file (give a state_dict file, imagenet or none)") from None
+    except ConfigError as exc:  # its message names the file and what it holds instead
+        raise ConfigError(f"model.{exc}; give a .pt/.pth state_dict, imagenet or none") from exc
     if not state or not all(hasattr(v, "shape") for v in state.values()):
         raise ConfigError(f"model.weights {weights}: not a state_dict (no tensors in it)")
 

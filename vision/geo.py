@@ -32,6 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from vision.errors import InputError
+from vision.vector import layer_crs, vector_file
 
 GEOD = Geod(ellps="WGS84")
 WGS84 = CRS.from_epsg(4326)
@@ -244,18 +245,7 @@ class AoiSet:
         return [a.id for a in self.aois]
 
 
-_GPKG_MAGIC = b"SQLite format 3\x00"
-
-
-def _aoi_driver(p: Path) -> str:
-    """GeoJSON or GPKG, from the first bytes (GDAL is never handed another kind of file)."""
-    with p.open("rb") as f:
-        head = f.read(64)
-    if head.startswith(_GPKG_MAGIC):
-        return "GPKG"
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
-        return "GeoJSON"
-    raise AoiError(f"{p}: not a GeoJSON or GeoPackage file")
+AOI_DRIVERS = ("GeoJSON", "GPKG")
 
 
 def read_aoi(path: str | Path, id_field: str | None = None, strict: bool = False) -> AoiSet:
@@ -275,12 +265,7 @@ def read_aoi(path: str | Path, id_field: str | None = None, strict: bool = False
     """
     import pyogrio
 
-    p = Path(path)
-    if not p.is_file():
-        raise AoiError(f"{p}: AOI file not found")
-    if p.stat().st_size > MAX_AOI_BYTES:
-        raise AoiError(f"{p}: AOI file larger than {MAX_AOI_BYTES >> 20} MiB")
-    driver = _aoi_driver(p)
+    p, driver = vector_file(path, drivers=AOI_DRIVERS, what="AOI file", max_bytes=MAX_AOI_BYTES, error=AoiError)
     try:
         info = pyogrio.read_info(p)
         if int(info.get("features") or 0) > MAX_AOI_FEATURES:
@@ -294,12 +279,7 @@ def read_aoi(path: str | Path, id_field: str | None = None, strict: bool = False
         raise AoiError(f"{p}: read as {info.get('driver')!r}; only GeoJSON and GeoPackage are accepted")
     if geoms is None or len(geoms) == 0:
         raise AoiError(f"{p}: no features: an AOI file needs at least one polygon")
-    crs_text = meta.get("crs")
-    if not crs_text:
-        if driver != "GeoJSON":
-            raise AoiError(f"{p}: the layer has no CRS; set one (e.g. EPSG:4326)")
-        crs_text = "EPSG:4326"
-    crs = CRS.from_user_input(crs_text)
+    crs = layer_crs(p, meta, driver, hint="e.g. EPSG:4326", error=AoiError)
     if id_field:
         names = list(meta.get("fields", []))
         if id_field not in names:

@@ -32,7 +32,7 @@ def test_training_from_labelled_scenes_records_lineage_radiometry_and_gsd(tmp_pa
         "data": {"source": "scenes", "root": str(tmp_path), "num_workers": 0, "label_id_field": "key",
                  "scenes": {"train": ["train.tif"], "val": ["val.tif"], "test": ["test.tif"]},
                  "labels": ["labels.gpkg"], "class_field": "class"},
-        "model": {"architecture": "efficientnet_lite0", "weights": "imagenet", "name": "scenes_tiny",
+        "model": {"architecture": "tiny_cnn", "weights": "none", "name": "scenes_tiny",
                   "input_size": [32, 32]},
         "train": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2, "threads": 2},
         "calibration": {"temperature_scaling": False},

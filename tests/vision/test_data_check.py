@@ -20,11 +20,10 @@ import pytest
 import rasterio
 from affine import Affine
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.cli_runner import run_cli
 from vision import settings
 from vision.data.check import CheckReport, check_dataset
-from vision.data.commands import data_app
 
 CLASSES = ["Forest", "River", "SeaLake"]
 
@@ -95,13 +94,8 @@ def jpeg_bytes(seed: int) -> bytes:
 
 
 def run_check(*args: str) -> tuple[int, str]:
-    """``vision data check ARGS`` in-process; the exit code and what it printed."""
-    result = CliRunner().invoke(
-        data_app, ["check", *args, "--no-progress"], env={"COLUMNS": "250"}
-    )
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+    """``vision data check ARGS`` in-process (the one CLI runner); the exit code and output."""
+    return run_cli("data", "check", *args, "--no-progress", commands=("vision",), width=250, env={"COLUMNS": "250"})
 
 
 def check(*paths: Path, **kwargs: object) -> CheckReport:

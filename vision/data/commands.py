@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from vision.cli_options import overwrite_option, progress_option, refuse_overwrite
+from vision.cli_options import out_option, overwrite_option, progress_option, refuse_overwrite
 from vision.console import make_console
 
 data_app = typer.Typer(no_args_is_help=True)
@@ -225,8 +225,8 @@ def chips_command(
     labels: list[Path] = typer.Option(..., "--labels", metavar="FILE", help="Vector labels: GeoJSON, "
                                       "GeoPackage or Shapefile; points, polygons, multipolygons; any CRS."),
     class_field: str = typer.Option("class", "--class-field", help="Label attribute with the class."),
-    out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for the chips, manifest.csv, "
-                             "skipped.csv and chips.json."),
+    out: Path = out_option("Folder for the chips, manifest.csv, skipped.csv and chips.json.", required=True,
+                           metavar="DIR"),
     classes: str | None = typer.Option(None, "--classes", metavar="A,B,...", help="The classes, in label order "
                                        "(default: every value found, sorted); other values are skipped."),
     id_field: str | None = typer.Option(None, "--id-field", help="Label attribute naming each label."),

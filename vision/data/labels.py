@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import CRS
-from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from vision.errors import ConfigError
+from vision.vector import layer_crs, vector_file
 
 MAX_LABEL_BYTES = 1024 * 2**20
 MAX_LABEL_FEATURES = 5_000_000
@@ -37,8 +37,7 @@ MAX_LABEL_FEATURES = 5_000_000
 POINT_TYPES = ("Point", "MultiPoint")
 AREA_TYPES = ("Polygon", "MultiPolygon")
 
-_GPKG_MAGIC = b"SQLite format 3\x00"
-_SHP_MAGIC = b"\x00\x00\x27\x0a"
+LABEL_DRIVERS = ("GeoJSON", "GPKG", "ESRI Shapefile")
 
 
 class LabelFileError(ConfigError):
@@ -117,20 +116,10 @@ class LabelSet:
 def label_driver(p: Path) -> str:
     """``GeoJSON``, ``GPKG`` or ``ESRI Shapefile``, from the first bytes of the file.
 
-    GDAL is never handed a file of another kind (a VRT or a CSV that names other files).
-
     Raises:
-        LabelFileError: none of these.
+        LabelFileError: none of these, or not a regular file below `MAX_LABEL_BYTES`.
     """
-    with p.open("rb") as f:
-        head = f.read(64)
-    if head.startswith(_GPKG_MAGIC):
-        return "GPKG"
-    if head.startswith(_SHP_MAGIC) and p.suffix.lower() == ".shp":
-        return "ESRI Shapefile"
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
-        return "GeoJSON"
-    raise LabelFileError(f"{p}: not a GeoJSON, GeoPackage or Shapefile (.shp) label file")
+    return vector_file(p, drivers=LABEL_DRIVERS, what="label file", max_bytes=MAX_LABEL_BYTES, error=LabelFileError)[1]
 
 
 def _class_value(v: Any) -> str | None:
@@ -166,10 +155,6 @@ def read_labels(path: str | Path, class_field: str, classes: Sequence[str] | Non
     import pyogrio
 
     p = Path(path)
-    if not p.is_file():
-        raise LabelFileError(f"{p}: label file not found")
-    if p.stat().st_size > MAX_LABEL_BYTES:
-        raise LabelFileError(f"{p}: label file larger than {MAX_LABEL_BYTES >> 20} MiB")
     driver = label_driver(p)
     try:
         info = pyogrio.read_info(p)
@@ -188,15 +173,7 @@ def read_labels(path: str | Path, class_field: str, classes: Sequence[str] | Non
         meta, _fids, geoms, values = pyogrio.raw.read(p, columns=columns)
     except Exception as exc:
         raise LabelFileError(f"{p}: unreadable label file ({exc})") from exc
-    crs_text = meta.get("crs")
-    if not crs_text:
-        if driver != "GeoJSON":
-            raise LabelFileError(f"{p}: the layer has no CRS; set one (e.g. with QGIS 'Assign projection')")
-        crs_text = "EPSG:4326"
-    try:
-        crs = CRS.from_user_input(crs_text)
-    except CRSError as exc:
-        raise LabelFileError(f"{p}: unusable CRS {crs_text!r} ({exc})") from exc
+    crs = layer_crs(p, meta, driver, hint="e.g. with QGIS 'Assign projection'", error=LabelFileError)
     cls_values = list(values[0]) if len(values) else [None] * len(geoms if geoms is not None else [])
     ids = list(values[columns.index(id_field)]) if id_field else [None] * len(cls_values)
     out = LabelSet(str(p), crs)

@@ -227,7 +227,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
-        raise ConfigError(f"{p}: not a state_dict")
+        raise ConfigError(f"weights {p}: not a state_dict")
     # Our checkpoints hold the whole `NormalizedClassifier`; keep the backbone part.
     if any(k.startswith("backbone.") for k in obj):
         obj = {k[len("backbone."):]: v for k, v in obj.items() if k.startswith("backbone.")}
