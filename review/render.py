@@ -144,8 +144,6 @@ def rgb_png(rgb: np.ndarray, size: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-_png = rgb_png
-
 
 def _window(row_off: int | None, col_off: int | None, height: int | None, width: int | None) -> Window | None:
     if row_off is None or col_off is None or height is None or width is None:
@@ -172,7 +170,7 @@ def render_chip(src: SafeFile, window: WindowSpec, bands: Sequence[int] | None =
     with open_raster(src.gdal_path) as ds:
         chosen = chosen_bands(ds, bands)
         arr = ds.read(chosen, window=_window(*window))
-        png = _png(stretch(arr, ds.nodata), CHIP_DISPLAY)
+        png = rgb_png(stretch(arr, ds.nodata), CHIP_DISPLAY)
     _CACHE.put(key, png)
     return png
 
@@ -196,7 +194,7 @@ def render_overview(src: SafeFile, window: WindowSpec, bands: Sequence[int] | No
         if not isinstance(base, bytes):
             chosen = chosen_bands(ds, bands)
             arr = ds.read(chosen, out_shape=(3, h, w))
-            base = _png(stretch(arr, ds.nodata))
+            base = rgb_png(stretch(arr, ds.nodata))
             _CACHE.put(key, base)
     im = Image.open(io.BytesIO(base)).convert("RGB")
     win = _window(*window)

@@ -250,7 +250,7 @@ def write_relative_job(work: Path, seed: int = 0) -> Path:
 
 
 def write_model(folder: Path, bands: list[str] | None = None) -> Path:
-    """A small real model (Lite0, no pretraining, the scene's four bands or ``bands``)
+    """A small real model (`tiny_cnn`, seeded, the scene's four bands or ``bands``)
     exported with its checkpoint as training does; returns the ``.onnx`` (heatmaps are
     Grad-CAM from the checkpoint it names)."""
     import torch
@@ -263,14 +263,14 @@ def write_model(folder: Path, bands: list[str] | None = None) -> Path:
     bands = list(bands or ["B02", "B03", "B04", "B08"])
     n = len(bands)
     torch.manual_seed(0)
-    net = NormalizedClassifier(get_model("efficientnet_lite0", len(CLASSES), n, "none", band_names=bands),
+    net = NormalizedClassifier(get_model("tiny_cnn", len(CLASSES), n, "none", band_names=bands),
                                [1000.0] * n, [500.0] * n).eval()
     ck = folder / "checkpoints" / "best.pt"
-    save_checkpoint(ck, {"model": net.state_dict(), "architecture": "efficientnet_lite0", "classes": CLASSES,
+    save_checkpoint(ck, {"model": net.state_dict(), "architecture": "tiny_cnn", "classes": CLASSES,
                          "bands": bands, "mean": [1000.0] * n, "std": [500.0] * n, "input_size": [32, 32],
                          "temperature": 1.0, "thresholds": {}, "model_name": "landcover", "dropout": 0.2})
     meta = ModelMetadata(classes=tuple(CLASSES), bands=tuple(bands), input_size=(32, 32), mean=(1000.0,) * n,
-                         std=(500.0,) * n, temperature=1.0, architecture="efficientnet_lite0", model_name="landcover",
+                         std=(500.0,) * n, temperature=1.0, architecture="tiny_cnn", model_name="landcover",
                          model_version="3", checkpoint=str(ck))
     onnx_path = folder / "model.onnx"
     export_onnx(net, onnx_path, meta, torch.rand(4, n, 32, 32) * 3000)

@@ -134,7 +134,7 @@ def test_dataset_export_loads_as_a_manifest_dataset(db: Database, job_id: int, t
     # what a recipe's data section points at
     recipe = {
         "data": {"source": "manifest", "root": str(out), "train": "manifest.csv", "val": "manifest.csv", "test": None},
-        "model": {"architecture": "efficientnet_lite0", "name": "reviewed", "weights": "none", "input_size": [32, 32]},
+        "model": {"architecture": "tiny_cnn", "name": "reviewed", "weights": "none", "input_size": [32, 32]},
         "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "max_steps_per_epoch": 1},
     }
     cfg = ExperimentConfig.model_validate(recipe)
@@ -161,7 +161,7 @@ def test_exported_dataset_trains_with_vision_train(db: Database, job_id: int, tm
     recipe = {
         "data": {"source": "manifest", "root": str(out), "train": "manifest.csv", "val": "manifest.csv", "test": None},
         "model": {
-            "architecture": "efficientnet_lite0",
+            "architecture": "tiny_cnn",
             "name": "reviewed-test",
             "weights": "none",
             "input_size": [32, 32],
