@@ -23,6 +23,8 @@ from vision.cli import EXIT_PARTIAL, EXIT_USAGE
 from vision.errors import ConfigError, VisionError
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Where a package's ``register(app)`` lives when it is not ``PACKAGE.cli``.
+COMMANDS = {"vision": "vision.data.commands"}
 
 
 def _app(packages: tuple[str, ...]) -> typer.Typer:
@@ -33,12 +35,7 @@ def _app(packages: tuple[str, ...]) -> typer.Typer:
         pass
 
     for package in packages:
-        if package == "vision":  # vision's own group: `vision data ...`
-            from vision.data.commands import data_app
-
-            app.add_typer(data_app, name="data")
-        else:
-            importlib.import_module(f"{package}.cli").register(app)
+        importlib.import_module(COMMANDS.get(package, f"{package}.cli")).register(app)
     return app
 
 

@@ -35,9 +35,9 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 
 def _register_data() -> None:
-    from vision.data.commands import data_app
+    from vision.data.commands import register
 
-    app.add_typer(data_app, name="data", help="Check and fetch labelled datasets.")
+    register(app)
 
 
 def prose(text: str) -> str:

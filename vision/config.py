@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from vision.contracts.model import MAX_INPUT_SIDE
-from vision.errors import ConfigError, WeightsNotAvailableError
+from vision.errors import ConfigError, WeightsFileError, WeightsNotAvailableError
 
 #: ``model.weights`` values that are not paths.
 NAMED_WEIGHTS = ("imagenet", "none")
@@ -482,8 +482,9 @@ def check_resources(cfg: ExperimentConfig) -> None:
         state = load_state_dict_file(weights)
     except WeightsNotAvailableError:
         raise ConfigError(f"model.weights {weights}: no such file (give a state_dict file, imagenet or none)") from None
-    except ConfigError as exc:  # its message names the file and what it holds instead
-        raise ConfigError(f"model.{exc}; give a .pt/.pth state_dict, imagenet or none") from exc
+    except WeightsFileError as exc:
+        raise ConfigError(f"model.weights {weights}: {exc.reason}; give a .pt/.pth state_dict, imagenet or none"
+                          ) from exc
     if not state or not all(hasattr(v, "shape") for v in state.values()):
         raise ConfigError(f"model.weights {weights}: not a state_dict (no tensors in it)")
 

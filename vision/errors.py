@@ -7,6 +7,8 @@ them into a row with ``status == "error"`` instead of stopping.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class VisionError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -57,6 +59,15 @@ class ModelOutputError(InputError):
 
 class WeightsNotAvailableError(VisionError, FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine (nothing is downloaded)."""
+
+
+class WeightsFileError(ConfigError):
+    """A weights file exists but holds no state_dict ``torch.load(weights_only=True)`` reads."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"weights {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class ModelFormatError(VisionError, ValueError):

@@ -19,15 +19,15 @@ class _Refused(VisionError):
 ALL = ("GeoJSON", "GPKG", "ESRI Shapefile")
 
 
-def _write(path: Path, driver: str) -> Path:
-    assert {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON"}[path.suffix] == driver
+def _write(path: Path) -> Path:
+    """A one-polygon file, its format from the suffix (`write_labels`)."""
     return write_labels(path, [shapely.box(0, 0, 10, 10)], ["Forest"], crs="EPSG:32629")
 
 
 def test_each_format_is_told_by_its_first_bytes_not_its_name(tmp_path: Path) -> None:
-    gpkg = _write(tmp_path / "a.gpkg", "GPKG")
-    shp = _write(tmp_path / "a.shp", "ESRI Shapefile")
-    geojson = _write(tmp_path / "a.geojson", "GeoJSON")
+    gpkg = _write(tmp_path / "a.gpkg")
+    shp = _write(tmp_path / "a.shp")
+    geojson = _write(tmp_path / "a.geojson")
     for p, driver in ((gpkg, "GPKG"), (shp, "ESRI Shapefile"), (geojson, "GeoJSON")):
         assert vector_file(p, drivers=ALL, what="label file", max_bytes=1 << 20, error=_Refused) == (p, driver)
     renamed = tmp_path / "really_a_geopackage.geojson"
@@ -54,7 +54,7 @@ def test_missing_folders_and_oversized_files(tmp_path: Path) -> None:
         vector_file(tmp_path / "absent.gpkg", max_bytes=1 << 20, **kw)
     with pytest.raises(_Refused, match="label file not found"):
         vector_file(tmp_path, max_bytes=1 << 20, **kw)
-    big = _write(tmp_path / "big.gpkg", "GPKG")
+    big = _write(tmp_path / "big.gpkg")
     with pytest.raises(_Refused, match="label file larger than 0 MiB"):
         vector_file(big, max_bytes=1024, **kw)
 

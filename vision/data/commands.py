@@ -315,3 +315,8 @@ def chips_command(
     make_console().print(f"{written.chips:,} chips written to {escape(str(out))} ({written.skipped:,} labels, "
                          f"scenes or windows skipped: {escape(str(out / 'skipped.csv'))}); check them "
                          f"with: vision data check {escape(str(out))}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vision data ...`` to the `vision` CLI."""
+    app.add_typer(data_app, name="data", help="Check and fetch labelled datasets.")

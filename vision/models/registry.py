@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from vision.errors import ConfigError, WeightsNotAvailableError
+from vision.errors import ConfigError, WeightsFileError, WeightsNotAvailableError
 from vision.models import tiny
 from vision.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path
 from vision.views import TTA_VIEWS
@@ -212,22 +212,22 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         WeightsNotAvailableError: no such file.
-        ConfigError: the file is not a state_dict (unreadable, or another kind of object).
+        WeightsFileError: the file is not a state_dict (unreadable, or another kind of object).
     """
     p = Path(path)
     if not p.exists():
         raise WeightsNotAvailableError(f"weights file not found: {p}")
     if not p.is_file():
-        raise ConfigError(f"weights {p}: not a file")
+        raise WeightsFileError(p, "not a file")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - EOFError, UnpicklingError, RuntimeError...: not weights
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"weights {p}: not a state_dict torch.load(weights_only=True) can read ({first})") from exc
+        raise WeightsFileError(p, f"not a state_dict torch.load(weights_only=True) can read ({first})") from exc
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
-        raise ConfigError(f"weights {p}: not a state_dict")
+        raise WeightsFileError(p, "not a state_dict")
     # Our checkpoints hold the whole `NormalizedClassifier`; keep the backbone part.
     if any(k.startswith("backbone.") for k in obj):
         obj = {k[len("backbone."):]: v for k, v in obj.items() if k.startswith("backbone.")}
