@@ -52,6 +52,7 @@ class RunInfo:
         fingerprint: of the training data (train + val).
         history: per-epoch metric rows.
         best_epoch: the epoch ``best.pt`` is from.
+        interpolation: the WiSE-FT choice (`training.interpolate`), when the recipe asked for one.
     """
 
     out: Path
@@ -60,6 +61,7 @@ class RunInfo:
     fingerprint: str
     history: list[dict[str, Any]]
     best_epoch: int
+    interpolation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -172,6 +174,8 @@ def publish(run: RunInfo, cfg: ExperimentConfig, model: nn.Module, ck: Inference
         "train_data_fingerprint": run.fingerprint, "val": cal.val, ev.split: rep,
         "model_name": cfg.model.name, "model_version": version, "mlflow_run_id": run.run_id,
         "onnx_parity_max_abs": diff, "model_sha256": file_sha256(out / "model.onnx")}
+    if run.interpolation is not None:
+        metrics["interpolation"] = run.interpolation
 
     # Subgroup audit (recipe promotion.group_by) and model card: the promotion gate reads both.
     audit, audit_error = None, None
@@ -198,7 +202,8 @@ def publish(run: RunInfo, cfg: ExperimentConfig, model: nn.Module, ck: Inference
             s = ev.split
             tracking.log_metrics({f"{s}_accuracy": rep["accuracy"], f"{s}_macro_f1": rep["macro_f1"],
                                   f"{s}_ece": rep["ece"], f"{s}_ece_uncalibrated": rep["ece_uncalibrated"],
-                                  "temperature": cal.temperature, "onnx_parity_max_abs": diff})
+                                  "temperature": cal.temperature, "onnx_parity_max_abs": diff,
+                                  **({"interpolation_w": run.interpolation["chosen"]} if run.interpolation else {})})
             tracking.log_artifact(out / "model.onnx", "model")
             for p in sorted(report_dir.iterdir()):
                 tracking.log_artifact(p, "report")

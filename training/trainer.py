@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from training import distill, distributed, finish, tracking
+from training import distill, distributed, finish, interpolate, tracking
 from training.checkpoint import CheckpointError, InferenceCheckpoint, TrainState, rng_state, save_checkpoint
 from training.data import Splits, class_weights, eval_loader, open_splits, train_loader
 from training.loop import make_ema, param_groups, predict, train_one_epoch
@@ -203,6 +203,9 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     use_scaler = amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
+    # The weights before any step, for WiSE-FT at the end (`training.interpolate`).
+    start = (interpolate.keep_start(model, out, state is not None)
+             if cfg.train.interpolate_start and is_main else None)
     start_epoch, history, best, bad_epochs, run_id = 0, [], None, 0, None
     if state is not None:
         state.restore(model, optimizer, scheduler, ema=ema, scaler=scaler, path=last_path)
@@ -309,7 +312,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                 break
         if not is_main:
             return TrainResult(out, {})
-        metrics = _finish(cfg, out, model, splits, fingerprint, history, run_id, chash, device, report)
+        metrics = _finish(cfg, out, model, splits, fingerprint, history, run_id, chash, device, report, start)
     except BaseException:
         if is_main:
             tracking.end_run("KILLED")
@@ -366,19 +369,25 @@ def _inference_checkpoint(model: nn.Module, cfg: ExperimentConfig, classes: list
 
 def _finish(cfg: ExperimentConfig, out: Path, model: nn.Module, splits: Splits, fingerprint: str,
             history: list[dict[str, Any]], run_id: str | None, chash: str, device: torch.device,
-            report: Reporter) -> dict[str, Any]:
-    """Best weights -> calibrate, evaluate, publish (`training.finish`)."""
+            report: Reporter, start: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Best weights (interpolated toward ``start`` when the recipe asks) -> calibrate, evaluate,
+    publish (`training.finish`)."""
     best_path = out / "checkpoints" / "best.pt"
     ck = InferenceCheckpoint.load(best_path)
     model.load_state_dict(ck.state_dict)
     model.eval()
+    report.line(f"training done ({report.total()}); best epoch {ck.epoch} of {len(history)}")
+    chosen = None
+    if start is not None and cfg.train.interpolate_start:
+        chosen = interpolate.choose(model, start, cfg.train.interpolate_start,
+                                    eval_loader(splits.val, cfg.train.batch_size * 2), splits.classes,
+                                    cfg.train.monitor, device, report, cfg.train.channels_last).record()
     if isinstance(model, NormalizedClassifier):
         # Test-time views, from here on: calibration, test report and the exported graph.
         model.tta = cfg.model.tta
-    report.line(f"training done ({report.total()}); best epoch {ck.epoch} of {len(history)}")
     cal = finish.calibrate(model, splits, cfg, device, report)
     ev = finish.evaluate(model, splits, cal, cfg, device, out / "report", report)
-    run = finish.RunInfo(out, run_id, chash, fingerprint, history, ck.epoch)
+    run = finish.RunInfo(out, run_id, chash, fingerprint, history, ck.epoch, chosen)
     metrics = finish.publish(run, cfg, model, ck, splits, cal, ev, report)
     rep = ev.report
     registered = (f"registered {escape(cfg.model.name)} v{metrics['model_version']} as challenger; "

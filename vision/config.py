@@ -10,10 +10,7 @@ indices, unknown architectures. `check_resources` then checks what the recipe na
 
 from __future__ import annotations
 
-import copy
 import difflib
-import os
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +28,7 @@ from pydantic import (
 
 from vision.contracts.model import MAX_INPUT_SIDE
 from vision.errors import ConfigError, WeightsFileError, WeightsNotAvailableError
+from vision.overrides import apply_overrides, expand_env
 
 #: ``model.weights`` values that are not paths.
 NAMED_WEIGHTS = ("imagenet", "none")
@@ -221,7 +219,7 @@ class ModelConfig(_Strict):
     architecture: str = Field(description="a name from `vision.models.list_models()`")
     weights: str = Field(
         default="imagenet", description="imagenet | none | path to a state_dict or checkpoint "
-        "(a file torch.load(weights_only=True) reads as a state_dict)"
+        "(a file torch.load(weights_only=True) reads as a state_dict); ${VAR} and ${VAR:-default} expand"
     )
     name: str = Field(min_length=1, description="registered model name in MLflow")
     input_size: tuple[int, int] = Field(
@@ -238,6 +236,11 @@ class ModelConfig(_Strict):
         "none, flips (4 views) or d8 (the 8 symmetries of the square; square inputs only); "
         "multiplies inference cost by the view count",
     )
+
+    @field_validator("weights")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return expand_env(v)
 
     @field_validator("architecture")
     @classmethod
@@ -298,6 +301,19 @@ class TrainConfig(_Strict):
         description="apply weight decay to normalisation weights and biases too (false: "
         "only to convolution and linear weights)",
     )
+    interpolate_start: list[float] | None = Field(
+        default=None, min_length=1,
+        description="after training, also try the weights these fractions of the way from the starting "
+        "weights (model.weights) to the trained ones, e.g. [0.25, 0.5, 0.75], and keep the one best on "
+        "val (the trained weights, 1.0, always compete): WiSE-FT (`training.interpolate`)",
+    )
+
+    @field_validator("interpolate_start")
+    @classmethod
+    def _fractions(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(0 < w <= 1 for w in v):
+            raise ValueError(f"{v}: each fraction must be in (0, 1] (0 is the starting weights, 1 the trained)")
+        return v
 
 
 class CalibrationConfig(_Strict):
@@ -334,12 +350,7 @@ class DistillConfig(_Strict):
     @field_validator("teacher")
     @classmethod
     def _expand(cls, v: str) -> str:
-        def sub(m: re.Match[str]) -> str:
-            if (value := os.environ.get(m.group(1)) or m.group(3)) is None:
-                raise ValueError(f"{m.group(0)}: {m.group(1)} is not set (or write ${{{m.group(1)}:-default}})")
-            return value
-
-        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", sub, v)
+        return expand_env(v)
 
 
 class ExperimentConfig(_Strict):
@@ -371,30 +382,6 @@ class ExperimentConfig(_Strict):
             if not isinstance(getattr(A, aug.name, None), type):
                 raise ValueError(f"unknown albumentations transform {aug.name!r}")
         return v
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    key, raw = item.split("=", 1)
-    if not key:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of a raw recipe dict with dotted ``key=value`` overrides applied."""
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_override(item)
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item}: {k!r} is not a section")
-        node[path[-1]] = value
-    return out
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

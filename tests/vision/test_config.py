@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from vision.config import apply_overrides, load_experiment
+from vision.config import load_experiment
 from vision.errors import ConfigError
+from vision.overrides import apply_overrides
 
 RECIPES = sorted((Path(__file__).parents[2] / "experiments").glob("*.yaml"))
 
