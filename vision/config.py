@@ -373,6 +373,14 @@ class ExperimentConfig(_Strict):
             out.pop("distill", None)
         return out
 
+    @model_validator(mode="after")
+    def _interpolation_needs_a_trained_start(self) -> ExperimentConfig:
+        if self.train.interpolate_start and self.model.weights in NAMED_WEIGHTS:
+            raise ValueError(f"train.interpolate_start interpolates toward model.weights, and {self.model.weights} "
+                             "weights have no classifier for these classes: start from a model trained on the "
+                             "same task (a run's checkpoints/best.pt), or drop interpolate_start")
+        return self
+
     @field_validator("augmentations")
     @classmethod
     def _known_transforms(cls, v: list[AugmentationConfig]) -> list[AugmentationConfig]:

@@ -128,9 +128,16 @@ def test_a_resumed_run_reads_its_saved_start_back(trained_run: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("bad", [[0.0], [1.5], [-0.2, 0.5], []])
-def test_recipes_refuse_fractions_outside_zero_one(tiny_recipe, bad: list[float]) -> None:
-    with pytest.raises(ConfigError, match="interpolate_start"):
-        load_experiment(tiny_recipe(train__interpolate_start=bad))
+def test_recipes_refuse_fractions_outside_zero_one(tiny_recipe, trained_run: Path, bad: list[float]) -> None:
+    weights = str(trained_run / "checkpoints" / "best.pt")
+    with pytest.raises(ConfigError, match="train.interpolate_start"):
+        load_experiment(tiny_recipe(model__weights=weights, train__interpolate_start=bad))
+
+
+@pytest.mark.parametrize("weights", ["none", "imagenet"])
+def test_interpolation_needs_a_start_trained_for_the_task(tiny_recipe, weights: str) -> None:
+    with pytest.raises(ConfigError, match=f"and {weights} weights have no classifier"):
+        load_experiment(tiny_recipe(model__weights=weights, train__interpolate_start=[0.5]))
 
 
 def test_model_weights_expand_environment_variables(tiny_recipe, monkeypatch: pytest.MonkeyPatch,
