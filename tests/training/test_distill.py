@@ -215,5 +215,12 @@ def test_the_reference_student_recipe_loads(monkeypatch: pytest.MonkeyPatch) -> 
     assert student.distill is not None and student.distill.teacher == "/somewhere/runs/rgb-tta"
     assert student.model.tta == "none" and reference.model.tta == "d8"
     assert distill.choose_mode(student.augmentations, reference.model.tta)[0] == "cached"
-    same = ("data", "augmentations", "train", "calibration", "promotion", "seed")
+    assert student.model.weights == "/somewhere/runs/rgb-tta/checkpoints/best.pt"
+    same = ("data", "augmentations", "calibration", "promotion", "seed")
     assert all(getattr(student, k) == getattr(reference, k) for k in same)
+    # the schedule is the one knowingly different part: short and gentle from the teacher's
+    # weights, then interpolated back toward them
+    kept = ("batch_size", "weight_decay", "label_smoothing", "monitor", "amp", "channels_last")
+    assert all(getattr(student.train, k) == getattr(reference.train, k) for k in kept)
+    assert student.train.epochs < reference.train.epochs and student.train.lr < reference.train.lr
+    assert student.train.interpolate_start and reference.train.interpolate_start is None
