@@ -15,7 +15,10 @@ The teacher's targets come one of two ways, chosen by `choose_mode`:
   teacher's output is the mean over the 8 symmetries of the square, so flipping, rotating by
   90 degrees or transposing its input only permutes the views it averages.
 - ``on-the-fly``: the teacher runs on each augmented batch (costs a teacher pass per step),
-  whenever an augmentation is not such a symmetry (or the teacher averages no views).
+  whenever an augmentation is not such a symmetry (or the teacher averages no views), or when
+  ``distill.mixup`` mixes the chips of a batch: the teacher is asked about the very mixed chips
+  the student sees, points between the training chips that no cache holds (function matching,
+  Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and consistent").
 """
 
 from __future__ import annotations
@@ -128,8 +131,12 @@ def check_teacher(teacher: Teacher, classes: list[str], bands: list[str], input_
                           "bands and input size")
 
 
-def choose_mode(augmentations: list[AugmentationConfig], teacher_tta: str | None) -> tuple[str, str]:
+def choose_mode(augmentations: list[AugmentationConfig], teacher_tta: str | None,
+                mixup: float = 0.0) -> tuple[str, str]:
     """(``cached`` or ``on-the-fly``, why): cached only when it is exact (module docstring)."""
+    if mixup > 0:
+        return "on-the-fly", (f"mixup {mixup:g} mixes the chips of each batch: the teacher is asked about the "
+                              "mixed chips themselves")
     names = [a.name for a in augmentations]
     if not names:
         return "cached", "the recipe has no augmentations: the teacher sees the chips as they are"
@@ -214,23 +221,53 @@ class DistillLoss(nn.Module):
         self.temperature, self.alpha = temperature, alpha
         self.ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor,
+                mixed: torch.Tensor | None = None) -> torch.Tensor:
+        """``mixed``: the labels as class probabilities (a mixup batch), used instead of ``labels`` in CE."""
         t = self.temperature
         student = nn.functional.log_softmax(logits.float() / t, 1)
         target = nn.functional.log_softmax(teacher.float() / t, 1)
         soft = nn.functional.kl_div(student, target, reduction="batchmean", log_target=True) * (t * t)
-        return self.alpha * soft + (1 - self.alpha) * self.ce(logits, labels)
+        if self.alpha == 1:
+            return soft
+        return self.alpha * soft + (1 - self.alpha) * self.ce(logits, labels if mixed is None else mixed)
+
+
+def mix(x: torch.Tensor, y: torch.Tensor, classes: int, lam: float, order: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup: ``lam * x + (1 - lam) * x[order]``, the label that weighs more, and the labels mixed alike.
+
+    The chips are mixed as read (before the model's own normalisation, which is affine, so the
+    mix is the same either side of it).
+    """
+    xf = x.float()
+    mixed = lam * xf + (1 - lam) * xf[order]
+    one = nn.functional.one_hot(y.long(), classes).float()
+    return mixed, (y if lam >= 0.5 else y[order]), lam * one + (1 - lam) * one[order]
 
 
 class OnTheFly:
-    """A training loader whose batches also carry the teacher's targets on the augmented chips."""
+    """A training loader whose batches also carry the teacher's targets on the augmented chips.
 
-    def __init__(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], teacher: Teacher):
-        self.loader, self.teacher = loader, teacher
+    With ``mixup`` > 0 each batch is first mixed with a shuffled copy of itself (`mix`), drawn
+    from a generator seeded by ``seed`` (the same batches again on a resumed epoch).
+    """
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __init__(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], teacher: Teacher,
+                 mixup: float = 0.0, seed: tuple[int, ...] = (0,)):
+        self.loader, self.teacher, self.mixup, self.seed = loader, teacher, mixup, seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        rng = np.random.default_rng(list(self.seed))
+        classes = len(self.teacher.meta.classes)
         for x, y in self.loader:
-            yield x, y, torch.from_numpy(self.teacher.log_probs(x.numpy()))
+            if self.mixup > 0:
+                lam = float(rng.beta(self.mixup, self.mixup))
+                order = torch.from_numpy(rng.permutation(len(x)))
+                x, y, soft = mix(x, y, classes, lam, order)
+                yield x, y, torch.from_numpy(self.teacher.log_probs(x.numpy())), soft
+            else:
+                yield x, y, torch.from_numpy(self.teacher.log_probs(x.numpy()))
 
 
 @dataclass
@@ -248,22 +285,28 @@ class Distillation:
     def criterion(self, label_smoothing: float, weight: torch.Tensor | None) -> DistillLoss:
         return DistillLoss(self.spec.temperature, self.spec.alpha, label_smoothing, weight)
 
-    def batches(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterable[Any]:
-        """``loader`` as it is (cached: its dataset carries the targets), or with the teacher run on it."""
-        return loader if self.mode == "cached" else OnTheFly(loader, self.teacher)
+    def batches(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], seed: tuple[int, ...] = (0,)
+                ) -> Iterable[Any]:
+        """``loader`` as it is (cached: its dataset carries the targets), or with the teacher run on it.
+
+        ``seed`` (recipe seed, epoch, rank) draws the mixup of each batch.
+        """
+        return loader if self.mode == "cached" else OnTheFly(loader, self.teacher, self.spec.mixup, seed)
 
     def record(self) -> dict[str, Any]:
         """For ``lineage.json``, MLflow and the model card."""
         return {"teacher": self.teacher.source, "teacher_onnx": self.teacher.path,
                 "teacher_sha256": self.teacher.sha256, "teacher_model": self.teacher.meta.model_name,
                 "teacher_version": self.teacher.meta.model_version, "teacher_tta": self.teacher.meta.tta,
-                "temperature": self.spec.temperature, "alpha": self.spec.alpha, "mode": self.mode,
+                "temperature": self.spec.temperature, "alpha": self.spec.alpha, "mixup": self.spec.mixup,
+                "mode": self.mode,
                 "mode_reason": self.reason, **({"cache": CACHE_FILE, "cache_seconds": round(self.cache_seconds, 1)}
                                                if self.mode == "cached" else {})}
 
     def summary(self) -> str:
         return (f"distilled from {self.teacher.meta.model_name or self.teacher.source} "
-                f"({self.teacher.meta.tta or 'one pass'}, T {self.spec.temperature:g}, alpha {self.spec.alpha:g}); "
+                f"({self.teacher.meta.tta or 'one pass'}, T {self.spec.temperature:g}, alpha {self.spec.alpha:g}"
+                f"{f', mixup {self.spec.mixup:g}' if self.spec.mixup else ''}); "
                 f"teacher targets {self.mode}: {self.reason}")
 
     def prepare(self, source: ChipSource, out: Path, world: World, report: Reporter) -> None:
@@ -282,7 +325,7 @@ def plan(spec: DistillConfig, teacher: Teacher, augmentations: list[Augmentation
         ConfigError: the teacher does not fit (`check_teacher`).
     """
     check_teacher(teacher, classes, bands, input_size)
-    mode, reason = choose_mode(augmentations, teacher.meta.tta)
+    mode, reason = choose_mode(augmentations, teacher.meta.tta, spec.mixup)
     d = Distillation(spec, teacher, mode, reason)
     report.line(f"distill: teacher {escape(teacher.path)} (sha256 {teacher.sha256[:12]}); "
                 f"targets {mode}: {escape(reason)}")

@@ -250,7 +250,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
             loader: Any = train_loader(cfg, splits.train, epoch, sampler,
                                        distiller.targets if distiller is not None else None)
             if distiller is not None:
-                loader = distiller.batches(loader)
+                loader = distiller.batches(loader, seed=(cfg.seed, epoch, dist.rank))
             with _progress(report.enabled) as progress_bar:
                 task = progress_bar.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps,
                                              loss=float("nan"), acc=float("nan"), ips=0.0)

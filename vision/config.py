@@ -346,6 +346,10 @@ class DistillConfig(_Strict):
     temperature: float = Field(default=4.0, gt=0, le=100, description="softening of both distributions")
     alpha: float = Field(default=0.9, gt=0, le=1, description="weight of the teacher term (KL x T^2); 1 - alpha: "
                          "the labels' cross-entropy (with train.label_smoothing)")
+    mixup: float = Field(default=0.0, ge=0, le=10, description="mix each training batch with a shuffled copy of "
+                         "itself, lam ~ Beta(mixup, mixup), and distil on the mixed chips (function matching): the "
+                         "teacher then runs on every batch (on-the-fly targets); the labels' term mixes likewise; "
+                         "0: off")
 
     @field_validator("teacher")
     @classmethod
