@@ -228,8 +228,6 @@ class DistillLoss(nn.Module):
         student = nn.functional.log_softmax(logits.float() / t, 1)
         target = nn.functional.log_softmax(teacher.float() / t, 1)
         soft = nn.functional.kl_div(student, target, reduction="batchmean", log_target=True) * (t * t)
-        if self.alpha == 1:
-            return soft
         return self.alpha * soft + (1 - self.alpha) * self.ce(logits, labels if mixed is None else mixed)
 
 
@@ -261,13 +259,12 @@ class OnTheFly:
         rng = np.random.default_rng(list(self.seed))
         classes = len(self.teacher.meta.classes)
         for x, y in self.loader:
+            labels: tuple[torch.Tensor, ...] = ()
             if self.mixup > 0:
                 lam = float(rng.beta(self.mixup, self.mixup))
-                order = torch.from_numpy(rng.permutation(len(x)))
-                x, y, soft = mix(x, y, classes, lam, order)
-                yield x, y, torch.from_numpy(self.teacher.log_probs(x.numpy())), soft
-            else:
-                yield x, y, torch.from_numpy(self.teacher.log_probs(x.numpy()))
+                x, y, soft = mix(x, y, classes, lam, torch.from_numpy(rng.permutation(len(x))))
+                labels = (soft,)
+            yield x, y, torch.from_numpy(self.teacher.log_probs(x.numpy())), *labels
 
 
 @dataclass
@@ -299,9 +296,9 @@ class Distillation:
                 "teacher_sha256": self.teacher.sha256, "teacher_model": self.teacher.meta.model_name,
                 "teacher_version": self.teacher.meta.model_version, "teacher_tta": self.teacher.meta.tta,
                 "temperature": self.spec.temperature, "alpha": self.spec.alpha, "mixup": self.spec.mixup,
-                "mode": self.mode,
-                "mode_reason": self.reason, **({"cache": CACHE_FILE, "cache_seconds": round(self.cache_seconds, 1)}
-                                               if self.mode == "cached" else {})}
+                "mode": self.mode, "mode_reason": self.reason,
+                **({"cache": CACHE_FILE, "cache_seconds": round(self.cache_seconds, 1)}
+                   if self.mode == "cached" else {})}
 
     def summary(self) -> str:
         return (f"distilled from {self.teacher.meta.model_name or self.teacher.source} "
