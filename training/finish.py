@@ -53,6 +53,7 @@ class RunInfo:
         history: per-epoch metric rows.
         best_epoch: the epoch ``best.pt`` is from.
         interpolation: the WiSE-FT choice (`training.interpolate`), when the recipe asked for one.
+        soup: the ingredients averaged (`training.soup`), when the recipe asked for a soup.
     """
 
     out: Path
@@ -62,6 +63,7 @@ class RunInfo:
     history: list[dict[str, Any]]
     best_epoch: int
     interpolation: dict[str, Any] | None = None
+    soup: dict[str, Any] | None = None
 
 
 @dataclass
@@ -176,6 +178,8 @@ def publish(run: RunInfo, cfg: ExperimentConfig, model: nn.Module, ck: Inference
         "onnx_parity_max_abs": diff, "model_sha256": file_sha256(out / "model.onnx")}
     if run.interpolation is not None:
         metrics["interpolation"] = run.interpolation
+    if run.soup is not None:
+        metrics["soup"] = run.soup
 
     # Subgroup audit (recipe promotion.group_by) and model card: the promotion gate reads both.
     audit, audit_error = None, None

@@ -257,7 +257,7 @@ def build_card(cfg: ExperimentConfig, metrics: dict[str, Any], lineage: dict[str
             "optimizer": f"AdamW lr {cfg.train.lr} weight decay {cfg.train.weight_decay}, cosine with warmup",
             "batch_size": cfg.train.batch_size, "label_smoothing": cfg.train.label_smoothing,
             "imbalance": cfg.train.imbalance, "seed": cfg.seed, "distillation": lineage.get("distillation"),
-            "weight_interpolation": metrics.get("interpolation"),
+            "weight_interpolation": metrics.get("interpolation"), "soup": metrics.get("soup"),
         },
         "metrics": {"split": split, "n": rep["n"], "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"],
                     "per_class": rep["per_class"], "confusion_matrix": rep.get("confusion_matrix"),

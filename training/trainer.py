@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from training import distill, distributed, finish, interpolate, tracking
+from training import distill, distributed, finish, interpolate, soup, tracking
 from training.checkpoint import CheckpointError, InferenceCheckpoint, TrainState, rng_state, save_checkpoint
 from training.data import Splits, class_weights, eval_loader, open_splits, train_loader
 from training.loop import make_ema, param_groups, predict, train_one_epoch
@@ -106,12 +106,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
-                 recipe: str = "<recipe>", progress: bool = True) -> TrainResult:
+                 recipe: str = "<recipe>", progress: bool = True,
+                 ingredient: soup.Ingredient | None = None) -> TrainResult:
     """Train per ``cfg`` into ``out``. See the module docstring for the folder layout.
 
     Every step says what it does: reading the splits, band statistics, building the model,
     each epoch (a progress bar, or a line every 10 % in a log), then calibration, the test
     report, export and parity, the model card and registration (`training.finish`).
+    With ``train.soup``, the epochs are those of each ingredient in turn: this function again,
+    with ``ingredient`` (`training.soup`), which trains and keeps its best weights, no more.
     """
     out = Path(out)
     metrics_path, last_path = out / "metrics.json", out / "checkpoints" / "last.pt"
@@ -159,8 +162,11 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     distiller = (distill.plan(cfg.distill, teacher, cfg.augmentations, classes, bands, cfg.model.input_size,
                               report) if cfg.distill is not None and teacher is not None else None)
     n_stats = min(len(splits.train), STATS_SAMPLES)
-    with report.bar("band statistics of the train split", n_stats) as advance:
-        stats = compute_band_stats(_Counted(splits.train, advance), max_samples=STATS_SAMPLES, seed=cfg.seed)
+    if ingredient is not None:
+        stats = ingredient.stats
+    else:
+        with report.bar("band statistics of the train split", n_stats) as advance:
+            stats = compute_band_stats(_Counted(splits.train, advance), max_samples=STATS_SAMPLES, seed=cfg.seed)
     fingerprint = dataset_fingerprint(splits.train, splits.val)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +181,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
         use_fast_depthwise(backbone)
     model: nn.Module = NormalizedClassifier(backbone, stats.mean, stats.std,
                                             cfg.model.work_size).to(device)
+    if ingredient is not None:
+        model.load_state_dict(ingredient.start)  # every ingredient of a soup starts here
     # channels_last also speeds up CPU training (oneDNN depthwise convolutions: ~25 % here).
     channels_last = cfg.train.channels_last
     if channels_last:
@@ -205,7 +213,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
 
     # The weights before any step, for WiSE-FT at the end (`training.interpolate`).
     start = (interpolate.keep_start(model, out, state is not None)
-             if cfg.train.interpolate_start and is_main else None)
+             if (cfg.train.interpolate_start or cfg.train.soup) and is_main else None)
     start_epoch, history, best, bad_epochs, run_id = 0, [], None, 0, None
     if state is not None:
         state.restore(model, optimizer, scheduler, ema=ema, scaler=scaler, path=last_path)
@@ -225,9 +233,10 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     if labelled is not None:
         lineage.update(labelled.lineage())
     if distiller is not None:
-        distiller.prepare(splits.train, out, dist, report)  # cached mode: the teacher's pass, once
+        # cached mode: the teacher's pass, once (for all the ingredients of a soup)
+        distiller.prepare(splits.train, ingredient.cache if ingredient is not None else out, dist, report)
         lineage["distillation"] = distiller.record()
-    if is_main:
+    if is_main and ingredient is None:
         with report.stage("starting the MLflow run"):
             run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
             run_id = run.info.run_id
@@ -244,7 +253,22 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     monitor = cfg.train.monitor
     sign = -1.0 if monitor == "val_loss" else 1.0
     val_loader = eval_loader(splits.val, cfg.train.batch_size * 2)
+    prefix = soup.Ingredient.metric_prefix(cfg) if ingredient is not None else ""
     try:
+        if cfg.train.soup:
+            base = start if start is not None else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            cooked = _cook(cfg, out, resume, recipe, progress, soup.Ingredient(base, stats, out))
+            if not is_main:
+                return TrainResult(out, {})
+            state_dict, history, soup_record = cooked
+            model.load_state_dict(state_dict)
+            epoch_kept = max(int(r["epoch"]) for r in history) if history else 0
+            _inference_checkpoint(model, cfg, classes, bands, stats, epoch_kept, pixels).save(
+                out / "checkpoints" / "best.pt")
+            metrics = _finish(cfg, out, model, splits, fingerprint, history, run_id, chash, device, report,
+                              start, soup_record)
+            tracking.end_run()
+            return TrainResult(out, metrics)
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler = distributed.epoch_sampler(dist, len(splits.train), epoch, cfg.seed)
             loader: Any = train_loader(cfg, splits.train, epoch, sampler,
@@ -294,7 +318,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                     f"epoch {epoch + 1}: train loss {stats_e.loss:.4f} acc {stats_e.accuracy:.4f} | "
                     f"val loss {val_loss:.4f} acc {rep['accuracy']:.4f} macro-F1 {rep['macro_f1']:.4f} "
                     f"| {stats_e.samples_per_s:.0f} img/s{' *' if improved else ''}")
-                tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+                tracking.log_metrics({prefix + k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
                 if improved:
                     _inference_checkpoint(judged, cfg, classes, bands, stats, epoch + 1, pixels).save(
                         out / "checkpoints" / "best.pt")
@@ -312,15 +336,32 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
                 break
         if not is_main:
             return TrainResult(out, {})
+        if ingredient is not None:  # its best weights are all the soup needs
+            return TrainResult(out, soup.finish_ingredient(out, chash, history))
         metrics = _finish(cfg, out, model, splits, fingerprint, history, run_id, chash, device, report, start)
     except BaseException:
-        if is_main:
+        if is_main and ingredient is None:
             tracking.end_run("KILLED")
         raise
     finally:
-        distributed.shutdown(dist)
+        if ingredient is None:
+            distributed.shutdown(dist)
     tracking.end_run()
     return TrainResult(out, metrics)
+
+
+def _cook(cfg: ExperimentConfig, out: Path, resume: bool, recipe: str, progress: bool,
+          ingredient: soup.Ingredient) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, Any]]:
+    """Train the ingredients of ``train.soup`` one after another; their average (`training.soup`)."""
+    n = cfg.train.soup or 0
+    configs = [soup.ingredient_config(cfg, k) for k in range(n)]
+    results, folders = [], []
+    for k, c in enumerate(configs):
+        console.print(f"[bold]soup ingredient {k + 1} of {n}[/bold] (seed {c.seed}): "
+                      f"{escape(str(soup.folder(out, c)))}")
+        folders.append(soup.folder(out, c))
+        results.append(run_training(c, folders[-1], resume, recipe, progress, ingredient).metrics)
+    return soup.combine(folders, results, [c.seed for c in configs])
 
 
 def _read_train_state(path: Path, chash: str) -> TrainState:
@@ -369,7 +410,8 @@ def _inference_checkpoint(model: nn.Module, cfg: ExperimentConfig, classes: list
 
 def _finish(cfg: ExperimentConfig, out: Path, model: nn.Module, splits: Splits, fingerprint: str,
             history: list[dict[str, Any]], run_id: str | None, chash: str, device: torch.device,
-            report: Reporter, start: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+            report: Reporter, start: dict[str, torch.Tensor] | None = None,
+            soup_record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Best weights (interpolated toward ``start`` when the recipe asks) -> calibrate, evaluate,
     publish (`training.finish`)."""
     best_path = out / "checkpoints" / "best.pt"
@@ -387,7 +429,7 @@ def _finish(cfg: ExperimentConfig, out: Path, model: nn.Module, splits: Splits, 
         model.tta = cfg.model.tta
     cal = finish.calibrate(model, splits, cfg, device, report)
     ev = finish.evaluate(model, splits, cal, cfg, device, out / "report", report)
-    run = finish.RunInfo(out, run_id, chash, fingerprint, history, ck.epoch, chosen)
+    run = finish.RunInfo(out, run_id, chash, fingerprint, history, ck.epoch, chosen, soup_record)
     metrics = finish.publish(run, cfg, model, ck, splits, cal, ev, report)
     rep = ev.report
     registered = (f"registered {escape(cfg.model.name)} v{metrics['model_version']} as challenger; "
