@@ -257,10 +257,10 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     try:
         if cfg.train.soup:
             base = start if start is not None else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            cooked = _cook(cfg, out, resume, recipe, progress, soup.Ingredient(base, stats, out))
+            results = _cook(cfg, out, resume, recipe, progress, soup.Ingredient(base, stats, out), report)
             if not is_main:
                 return TrainResult(out, {})
-            state_dict, history, soup_record = cooked
+            state_dict, history, soup_record = soup.combine(*results)
             model.load_state_dict(state_dict)
             epoch_kept = max(int(r["epoch"]) for r in history) if history else 0
             _inference_checkpoint(model, cfg, classes, bands, stats, epoch_kept, pixels).save(
@@ -351,17 +351,18 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
 
 
 def _cook(cfg: ExperimentConfig, out: Path, resume: bool, recipe: str, progress: bool,
-          ingredient: soup.Ingredient) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, Any]]:
-    """Train the ingredients of ``train.soup`` one after another; their average (`training.soup`)."""
+          ingredient: soup.Ingredient, report: Reporter) -> tuple[list[Path], list[dict[str, Any]], list[int]]:
+    """Train the ingredients of ``train.soup`` one after another (on every rank under torchrun):
+    their folders, results (empty on ranks other than 0) and seeds, for `training.soup.combine`."""
     n = cfg.train.soup or 0
     configs = [soup.ingredient_config(cfg, k) for k in range(n)]
     results, folders = [], []
     for k, c in enumerate(configs):
-        console.print(f"[bold]soup ingredient {k + 1} of {n}[/bold] (seed {c.seed}): "
-                      f"{escape(str(soup.folder(out, c)))}")
+        report.line(f"[bold]soup ingredient {k + 1} of {n}[/bold] (seed {c.seed}): "
+                    f"{escape(str(soup.folder(out, c)))}")
         folders.append(soup.folder(out, c))
         results.append(run_training(c, folders[-1], resume, recipe, progress, ingredient).metrics)
-    return soup.combine(folders, results, [c.seed for c in configs])
+    return folders, results, [c.seed for c in configs]
 
 
 def _read_train_state(path: Path, chash: str) -> TrainState:

@@ -153,3 +153,31 @@ def test_epoch_sampler_shares_are_disjoint_and_drop_the_padding(world: int) -> N
     shares = [list(epoch_sampler(World(r, 2), 11, 3, 7) or []) for r in (0, 1)]
     assert [len(s) for s in shares] == [5, 5] and not set(shares[0]) & set(shares[1])
     assert shares != [list(epoch_sampler(World(r, 2), 11, 4, 7) or []) for r in (0, 1)]  # per epoch
+
+
+def test_a_soup_under_torchrun_trains_each_ingredient_on_both_ranks(tiny_recipe, tmp_path: Path) -> None:
+    """`train.soup` under torchrun: each ingredient is a distributed run of its own (the
+    process group is set up once and outlives them); rank 0 alone averages, logs and registers."""
+    recipe = tiny_recipe(model__name="tiny_soup_ddp", train__epochs=1, train__threads=1, train__soup=2)
+    out, record = tmp_path / "soup", tmp_path / "record"
+    env = _env(tmp_path, record)
+    r = subprocess.run(_command(recipe, out), cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=LAUNCH_TIMEOUT_S)
+    text = r.stdout + r.stderr
+    assert r.returncode == 0, text[-3000:]
+    assert text.count("soup ingredient 2 of 2") == 1 and text.count("epoch 1: train loss") == 2, text[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [i["seed"] for i in metrics["soup"]["ingredients"]] == [7, 8]
+    for seed in (7, 8):
+        assert json.loads((out / "ingredients" / f"seed-{seed}" / "metrics.json").read_text())["status"] == "complete"
+    # The last ingredient's epoch, as each rank read it: disjoint halves.
+    a, b = (set(json.loads((record / f"epoch1_rank{r}.json").read_text())["indices"]) for r in (0, 1))
+    assert a and b and not a & b
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
+    runs = [run for exp in client.search_experiments() for run in client.search_runs([exp.experiment_id])]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert {"seed-7/val_accuracy", "seed-8/val_accuracy"} <= set(runs[0].data.metrics)
+    assert len(client.search_model_versions("name='tiny_soup_ddp'")) == 1
