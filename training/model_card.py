@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from training import soup
 from vision.atomic import write_text_atomic as atomic_write_text
 from vision.config import ExperimentConfig
 from vision.data import ChipSource
@@ -252,8 +253,11 @@ def build_card(cfg: ExperimentConfig, metrics: dict[str, Any], lineage: dict[str
                       "(flips, 90-degree rotations, transposes)"}.get(cfg.model.tta, "")),
         },
         "training": {
-            "initial_weights": provenance, "epochs_planned": cfg.train.epochs, "epochs_run": len(history),
-            "best_epoch": metrics.get("best_epoch"), "monitor": cfg.train.monitor,
+            "initial_weights": provenance, "epochs_planned": cfg.train.epochs,
+            "epochs_run": soup.epochs_run(history),
+            "best_epoch": (", ".join(str(c["best_epoch"]) for c in metrics["soup"]["ingredients"])
+                           + " (one per ingredient)") if metrics.get("soup") else metrics.get("best_epoch"),
+            "monitor": cfg.train.monitor,
             "optimizer": f"AdamW lr {cfg.train.lr} weight decay {cfg.train.weight_decay}, cosine with warmup",
             "batch_size": cfg.train.batch_size, "label_smoothing": cfg.train.label_smoothing,
             "imbalance": cfg.train.imbalance, "seed": cfg.seed, "distillation": lineage.get("distillation"),

@@ -20,7 +20,11 @@ val, one more choice made on the split that already picks the epoch and the inte
 
 Each ingredient folder is a run of its own (``config.yaml``, ``checkpoints/last.pt``, and a
 ``metrics.json`` with ``"status": "complete"`` once it is done), so ``--resume`` skips the
-ingredients that are done and continues the one that was cut off. Ingredients log their epochs
+ingredients that are done and continues the one that was cut off. The run folder holds
+``checkpoints/soup.json`` from the start (the recipe's hash and the MLflow run): a rerun
+without ``--resume`` or with another recipe is refused, and ``--resume`` reopens the same
+MLflow run and reads the starting weights back from ``start.pt``, so that every ingredient,
+before and after the cut-off, starts from the same weights. Ingredients log their epochs
 into the run's MLflow run as ``seed-S/val_accuracy`` and so on; distillation reads the
 teacher's cached targets from the run folder, computed once for all of them.
 """
@@ -39,7 +43,9 @@ from training.checkpoint import CheckpointError, InferenceCheckpoint
 from vision.atomic import write_text_atomic
 from vision.config import ExperimentConfig
 from vision.data import BandStats
+from vision.errors import ConfigError
 
+STATE_FILE = "checkpoints/soup.json"
 METHOD = "uniform model soup: the mean of the ingredients' best weights (seed, seed + 1, ...)"
 
 
@@ -60,6 +66,47 @@ class Ingredient:
     @staticmethod
     def metric_prefix(cfg: ExperimentConfig) -> str:
         return f"seed-{cfg.seed}/"
+
+
+def read_state(out: Path, config_hash: str, resume: bool) -> dict[str, Any] | None:
+    """The unfinished soup in ``out`` (its MLflow run id), ``None`` if none was started.
+
+    Raises:
+        ConfigError: it was started by another recipe, or ``resume`` is not set.
+        CheckpointError: the state file is not one this module wrote.
+    """
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("config_hash"), str):
+            raise ValueError("no config_hash")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not the state of a model soup ({exc}); delete {out} to start over") from exc
+    if state["config_hash"] != config_hash:
+        raise ConfigError(f"{out} holds an unfinished soup of a different recipe; choose another --out")
+    if not resume:
+        raise ConfigError(f"{out} holds an unfinished soup: pass --resume to continue it, or choose another --out")
+    return state
+
+
+def write_state(out: Path, config_hash: str, mlflow_run_id: str | None) -> None:
+    write_text_atomic(out / STATE_FILE, json.dumps({"config_hash": config_hash, "mlflow_run_id": mlflow_run_id}))
+
+
+def not_a_run(out: Path) -> ConfigError:
+    """The error for ``vision train`` pointed at an ingredient's folder as if it were a run."""
+    return ConfigError(f"{out} is an ingredient of the model soup in {out.parent.parent}, not a run of its "
+                       "own (never calibrated, exported or registered): train the soup's recipe into that folder")
+
+
+def epochs_run(history: Sequence[Mapping[str, Any]]) -> int:
+    """Epochs of the longest ingredient, or of the run itself (rows without a ``seed``)."""
+    counts: dict[Any, int] = {}
+    for row in history:
+        counts[row.get("seed")] = counts.get(row.get("seed"), 0) + 1
+    return max(counts.values(), default=0)
 
 
 def ingredient_config(cfg: ExperimentConfig, k: int) -> ExperimentConfig:

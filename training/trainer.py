@@ -122,6 +122,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     if metrics_path.exists():
         done = json.loads(metrics_path.read_text())
         if done.get("status") == "complete":
+            if done.get("ingredient") and ingredient is None:
+                raise soup.not_a_run(out)
             if done.get("config_hash") != chash:
                 raise ConfigError(f"{out} holds a finished run of a different recipe; "
                                   "choose another --out")
@@ -133,6 +135,7 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     # What the recipe names must exist before minutes go into reading data.
     check_resources(cfg)
     state = _read_train_state(last_path, chash) if resume and last_path.exists() else None
+    soup_state = soup.read_state(out, chash, resume) if cfg.train.soup else None
 
     dist = distributed.init()
     rank, world, is_main = dist.rank, dist.size, dist.is_main
@@ -212,10 +215,14 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     # The weights before any step, for WiSE-FT at the end (`training.interpolate`).
-    start = (interpolate.keep_start(model, out, state is not None)
+    start = (interpolate.keep_start(model, out, state is not None or soup_state is not None)
              if (cfg.train.interpolate_start or cfg.train.soup) and is_main else None)
     start_epoch, history, best, bad_epochs, run_id = 0, [], None, 0, None
-    if state is not None:
+    if soup_state is not None:
+        run_id = soup_state.get("mlflow_run_id")
+        if is_main:
+            console.print(f"Resuming the model soup in {escape(str(out))}")
+    elif state is not None:
         state.restore(model, optimizer, scheduler, ema=ema, scaler=scaler, path=last_path)
         start_epoch, history = state.epoch + 1, state.history
         best, bad_epochs, run_id = state.best, state.bad_epochs, state.mlflow_run_id
@@ -240,6 +247,8 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
         with report.stage("starting the MLflow run"):
             run = tracking.start_run(cfg.experiment or model_name, out.name, run_id)
             run_id = run.info.run_id
+            if cfg.train.soup:
+                soup.write_state(out, chash, run_id)
             tracking.log_params(_flatten(cfg.model_dump(mode="json")))
             tracking.set_tags({"recipe": recipe, "train_data_fingerprint": fingerprint,
                                "vision.out": str(out.resolve()), "config_hash": chash})
@@ -419,7 +428,9 @@ def _finish(cfg: ExperimentConfig, out: Path, model: nn.Module, splits: Splits, 
     ck = InferenceCheckpoint.load(best_path)
     model.load_state_dict(ck.state_dict)
     model.eval()
-    report.line(f"training done ({report.total()}); best epoch {ck.epoch} of {len(history)}")
+    report.line(f"training done ({report.total()}); "
+                + (f"the mean of {soup_record['n']} ingredients' best weights" if soup_record
+                   else f"best epoch {ck.epoch} of {len(history)}"))
     chosen = None
     if start is not None and cfg.train.interpolate_start:
         chosen = interpolate.choose(model, start, cfg.train.interpolate_start,

@@ -94,23 +94,40 @@ def test_every_ingredient_starts_from_the_same_weights(tiny_recipe, mlflow_store
 
 def test_a_run_cut_off_in_an_ingredient_resumes_it_and_skips_those_done(
         tiny_recipe, mlflow_store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = tiny_recipe(model__name="tiny_soup_resume", train__epochs=1, train__soup=2)
+    import mlflow
+
+    cfg = load_experiment(tiny_recipe(model__name="tiny_soup_resume", train__epochs=1, train__soup=2))
     out = tmp_path / "cut"
-    run_training(load_experiment(recipe), out, progress=False)
+    first = run_training(cfg, out, progress=False).metrics
     kept = _weights(out)
     before = {f.name: _weights(f) for f in (out / "ingredients").iterdir()}
+    # An ingredient's folder is not a run: it was never calibrated, exported or registered.
+    with pytest.raises(ConfigError, match="is an ingredient of the model soup in"):
+        run_training(load_experiment(out / "ingredients" / "seed-7" / "config.yaml"), out / "ingredients" / "seed-7",
+                     progress=False)
     # As if the run had stopped after the second ingredient's last epoch, before it was marked done.
     (out / "metrics.json").unlink()
     (out / "ingredients" / "seed-8" / "metrics.json").unlink()
-    with pytest.raises(ConfigError, match=r"seed-8 holds an unfinished run: pass --resume"):
-        run_training(load_experiment(recipe), out, progress=False)
+    with pytest.raises(ConfigError, match="holds an unfinished soup: pass --resume"):
+        run_training(cfg, out, progress=False)
+    other = load_experiment(tiny_recipe(model__name="tiny_soup_resume", train__epochs=1, train__soup=2, seed=8))
+    with pytest.raises(ConfigError, match="unfinished soup of a different recipe"):
+        run_training(other, out, resume=True, progress=False)
     capsys.readouterr()
-    metrics = run_training(load_experiment(recipe), out, resume=True, progress=False).metrics
+    metrics = run_training(cfg, out, resume=True, progress=False).metrics
     captured = capsys.readouterr()
     said = captured.out + captured.err
-    assert "Training already completed" in said and "Resuming" in said
+    assert "Resuming the model soup" in said and "Training already completed" in said and "Resuming" in said
     assert metrics["status"] == "complete" and [i["seed"] for i in metrics["soup"]["ingredients"]] == [7, 8]
     for name, state in before.items():
         assert all(torch.equal(state[k], _weights(out / "ingredients" / name)[k]) for k in state)
     again = _weights(out)
     assert all(torch.equal(kept[k], again[k]) for k in kept)
+    # One MLflow run across the cut: the resume reopened it, and it holds both ingredients' epochs.
+    assert metrics["mlflow_run_id"] == first["mlflow_run_id"]
+    client = mlflow.tracking.MlflowClient()
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert {"seed-7/val_accuracy", "seed-8/val_accuracy"} <= set(runs[0].data.metrics)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Epochs run 1 of 1; best epoch 1, 1 (one per ingredient)" in card
