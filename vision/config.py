@@ -308,12 +308,9 @@ class TrainConfig(_Strict):
         "val (the trained weights, 1.0, always compete): WiSE-FT (`training.interpolate`)",
     )
 
-    soup: int | None = Field(
-        default=None, ge=2, le=16,
-        description="train this many models from the same starting weights, with seeds seed, seed + 1, "
-        "..., one after another (the run takes this many times as long), and make their average the "
-        "model: a uniform model soup (`training.soup`)",
-    )
+    soup: int | None = Field(default=None, ge=2, le=16, description="train this many models from the same "
+                             "start, seeds seed, seed + 1, ..., one after another, and make the mean of their "
+                             "weights the model: a uniform model soup (`training.soup`)")
 
     @field_validator("interpolate_start")
     @classmethod
