@@ -46,10 +46,15 @@ def keep_start(model: nn.Module, out: Path, resume: bool) -> dict[str, torch.Ten
             raise CheckpointError(f"{path}: not the starting weights this run saved (no state_dict of tensors); "
                                   "delete it to take them from model.weights again")
         return state
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = snapshot(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, {"state_dict": state})
     return state
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s weights and buffers, on the CPU, that later steps leave alone."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def mix(start: Mapping[str, torch.Tensor], trained: Mapping[str, torch.Tensor], w: float

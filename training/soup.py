@@ -32,6 +32,7 @@ teacher's cached targets from the run folder, computed once for all of them.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,10 @@ class Ingredient:
     stats: BandStats
     cache: Path
 
-    @staticmethod
-    def metric_prefix(cfg: ExperimentConfig) -> str:
-        return f"seed-{cfg.seed}/"
+
+def metric_prefix(cfg: ExperimentConfig) -> str:
+    """What an ingredient's metrics are called in the run's MLflow run: ``seed-S/val_accuracy``."""
+    return f"seed-{cfg.seed}/"
 
 
 def read_state(out: Path, config_hash: str, resume: bool) -> dict[str, Any] | None:
@@ -103,10 +105,7 @@ def not_a_run(out: Path) -> ConfigError:
 
 def epochs_run(history: Sequence[Mapping[str, Any]]) -> int:
     """Epochs of the longest ingredient, or of the run itself (rows without a ``seed``)."""
-    counts: dict[Any, int] = {}
-    for row in history:
-        counts[row.get("seed")] = counts.get(row.get("seed"), 0) + 1
-    return max(counts.values(), default=0)
+    return max(Counter(row.get("seed") for row in history).values(), default=0)
 
 
 def ingredient_config(cfg: ExperimentConfig, k: int) -> ExperimentConfig:

@@ -262,10 +262,10 @@ def run_training(cfg: ExperimentConfig, out: Path, resume: bool = False,
     monitor = cfg.train.monitor
     sign = -1.0 if monitor == "val_loss" else 1.0
     val_loader = eval_loader(splits.val, cfg.train.batch_size * 2)
-    prefix = soup.Ingredient.metric_prefix(cfg) if ingredient is not None else ""
+    prefix = soup.metric_prefix(cfg) if ingredient is not None else ""
     try:
         if cfg.train.soup:
-            base = start if start is not None else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            base = start if start is not None else interpolate.snapshot(model)
             results = _cook(cfg, out, resume, recipe, progress, soup.Ingredient(base, stats, out), report)
             if not is_main:
                 return TrainResult(out, {})
@@ -367,9 +367,8 @@ def _cook(cfg: ExperimentConfig, out: Path, resume: bool, recipe: str, progress:
     configs = [soup.ingredient_config(cfg, k) for k in range(n)]
     results, folders = [], []
     for k, c in enumerate(configs):
-        report.line(f"[bold]soup ingredient {k + 1} of {n}[/bold] (seed {c.seed}): "
-                    f"{escape(str(soup.folder(out, c)))}")
         folders.append(soup.folder(out, c))
+        report.line(f"[bold]soup ingredient {k + 1} of {n}[/bold] (seed {c.seed}): {escape(str(folders[-1]))}")
         results.append(run_training(c, folders[-1], resume, recipe, progress, ingredient).metrics)
     return folders, results, [c.seed for c in configs]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from tests.training.onnx_helpers import assert_onnx_is_best_checkpoint
 from training import interpolate
 from training.checkpoint import CheckpointError, InferenceCheckpoint, load_checkpoint
 from training.data import eval_loader
@@ -80,8 +80,6 @@ def test_the_fraction_kept_is_the_one_best_on_val(trained_run: Path, synthetic_r
 
 def test_a_run_from_a_trained_model_records_and_exports_the_interpolated_weights(
         trained_run: Path, tiny_recipe, mlflow_store, tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     recipe = tiny_recipe(model__weights=str(trained_run / "checkpoints" / "best.pt"), model__name="tiny_wise",
                          train__epochs=1, train__lr=0.02, train__interpolate_start=[0.25, 0.5, 0.75])
     out = tmp_path / "wise"
@@ -101,13 +99,7 @@ def test_a_run_from_a_trained_model_records_and_exports_the_interpolated_weights
     kept = InferenceCheckpoint.load(out / "checkpoints" / "best.pt").state_dict
     expected = interpolate.mix(start, trained, rec["chosen"])
     assert all(torch.allclose(kept[k].float(), expected[k].float(), atol=1e-6) for k in kept)
-    # The exported graph is that model.
-    ck = InferenceCheckpoint.load(out / "checkpoints" / "best.pt")
-    net = ck.build_model(out / "checkpoints" / "best.pt").eval()
-    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 3000, (4, 6, 32, 32)).astype(np.float32))
-    onnx_logits = ort.InferenceSession(str(out / "model.onnx")).run(["logits"], {"pixels": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.allclose(onnx_logits, net(x).numpy(), atol=1e-4)
+    assert_onnx_is_best_checkpoint(out)  # the exported graph is that model
     card = (out / "MODEL_CARD.md").read_text()
     assert f"WiSE-FT): kept w = {rec['chosen']}" in card
     assert json.loads((out / "metrics.json").read_text())["interpolation"] == rec

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from tests.training.onnx_helpers import assert_onnx_is_best_checkpoint
 from training import interpolate, soup
 from training.checkpoint import CheckpointError, InferenceCheckpoint, load_checkpoint
 from training.trainer import run_training
@@ -44,7 +44,6 @@ def test_the_average_is_the_mean_of_floats_and_keeps_the_first_counters() -> Non
 
 def test_a_soup_run_exports_the_average_of_its_ingredients(tiny_recipe, mlflow_store, tmp_path: Path) -> None:
     import mlflow
-    import onnxruntime as ort
 
     recipe = tiny_recipe(model__name="tiny_soup", train__epochs=2, train__soup=2, train__ema_decay=0.9)
     out = tmp_path / "soup"
@@ -70,13 +69,7 @@ def test_a_soup_run_exports_the_average_of_its_ingredients(tiny_recipe, mlflow_s
     assert "A model soup: the mean of the weights of 2 models" in (out / "MODEL_CARD.md").read_text()
     logged = mlflow.tracking.MlflowClient().get_run(metrics["mlflow_run_id"]).data.metrics
     assert {"seed-7/val_accuracy", "seed-8/val_accuracy", "test_accuracy"} <= set(logged)
-
-    ck = InferenceCheckpoint.load(out / "checkpoints" / "best.pt")
-    net = ck.build_model(out / "checkpoints" / "best.pt").eval()
-    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 3000, (4, 6, 32, 32)).astype(np.float32))
-    onnx_logits = ort.InferenceSession(str(out / "model.onnx")).run(["logits"], {"pixels": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.allclose(onnx_logits, net(x).numpy(), atol=1e-4)
+    assert_onnx_is_best_checkpoint(out)
 
 
 def test_every_ingredient_starts_from_the_same_weights(tiny_recipe, mlflow_store, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from vision.errors import UnreadableInputError
@@ -98,8 +99,6 @@ def _decode_jpeg_turbo(data: bytes) -> np.ndarray | None:
     limit = Image.MAX_IMAGE_PIXELS or 2**28
     if comps not in (1, 3) or h == 0 or w == 0 or h * w > limit:
         return None
-    import simplejpeg
-
     try:  # strict: a corrupt-data warning is an error here, and the file goes to PIL
         arr = simplejpeg.decode_jpeg(data, colorspace="GRAY" if comps == 1 else "RGB", strict=True)
     except (ValueError, RuntimeError):
